@@ -1,0 +1,13 @@
+# moeroute_set_warnings(target): the project's warning set, errors when MOEROUTE_WERROR is ON.
+function(moeroute_set_warnings target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow)
+    if(MOEROUTE_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+  endif()
+  if(MOEROUTE_SANITIZE)
+    target_compile_options(${target} PRIVATE ${MOEROUTE_SANITIZE_FLAGS})
+    target_link_options(${target} PRIVATE ${MOEROUTE_SANITIZE_FLAGS})
+  endif()
+endfunction()

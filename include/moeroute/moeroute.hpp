@@ -1,0 +1,9 @@
+#pragma once
+// Umbrella header: the core of moeroute (no Eigen, no Vulkan). Backends are included separately:
+// <moeroute/backends/cpu_eigen.hpp>, <moeroute/backends/vulkan.hpp>.
+
+#include "moeroute/version.hpp"
+#include "moeroute/error.hpp"
+#include "moeroute/detail/float16.hpp"
+#include "moeroute/io/routing_trace.hpp"
+#include "moeroute/residency/residency_set.hpp"

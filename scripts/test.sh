@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds with warnings as errors, runs the suite,
+# then builds and runs the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/deps.sh
+jobs="$(nproc)"
+
+# Vulkan tests run with the Khronos validation layer and fail on any message it reports.
+export MOEROUTE_VK_VALIDATION=1
+
+echo "== release build (-Werror) =="
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DMOEROUTE_WERROR=ON >/dev/null
+cmake --build build/release -j "$jobs"
+ctest --test-dir build/release --output-on-failure -j "$jobs" --timeout 600
+
+echo "== ASan + UBSan build =="
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEROUTE_WERROR=ON \
+  -DMOEROUTE_SANITIZE=ON -DMOEROUTE_BUILD_BENCHMARKS=OFF -DMOEROUTE_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build/asan -j "$jobs"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+  ctest --test-dir build/asan --output-on-failure -j "$jobs" --timeout 900
