@@ -187,3 +187,20 @@ TEST(RoutingTrace, MalformedLinesNameTheLine) {
   }
   EXPECT_THROW(read_routing_trace_jsonl("/nonexistent/trace.jsonl"), error);
 }
+
+TEST(TraceCounts, CountsAndMassMatchAPlainLoop) {
+  std::istringstream in(
+      "{\"layer\": 2, \"experts\": [3, 0], \"weights\": [0.75, 0.25]}\n"
+      "{\"layer\": 0, \"experts\": [3], \"weights\": [1.0]}\n"
+      "{\"layer\": 2, \"experts\": [3, 1], \"weights\": [0.5, 0.5]}\n");
+  auto t = parse_routing_trace_jsonl(in, "mem");
+  auto c = trace_activation_counts(t, 5);
+  ASSERT_EQ(c.size(), 2u);  // layer 1 never appears
+  EXPECT_EQ(c[0].layer_index, 0);
+  EXPECT_EQ(c[0].counts, (std::vector<double>{0, 0, 0, 1, 0}));
+  EXPECT_EQ(c[1].layer_index, 2);
+  EXPECT_EQ(c[1].counts, (std::vector<double>{1, 1, 0, 2, 0}));
+  auto m = trace_weight_mass(t);
+  EXPECT_EQ(m[1].counts, (std::vector<double>{0.25, 0.5, 0, 1.25}));
+  EXPECT_THROW(trace_activation_counts(t, 3), error);  // expert 3 does not fit E = 3
+}

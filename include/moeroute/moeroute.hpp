@@ -6,4 +6,6 @@
 #include "moeroute/error.hpp"
 #include "moeroute/detail/float16.hpp"
 #include "moeroute/io/routing_trace.hpp"
+#include "moeroute/io/trace_counts.hpp"
+#include "moeroute/routing/result.hpp"
 #include "moeroute/residency/residency_set.hpp"
