@@ -1,0 +1,253 @@
+// GGUF reader: every KV type, nested arrays, tensor infos and byte sizes, alignment, tensor reads,
+// and every malformed-input kind (each must throw moeroute::error naming the problem).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "fuzz/gguf_writer.hpp"
+#include "moeroute/io/gguf.hpp"
+
+using namespace moeroute;
+using namespace moeroute_test;
+
+namespace {
+
+std::string u32b(std::uint32_t v) {
+  std::string s;
+  put_u32(s, v);
+  return s;
+}
+std::string u64b(std::uint64_t v) {
+  std::string s;
+  put_u64(s, v);
+  return s;
+}
+
+// Expects parse to throw moeroute::error whose message contains `needle`.
+void expect_error(const std::string& bytes, const std::string& needle) {
+  try {
+    gguf_file::parse(bytes, "x.gguf");
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const moeroute::error& e) {
+    EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+    EXPECT_EQ(e.message().rfind("x.gguf", 0), 0u) << e.message();
+  }
+}
+
+gguf_writer all_types_file() {
+  gguf_writer w;
+  w.kv_raw("u8", T_U8, std::string(1, '\xfe'));
+  w.kv_raw("i8", T_I8, std::string(1, '\xfe'));
+  w.kv_raw("u16", T_U16, std::string("\x34\x12", 2));
+  w.kv_raw("i16", T_I16, std::string("\xff\xff", 2));
+  w.kv_u32("u32", 4000000000u);
+  w.kv_raw("i32", T_I32, u32b(static_cast<std::uint32_t>(-7)));
+  std::string f;
+  put_f32(f, 1.5f);
+  w.kv_raw("f32", T_F32, f);
+  w.kv_raw("bool", T_BOOL, std::string(1, '\x01'));
+  w.kv_string("str", "hello");
+  w.kv_raw("u64", T_U64, u64b(0xfedcba9876543210ull));
+  w.kv_raw("i64", T_I64, u64b(static_cast<std::uint64_t>(-123456789012LL)));
+  double d = -2.25;
+  std::uint64_t db;
+  std::memcpy(&db, &d, 8);
+  w.kv_raw("f64", T_F64, u64b(db));
+  // Array of u32 [1, 2, 3].
+  w.kv_raw("arr_u32", T_ARR, u32b(T_U32) + u64b(3) + u32b(1) + u32b(2) + u32b(3));
+  w.kv_string_array("arr_str", {"a", "", "ccc"});
+  // Nested: [[1, 2], [], [7]] of int16.
+  std::string nested = u32b(T_ARR) + u64b(3);
+  nested += u32b(T_I16) + u64b(2) + std::string("\x01\x00\x02\x00", 4);
+  nested += u32b(T_I16) + u64b(0);
+  nested += u32b(T_I16) + u64b(1) + std::string("\x07\x00", 2);
+  w.kv_raw("nested", T_ARR, nested);
+  // Tensors: F32 [3, 2], F16 [4], Q4_K [512, 3] (data content irrelevant, size matters).
+  w.tensor_f32("t.f32", {3, 2}, {1, 2, 3, 4, 5, -6.5f});
+  w.tensor_raw("t.f16", 1, {4}, std::string("\x00\x3c\x00\xc0\x00\x00\x00\x7c", 8));  // 1, -2, 0, inf
+  w.tensor_raw("t.q4k", 12, {512, 3}, std::string(2 * 3 * 144, '\x11'));
+  return w;
+}
+
+}  // namespace
+
+TEST(GgufTypes, BlockLayoutsMatchGgml) {
+  // (id, elements per block, bytes per block) from the ggml block structs.
+  const struct { std::uint32_t id; std::uint32_t bs, ts; } expect[] = {
+      {0, 1, 4},      {1, 1, 2},      {2, 32, 18},    {3, 32, 20},    {6, 32, 22},
+      {7, 32, 24},    {8, 32, 34},    {10, 256, 84},  {11, 256, 110}, {12, 256, 144},
+      {13, 256, 176}, {14, 256, 210}, {15, 256, 292}, {16, 256, 66},  {20, 32, 18},
+      {23, 256, 136}, {29, 256, 56},  {30, 1, 2},     {39, 32, 17}};
+  for (const auto& e : expect) {
+    const ggml_type_traits* t = find_ggml_type(e.id);
+    ASSERT_NE(t, nullptr) << e.id;
+    EXPECT_EQ(t->block_size, e.bs) << t->name;
+    EXPECT_EQ(t->type_size, e.ts) << t->name;
+  }
+  EXPECT_EQ(find_ggml_type(4), nullptr);  // removed Q4_2
+  EXPECT_EQ(find_ggml_type(1000), nullptr);
+}
+
+TEST(Gguf, ReadsEveryKvTypeAndNestedArrays) {
+  const gguf_file g = gguf_file::parse(all_types_file().bytes(), "x.gguf");
+  EXPECT_EQ(g.version(), 3u);
+  EXPECT_EQ(g.metadata().size(), 15u);
+  EXPECT_EQ(g.get_int("u8"), 254);
+  EXPECT_EQ(g.get_int("i8"), -2);
+  EXPECT_EQ(g.get_int("u16"), 0x1234);
+  EXPECT_EQ(g.get_int("i16"), -1);
+  EXPECT_EQ(g.get_int("u32"), 4000000000LL);
+  EXPECT_EQ(g.get_int("i32"), -7);
+  EXPECT_EQ(g.get_double("f32"), 1.5);
+  EXPECT_TRUE(g.at("bool").as_bool());
+  EXPECT_EQ(g.get_string("str"), "hello");
+  EXPECT_EQ(g.at("u64").as_uint(), 0xfedcba9876543210ull);
+  EXPECT_THROW(g.get_int("u64"), moeroute::error);  // above INT64_MAX
+  EXPECT_EQ(g.get_int("i64"), -123456789012LL);
+  EXPECT_EQ(g.get_double("f64"), -2.25);
+  const gguf_value& a = g.at("arr_u32");
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a.array_type(), gguf_type::uint32);
+  EXPECT_EQ(a.at(2).as_int(), 3);
+  EXPECT_EQ(g.at("arr_str").as_string_array(), (std::vector<std::string>{"a", "", "ccc"}));
+  const gguf_value& n = g.at("nested");
+  ASSERT_EQ(n.size(), 3u);
+  EXPECT_EQ(n.at(0).size(), 2u);
+  EXPECT_EQ(n.at(0).at(1).as_int(), 2);
+  EXPECT_EQ(n.at(1).size(), 0u);
+  EXPECT_EQ(n.at(2).at(0).as_int(), 7);
+  EXPECT_THROW(n.at(3), moeroute::error);
+  EXPECT_THROW(g.get_string("u8"), moeroute::error);
+  EXPECT_THROW(g.at("missing"), moeroute::error);
+}
+
+TEST(Gguf, TensorInfosSizesAndData) {
+  const std::string bytes = all_types_file().bytes();
+  const gguf_file g = gguf_file::parse(bytes, "x.gguf");
+  ASSERT_EQ(g.tensors().size(), 3u);
+  EXPECT_EQ(g.alignment(), 32u);
+  EXPECT_EQ(g.data_offset() % 32, 0u);
+  const auto& q = g.tensor("t.q4k");
+  EXPECT_STREQ(q.type_name, "Q4_K");
+  EXPECT_EQ(q.ne, (std::vector<std::int64_t>{512, 3}));
+  EXPECT_EQ(q.n_elements, 1536);
+  EXPECT_EQ(q.nbytes, 864u);  // 6 blocks of 256 x 144 bytes
+  EXPECT_EQ(g.tensor("t.f32").nbytes, 24u);
+  EXPECT_EQ(g.tensor("t.f16").offset, 32u);  // 24 bytes of F32 padded to 32
+  EXPECT_EQ(g.read_tensor_f32("t.f32"), (std::vector<float>{1, 2, 3, 4, 5, -6.5f}));
+  const auto h = g.read_tensor_f32("t.f16");
+  ASSERT_EQ(h.size(), 4u);
+  EXPECT_EQ(h[0], 1.0f);
+  EXPECT_EQ(h[1], -2.0f);
+  EXPECT_EQ(h[2], 0.0f);
+  EXPECT_TRUE(std::isinf(h[3]));
+  try {
+    g.read_tensor_f32("t.q4k");
+    FAIL();
+  } catch (const moeroute::error& e) {
+    EXPECT_EQ(e.code(), errc::unsupported);
+    EXPECT_NE(e.message().find("t.q4k"), std::string::npos);
+  }
+  EXPECT_EQ(g.read_tensor_bytes("t.q4k"), std::vector<unsigned char>(864, 0x11));
+}
+
+TEST(Gguf, OpensFromDiskAndReadsOnlyTheAskedTensor) {
+  const std::string path = std::string(MOEROUTE_TEST_TMP_DIR) + "/gguf_test_disk.gguf";
+  all_types_file().write(path);
+  const gguf_file g = gguf_file::open(path);
+  EXPECT_EQ(g.get_string("str"), "hello");
+  EXPECT_EQ(g.read_tensor_f32("t.f32")[5], -6.5f);
+  EXPECT_THROW(gguf_file::open(path + ".missing"), moeroute::error);
+}
+
+TEST(Gguf, VersionTwoAndCustomAlignment) {
+  gguf_writer w;
+  w.version = 2;
+  w.kv_u32("general.alignment", 64);
+  w.tensor_f32("a", {3}, {1, 2, 3});
+  w.tensor_f32("b", {2}, {4, 5});
+  const gguf_file g = gguf_file::parse(w.bytes(64), "x.gguf");
+  EXPECT_EQ(g.version(), 2u);
+  EXPECT_EQ(g.alignment(), 64u);
+  EXPECT_EQ(g.data_offset() % 64, 0u);
+  EXPECT_EQ(g.tensor("b").offset, 64u);
+  EXPECT_EQ(g.read_tensor_f32("b"), (std::vector<float>{4, 5}));
+}
+
+TEST(GgufMalformed, EveryTruncationIsAnError) {
+  const std::string full = all_types_file().bytes();
+  for (std::size_t n = 0; n < full.size(); ++n) {
+    try {
+      gguf_file::parse(full.substr(0, n), "x.gguf");
+      ADD_FAILURE() << "prefix of " << n << " bytes parsed";
+    } catch (const moeroute::error& e) {
+      ASSERT_EQ(e.message().rfind("x.gguf", 0), 0u);
+    }
+  }
+}
+
+TEST(GgufMalformed, HeaderFields) {
+  expect_error("GGU", "too short");
+  expect_error("GGML" + u32b(3) + u64b(0) + u64b(0), "bad magic");
+  expect_error("GGUF" + u32b(1) + u64b(0) + u64b(0), "version 1");
+  expect_error("GGUF" + std::string("\0\0\0\3", 4) + u64b(0) + u64b(0), "big-endian");
+  expect_error("GGUF" + u32b(3) + u64b(0) + u64b(1ull << 60), "metadata KV count");
+  expect_error("GGUF" + u32b(3) + u64b(1ull << 60) + u64b(0), "tensor count");
+}
+
+TEST(GgufMalformed, KvFields) {
+  const std::string head = "GGUF" + u32b(3) + u64b(0) + u64b(1);
+  expect_error(head + u64b(1ull << 62) + std::string(16, 'k'), "key length");
+  expect_error(head + u64b(0) + u32b(T_U8) + "x", "KV 0 key is empty");
+  expect_error(head + u64b(1) + "k" + u32b(13) + "x", "unknown value type 13");
+  expect_error(head + u64b(1) + "k" + u32b(T_STR) + u64b(1ull << 40), "metadata 'k' length");
+  expect_error(head + u64b(1) + "k" + u32b(T_ARR) + u32b(T_U32) + u64b(1ull << 61),
+               "element count");
+  expect_error(head + u64b(1) + "k" + u32b(T_ARR) + u32b(99) + u64b(0), "unknown element type");
+  expect_error(head + u64b(1) + "k" + u32b(T_ARR) + u32b(T_BOOL) + u64b(1) + "\x02",
+               "not a valid bool");
+  std::string deep = head + u64b(1) + "k" + u32b(T_ARR);
+  for (int i = 0; i < 20; ++i) deep += u32b(T_ARR) + u64b(1);
+  deep += u32b(T_U8) + u64b(0);
+  expect_error(deep, "deeper than");
+  gguf_writer dup;
+  dup.kv_u32("k", 1);
+  dup.kv_u32("k", 2);
+  expect_error(dup.bytes(), "duplicate metadata key 'k'");
+  gguf_writer al;
+  al.kv_u32("general.alignment", 48);
+  expect_error(al.bytes(), "general.alignment");
+  gguf_writer al2;
+  al2.kv_string("general.alignment", "32");
+  expect_error(al2.bytes(), "general.alignment");
+}
+
+TEST(GgufMalformed, TensorFields) {
+  auto one = [](const std::string& name, std::uint32_t nd, std::vector<std::uint64_t> ne,
+                std::uint32_t type, std::uint64_t offset) {
+    std::string s = "GGUF" + u32b(3) + u64b(1) + u64b(0);
+    put_str(s, name);
+    s += u32b(nd);
+    for (auto n : ne) s += u64b(n);
+    s += u32b(type) + u64b(offset);
+    s.append((32 - s.size() % 32) % 32, '\0');
+    s.append(64, '\0');
+    return s;
+  };
+  EXPECT_NO_THROW(gguf_file::parse(one("w", 1, {16}, 0, 0), "x.gguf"));
+  expect_error(one("w", 0, {}, 0, 0), "tensor 'w' n_dims = 0");
+  expect_error(one("w", 5, {1, 1, 1, 1, 1}, 0, 0), "tensor 'w' n_dims = 5");
+  expect_error(one("w", 2, {1ull << 40, 1ull << 40}, 0, 0), "overflows");
+  expect_error(one("w", 1, {1ull << 63}, 0, 0), "out of range");
+  expect_error(one("w", 1, {16}, 31, 0), "tensor 'w' has unknown ggml type 31");
+  expect_error(one("w", 1, {16}, 2, 0), "not a multiple of the Q4_0 block size 32");
+  expect_error(one("w", 1, {16}, 0, 8), "not a multiple of the alignment");
+  expect_error(one("w", 1, {17}, 0, 0), "runs past the end");
+  expect_error(one("w", 1, {8}, 0, 1ull << 62), "runs past the end");
+  gguf_writer dup;
+  dup.tensor_f32("t", {1}, {1});
+  dup.tensor_f32("t", {1}, {2});
+  expect_error(dup.bytes(), "duplicate tensor name 't'");
+}
