@@ -55,12 +55,13 @@ class error : public std::runtime_error {
 struct status {
   int code = 0;             ///< 0 or a moeroute::errc value
   long long row = -1;       ///< the offending row (token) when the error concerns one
+  long long column = -1;    ///< the offending column (expert) when the error concerns one
   const char* what = "";    ///< static description
 
   bool ok() const noexcept { return code == 0; }
   static status success() noexcept { return {}; }
-  static status failure(errc c, long long r, const char* w) noexcept {
-    return status{static_cast<int>(c), r, w};
+  static status failure(errc c, long long r, long long col, const char* w) noexcept {
+    return status{static_cast<int>(c), r, col, w};
   }
 };
 

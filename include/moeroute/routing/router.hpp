@@ -1,0 +1,296 @@
+#pragma once
+// The router: logits [T, E] -> CSR routing result, following the routing semantics of DESIGN.md:
+//   1. scores s = Scoring(logits)            (softmax | sigmoid | sqrt-softplus)
+//   2. selection score = s + bias            (bias optional; only affects selection)
+//   3-4. Selection chooses K experts         (top-k | grouped top-k), ties -> lower index
+//   5. weights w = s of the chosen; renorm: w /= sum(w)
+//   6. Gating keeps the first n by weight    (none | cumulative probability); renorm again
+//   7. w *= scale
+// -inf logits are masked experts. NaN or +inf logits, or fewer than K choosable experts, are bad
+// input naming the row. Output rows are in descending weight order (ties: lower id first), and a
+// row's result does not depend on the other rows of the batch.
+//
+// Usage (no allocation per call):
+//   moeroute::router<moeroute::softmax_scoring> r(E, K, {/*renorm=*/true});
+//   std::vector<std::byte> ws(r.workspace_size());
+//   r.route(logits_view<float>{x, T, E}, {offsets, ids, weights, r.max_nnz(T)}, ws.data());
+
+#include <cstddef>
+#include <cstdint>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "moeroute/detail/float16.hpp"
+#include "moeroute/error.hpp"
+#include "moeroute/routing/gating.hpp"
+#include "moeroute/routing/result.hpp"
+#include "moeroute/routing/scoring.hpp"
+#include "moeroute/routing/selection.hpp"
+
+namespace moeroute {
+
+/// A [rows, cols] view of logits (float, float16_t or bfloat16_t) with a row stride in elements.
+template <class T>
+struct logits_view {
+  const T* data = nullptr;
+  std::size_t rows = 0;
+  std::size_t cols = 0;
+  std::size_t row_stride = 0;  ///< elements between row starts; 0 means cols (contiguous)
+
+  logits_view() = default;
+  logits_view(const T* d, std::size_t r, std::size_t c, std::size_t stride = 0)
+      : data(d), rows(r), cols(c), row_stride(stride ? stride : c) {}
+  const T* row(std::size_t i) const noexcept { return data + i * row_stride; }
+};
+
+/// Caller-provided output buffers. ids and weights hold `capacity` entries (>= max_nnz(T)).
+struct routing_output {
+  std::uint32_t* offsets = nullptr;  ///< T + 1 entries
+  std::int32_t* ids = nullptr;
+  float* weights = nullptr;
+  std::size_t capacity = 0;
+};
+
+/// Optional per-token statistics.
+struct token_stats {
+  std::uint32_t active = 0;  ///< experts kept after gating
+  float entropy = 0;         ///< Shannon entropy (nats) of the scores normalized over all experts
+  float kept_mass = 0;       ///< share of the normalized scores held by the kept experts
+};
+
+/// Run-time parameters shared by every policy combination.
+struct router_params {
+  bool renorm = false;      ///< normalize the chosen (and again the kept) weights to sum 1
+  float scale = 1.0f;       ///< multiplies the final weights (DeepSeek's routed_scaling_factor)
+  std::vector<float> bias;  ///< selection bias per expert (empty: none)
+
+  router_params(bool renorm_ = false, float scale_ = 1.0f, std::vector<float> bias_ = {})
+      : renorm(renorm_), scale(scale_), bias(std::move(bias_)) {}
+};
+
+template <class Scoring = softmax_scoring, class Selection = topk_selection,
+          class Gating = no_gating>
+class router {
+ public:
+  /// Validates the shape and every policy parameter up front (throws moeroute::error).
+  router(int num_experts, int top_k, router_params params = {}, Scoring scoring = {},
+         Selection selection = {}, Gating gating = {})
+      : E_(num_experts),
+        K_(top_k),
+        params_(std::move(params)),
+        scoring_(scoring),
+        selection_(selection),
+        gating_(gating) {
+    MOEROUTE_CHECK(E_ >= 1, errc::invalid_argument, "router: num_experts = ", E_, " must be >= 1");
+    selection_.validate(E_, K_);
+    gating_.validate(K_);
+    MOEROUTE_CHECK(std::isfinite(params_.scale), errc::invalid_argument, "router: scale = ",
+                   params_.scale, " is not finite");
+    MOEROUTE_CHECK(params_.bias.empty() || params_.bias.size() == static_cast<std::size_t>(E_),
+                   errc::invalid_argument, "router: bias has ", params_.bias.size(),
+                   " entries for ", E_, " experts");
+    for (std::size_t e = 0; e < params_.bias.size(); ++e)
+      MOEROUTE_CHECK(std::isfinite(params_.bias[e]), errc::invalid_argument, "router: bias[", e,
+                     "] is not finite");
+  }
+
+  int num_experts() const noexcept { return E_; }
+  int top_k() const noexcept { return K_; }
+  const router_params& params() const noexcept { return params_; }
+  const Scoring& scoring() const noexcept { return scoring_; }
+  const Selection& selection() const noexcept { return selection_; }
+  const Gating& gating() const noexcept { return gating_; }
+
+  /// Entries ids/weights need for T tokens (every token keeps at most K).
+  std::size_t max_nnz(std::size_t tokens) const noexcept { return tokens * static_cast<std::size_t>(K_); }
+
+  /// Bytes of scratch route() needs, independent of T.
+  std::size_t workspace_size() const noexcept { return layout().total; }
+
+  /// Routes every row into `out`. Throws moeroute::error (bad_input naming the row, or capacity).
+  template <class T>
+  void route(const logits_view<T>& x, const routing_output& out, void* workspace,
+             token_stats* stats = nullptr) const {
+    const status st = try_route(x, out, workspace, stats);
+    if (!st.ok()) raise(st);
+  }
+
+  /// As route(), but reports errors as a status and never throws.
+  template <class T>
+  status try_route(const logits_view<T>& x, const routing_output& out, void* workspace,
+                   token_stats* stats = nullptr) const noexcept {
+    if (x.cols != static_cast<std::size_t>(E_))
+      return status::failure(errc::invalid_argument, -1, static_cast<long long>(x.cols),
+                             "logits have a different number of columns than the router's experts");
+    if (out.capacity < max_nnz(x.rows))
+      return status::failure(errc::capacity, -1, -1, "output capacity below max_nnz(T)");
+    const auto L = layout();
+    auto* base = static_cast<unsigned char*>(workspace);
+    auto* xrow = reinterpret_cast<float*>(base + L.xrow);
+    auto* key = reinterpret_cast<float*>(base + L.key);
+    auto* sel = reinterpret_cast<float*>(base + L.sel);
+    auto* topv = reinterpret_cast<float*>(base + L.topv);
+    auto* topid = reinterpret_cast<std::int32_t*>(base + L.topid);
+    void* selws = base + L.selws;
+
+    std::uint32_t nnz = 0;
+    out.offsets[0] = 0;
+    for (std::size_t t = 0; t < x.rows; ++t) {
+      const float* row = load_row(x.row(t), xrow);
+      const status st = route_row(row, key, sel, topv, topid, selws, static_cast<long long>(t),
+                                  out.ids + nnz, out.weights + nnz, stats ? stats + t : nullptr);
+      if (!st.ok()) return st;
+      nnz += static_cast<std::uint32_t>(st.column);  // route_row returns the kept count there
+      out.offsets[t + 1] = nnz;
+    }
+    return status::success();
+  }
+
+  /// Allocating convenience: routes into a new routing_result.
+  template <class T>
+  routing_result route(const logits_view<T>& x, std::vector<token_stats>* stats = nullptr) const {
+    routing_result r;
+    r.num_tokens = x.rows;
+    r.num_experts = E_;
+    r.offsets.assign(x.rows + 1, 0);
+    r.ids.resize(max_nnz(x.rows));
+    r.weights.resize(max_nnz(x.rows));
+    std::vector<unsigned char> ws(workspace_size());
+    if (stats) stats->assign(x.rows, token_stats{});
+    route(x, routing_output{r.offsets.data(), r.ids.data(), r.weights.data(), r.ids.size()},
+          ws.data(), stats ? stats->data() : nullptr);
+    r.ids.resize(r.offsets.back());
+    r.weights.resize(r.offsets.back());
+    return r;
+  }
+
+ private:
+  struct workspace_layout {
+    std::size_t xrow, key, sel, topv, topid, selws, total;
+  };
+  static std::size_t align64(std::size_t n) noexcept { return (n + 63) & ~std::size_t{63}; }
+  workspace_layout layout() const noexcept {
+    workspace_layout l{};
+    const std::size_t fE = align64(sizeof(float) * static_cast<std::size_t>(E_));
+    const std::size_t fK = align64(sizeof(float) * static_cast<std::size_t>(K_));
+    l.xrow = 0;
+    l.key = l.xrow + fE;
+    l.sel = l.key + fE;
+    l.topv = l.sel + fE;
+    l.topid = l.topv + fK;
+    l.selws = l.topid + fK;
+    l.total = l.selws + align64(selection_.workspace_bytes(E_)) + 64;
+    return l;
+  }
+
+  const float* load_row(const float* src, float*) const noexcept { return src; }
+  template <class T>
+  const float* load_row(const T* src, float* dst) const noexcept {
+    for (int e = 0; e < E_; ++e) dst[e] = to_float(src[e]);
+    return dst;
+  }
+
+  [[noreturn]] void raise(const status& st) const {
+    const auto code = static_cast<errc>(st.code);
+    if (st.row >= 0 && st.column >= 0)
+      detail::fail(code, "row ", st.row, ": ", st.what, " (expert ", st.column, ")");
+    if (st.row >= 0) detail::fail(code, "row ", st.row, ": ", st.what);
+    detail::fail(code, "router: ", st.what);
+  }
+
+  // Routes one row; on success returns status with column = number of experts written.
+  status route_row(const float* x, float* key, float* sel, float* topv, std::int32_t* topid,
+                   void* selws, long long row, std::int32_t* ids, float* w,
+                   token_stats* stats) const noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    int bad = 0, masked = 0;
+    for (int e = 0; e < E_; ++e) {
+      bad |= !(x[e] < inf);  // NaN or +inf
+      masked += x[e] == -inf;
+    }
+    if (bad) {
+      for (int e = 0; e < E_; ++e)
+        if (!(x[e] < inf))
+          return status::failure(errc::bad_input, row, e,
+                                 std::isnan(x[e]) ? "NaN logit" : "+inf logit");
+    }
+    if (E_ - masked < K_)
+      return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts");
+
+    const float norm = scoring_.prepare(x, key, E_);
+    const float* score = key;
+    if (!params_.bias.empty()) {
+      for (int e = 0; e < E_; ++e)
+        sel[e] = x[e] == -inf ? -inf : scoring_.finish(key[e], norm) + params_.bias[static_cast<std::size_t>(e)];
+      score = sel;
+    } else if (masked) {
+      for (int e = 0; e < E_; ++e) sel[e] = x[e] == -inf ? -inf : key[e];
+      score = sel;
+    }
+    const int n = selection_.select(score, E_, K_, topv, topid, selws);
+    if (n < K_)
+      return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts in the kept groups");
+
+    // weights of the chosen, in descending weight order (ties: lower id)
+    for (int i = 0; i < K_; ++i) topv[i] = scoring_.finish(key[topid[i]], norm);
+    for (int i = 1; i < K_; ++i) {
+      const float v = topv[i];
+      const std::int32_t id = topid[i];
+      int j = i;
+      for (; j > 0 && (topv[j - 1] < v || (topv[j - 1] == v && topid[j - 1] > id)); --j) {
+        topv[j] = topv[j - 1];
+        topid[j] = topid[j - 1];
+      }
+      topv[j] = v;
+      topid[j] = id;
+    }
+    if (params_.renorm) normalize(topv, K_);
+    const int kept = gating_.keep(topv, K_);
+    if (params_.renorm && kept < K_) normalize(topv, kept);
+    for (int i = 0; i < kept; ++i) {
+      ids[i] = topid[i];
+      w[i] = topv[i] * params_.scale;
+    }
+    if (stats) fill_stats(key, norm, x, topid, kept, stats);
+    return status{0, row, kept, ""};
+  }
+
+  static void normalize(float* v, int n) noexcept {
+    float s = 0;
+    for (int i = 0; i < n; ++i) s += v[i];
+    if (s > 0)
+      for (int i = 0; i < n; ++i) v[i] /= s;
+  }
+
+  void fill_stats(const float* key, float norm, const float* x, const std::int32_t* kept_ids,
+                  int kept, token_stats* st) const noexcept {
+    double total = 0;
+    for (int e = 0; e < E_; ++e)
+      if (x[e] != -std::numeric_limits<float>::infinity())
+        total += static_cast<double>(scoring_.finish(key[e], norm));
+    double h = 0, kept_s = 0;
+    if (total > 0) {
+      for (int e = 0; e < E_; ++e) {
+        if (x[e] == -std::numeric_limits<float>::infinity()) continue;
+        const double q = static_cast<double>(scoring_.finish(key[e], norm)) / total;
+        if (q > 0) h -= q * std::log(q);
+      }
+      for (int i = 0; i < kept; ++i)
+        kept_s += static_cast<double>(scoring_.finish(key[kept_ids[i]], norm));
+    }
+    st->active = static_cast<std::uint32_t>(kept);
+    st->entropy = static_cast<float>(h);
+    st->kept_mass = total > 0 ? static_cast<float>(kept_s / total) : 0.0f;
+  }
+
+  int E_;
+  int K_;
+  router_params params_;
+  Scoring scoring_;
+  Selection selection_;
+  Gating gating_;
+};
+
+}  // namespace moeroute

@@ -1,0 +1,432 @@
+// Router: scoring, selection, gating, presets, statistics, input types; against tests/routing_reference.hpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "moeroute/routing/presets.hpp"
+#include "moeroute/routing/router.hpp"
+#include "routing_reference.hpp"
+
+using namespace moeroute;
+
+namespace {
+constexpr float ninf = -std::numeric_limits<float>::infinity();
+
+router_config make_config(const ref::config& c, int E) {
+  router_config rc;
+  rc.name = "test";
+  rc.num_experts = E;
+  rc.top_k = c.K;
+  rc.scoring = parse_scoring(c.scoring);
+  rc.renorm = c.renorm;
+  rc.scale = static_cast<float>(c.scale);
+  rc.groups = c.groups;
+  rc.topk_groups = c.topk_groups;
+  rc.cum_prob = c.cum_prob;
+  rc.min_k = c.min_k;
+  rc.max_k = c.max_k;
+  return rc;
+}
+
+std::vector<float> to_f(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// Routes T x E logits with the library and the reference and compares ids exactly and weights
+// to a relative 2e-5 (the library computes in float32).
+void expect_matches_reference(const std::vector<float>& x, int T, int E, const ref::config& c) {
+  any_router r(make_config(c, E), to_f(c.bias));
+  auto res = r.route(logits_view<float>(x.data(), T, E));
+  ASSERT_EQ(res.offsets.size(), static_cast<std::size_t>(T) + 1);
+  for (int t = 0; t < T; ++t) {
+    std::vector<double> row(x.begin() + t * E, x.begin() + (t + 1) * E);
+    auto want = ref::route_row(row, c);
+    const auto b = res.offsets[t], e = res.offsets[t + 1];
+    ASSERT_EQ(e - b, want.ids.size()) << "row " << t;
+    for (std::size_t i = 0; i < want.ids.size(); ++i) {
+      EXPECT_EQ(res.ids[b + i], want.ids[i]) << "row " << t << " slot " << i;
+      EXPECT_NEAR(res.weights[b + i], want.w[i], 2e-5 * std::max(1.0, std::fabs(want.w[i])))
+          << "row " << t << " slot " << i;
+    }
+  }
+}
+
+std::vector<float> random_logits(std::mt19937& rng, int T, int E, float sd = 2.0f) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> x(static_cast<std::size_t>(T) * E);
+  for (auto& v : x) v = d(rng);
+  return x;
+}
+}  // namespace
+
+TEST(Router, RandomRowsMatchReferenceForEveryPolicyCombination) {
+  std::mt19937 rng(11);
+  for (const char* scoring : {"softmax", "sigmoid", "sqrt-softplus"})
+    for (int grouped = 0; grouped < 2; ++grouped)
+      for (int bias = 0; bias < 2; ++bias)
+        for (int renorm = 0; renorm < 2; ++renorm)
+          for (int gated = 0; gated < 2; ++gated) {
+            const int E = 64, T = 40;
+            ref::config c;
+            c.scoring = scoring;
+            c.K = 6;
+            c.renorm = renorm;
+            c.scale = bias ? 2.5 : 1.0;
+            if (grouped) {
+              c.groups = 8;
+              c.topk_groups = 3;
+            }
+            if (bias) {
+              std::uniform_real_distribution<double> u(-0.1, 0.1);
+              c.bias.resize(E);
+              for (auto& v : c.bias) v = static_cast<float>(u(rng));  // float-representable
+            }
+            if (gated) {
+              c.cum_prob = 0.7;
+              c.min_k = 2;
+              c.max_k = 5;
+            }
+            SCOPED_TRACE(std::string(scoring) + " grouped=" + std::to_string(grouped) +
+                         " bias=" + std::to_string(bias) + " renorm=" + std::to_string(renorm) +
+                         " gated=" + std::to_string(gated));
+            expect_matches_reference(random_logits(rng, T, E), T, E, c);
+          }
+}
+
+TEST(Router, ExactTiesGoToTheLowerIndex) {
+  // experts 5 and 2 tie for first, 7 and 1 tie for third
+  std::vector<float> x = {0, 1, 3, 0, 0, 3, 0, 1};
+  router<softmax_scoring> r(8, 3);
+  auto res = r.route(logits_view<float>(x.data(), 1, 8));
+  EXPECT_EQ(res.ids, (std::vector<std::int32_t>{2, 5, 1}));
+  EXPECT_FLOAT_EQ(res.weights[0], res.weights[1]);
+}
+
+TEST(Router, AllEqualRowChoosesTheFirstK) {
+  std::vector<float> x(16, 0.25f);
+  for (auto cfg : {"softmax", "sigmoid", "sqrt-softplus"}) {
+    ref::config c;
+    c.scoring = cfg;
+    c.K = 5;
+    any_router r(make_config(c, 16));
+    auto res = r.route(logits_view<float>(x.data(), 1, 16));
+    EXPECT_EQ(res.ids, (std::vector<std::int32_t>{0, 1, 2, 3, 4})) << cfg;
+  }
+  // grouped: all groups tie, so the lowest topk_groups groups are kept
+  router<sigmoid_scoring, grouped_topk_selection> g(16, 4, {}, {}, {4, 2});
+  auto res = g.route(logits_view<float>(x.data(), 1, 16));
+  EXPECT_EQ(res.ids, (std::vector<std::int32_t>{0, 1, 2, 3}));
+}
+
+TEST(Router, OneHotExpertBatchRoutesEveryTokenToIt) {
+  std::mt19937 rng(3);
+  const int T = 32, E = 128;
+  auto x = random_logits(rng, T, E, 0.5f);
+  for (int t = 0; t < T; ++t) x[t * E + 77] = 30.0f;
+  router<softmax_scoring> r(E, 8, {true});
+  auto res = r.route(logits_view<float>(x.data(), T, E));
+  for (int t = 0; t < T; ++t) {
+    EXPECT_EQ(res.ids[res.offsets[t]], 77);
+    EXPECT_GT(res.weights[res.offsets[t]], 0.999f);
+  }
+}
+
+TEST(Router, MaskedExpertsAreNeverChosen) {
+  std::mt19937 rng(5);
+  const int T = 20, E = 32;
+  auto x = random_logits(rng, T, E);
+  for (int t = 0; t < T; ++t)
+    for (int e = 0; e < E; e += 2) x[t * E + e] = ninf;  // mask the even experts
+  ref::config c;
+  c.K = 4;
+  c.renorm = true;
+  expect_matches_reference(x, T, E, c);
+  router<softmax_scoring> r(E, 4, {true});
+  auto res = r.route(logits_view<float>(x.data(), T, E));
+  for (auto id : res.ids) EXPECT_EQ(id % 2, 1);
+  // with K = the number of unmasked experts every one of them is chosen; one more is an error
+  router<softmax_scoring> r16(E, 16);
+  EXPECT_EQ(r16.route(logits_view<float>(x.data(), 1, E)).ids.size(), 16u);
+  router<softmax_scoring> r17(E, 17);
+  EXPECT_THROW(r17.route(logits_view<float>(x.data(), 1, E)), error);
+}
+
+TEST(Router, NaNAndInfinityAreRejectedNamingTheRow) {
+  const int E = 8;
+  std::vector<float> x(4 * E, 0.5f);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    auto y = x;
+    y[3 * E + 6] = bad;
+    router<softmax_scoring> r(E, 2);
+    try {
+      r.route(logits_view<float>(y.data(), 4, E));
+      ADD_FAILURE() << "accepted a bad logit";
+    } catch (const error& e) {
+      EXPECT_EQ(e.code(), errc::bad_input);
+      EXPECT_NE(e.message().find("row 3"), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("expert 6"), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find(std::isnan(bad) ? "NaN" : "+inf"), std::string::npos);
+    }
+    // the no-throw entry point reports the same as a status
+    std::vector<std::uint32_t> off(5);
+    std::vector<std::int32_t> ids(8);
+    std::vector<float> w(8);
+    std::vector<unsigned char> ws(r.workspace_size());
+    auto st = r.try_route(logits_view<float>(y.data(), 4, E), {off.data(), ids.data(), w.data(), 8}, ws.data());
+    EXPECT_FALSE(st.ok());
+    EXPECT_EQ(st.row, 3);
+    EXPECT_EQ(st.column, 6);
+  }
+}
+
+TEST(Router, KEqualsE) {
+  std::mt19937 rng(8);
+  auto x = random_logits(rng, 10, 12);
+  ref::config c;
+  c.K = 12;
+  c.renorm = true;
+  expect_matches_reference(x, 10, 12, c);
+}
+
+TEST(Router, RejectsBadShapesAndParameters) {
+  EXPECT_THROW((router<softmax_scoring, grouped_topk_selection>(10, 2, {}, {}, {3, 1})), error);  // 10 % 3
+  EXPECT_THROW((router<softmax_scoring, grouped_topk_selection>(16, 2, {}, {}, {4, 5})), error);  // TG > G
+  EXPECT_THROW((router<softmax_scoring, grouped_topk_selection>(16, 9, {}, {}, {4, 2})), error);  // K > 8 eligible
+  EXPECT_THROW(router<softmax_scoring>(8, 9), error);
+  EXPECT_THROW(router<softmax_scoring>(8, 0), error);
+  EXPECT_THROW((router<softmax_scoring, topk_selection, cumulative_gating>(8, 4, {}, {}, {}, {1.5, 1, 0})), error);
+  EXPECT_THROW((router<softmax_scoring, topk_selection, cumulative_gating>(8, 4, {}, {}, {}, {0.5, 3, 2})), error);
+  EXPECT_THROW((router<softmax_scoring, topk_selection, cumulative_gating>(8, 4, {}, {}, {}, {0.5, 1, 5})), error);
+  router_params p;
+  p.bias = {1.0f, 2.0f};
+  EXPECT_THROW(router<softmax_scoring>(8, 2, p), error);  // bias size
+  try {
+    router<softmax_scoring, grouped_topk_selection>(10, 2, {}, {}, {3, 1});
+  } catch (const error& e) {
+    EXPECT_NE(e.message().find("not divisible by groups = 3"), std::string::npos) << e.message();
+  }
+}
+
+TEST(ZeroGating, BoundariesMinKMaxKAndExactThreshold) {
+  cumulative_gating g{0.75, 1, 0};
+  const float w1[] = {0.5f, 0.25f, 0.25f};
+  EXPECT_EQ(g.keep(w1, 3), 2);  // 0.5 + 0.25 reaches 0.75 exactly
+  const float w2[] = {0.5f, 0.24f, 0.26f};
+  EXPECT_EQ((cumulative_gating{0.75, 1, 0}.keep(w2, 3)), 3);  // 0.74 < 0.75
+  const float w3[] = {0.95f, 0.03f, 0.02f};
+  EXPECT_EQ((cumulative_gating{0.9, 2, 0}.keep(w3, 3)), 2);   // reached at 1, min_k 2
+  const float w4[] = {0.3f, 0.3f, 0.2f, 0.2f};
+  EXPECT_EQ((cumulative_gating{0.99, 1, 2}.keep(w4, 4)), 2);  // never reached before max_k
+
+  // Through the router, with exact dyadic shares: sigmoid(0) = 0.5 for four experts -> shares
+  // 0.25 each; P = 0.5 is reached exactly at n = 2.
+  std::vector<float> x = {0, 0, -40, 0, 0, -40, -40, -40};
+  router<sigmoid_scoring, topk_selection, cumulative_gating> r(8, 4, {true}, {}, {}, {0.5, 1, 0});
+  auto res = r.route(logits_view<float>(x.data(), 1, 8));
+  EXPECT_EQ(res.ids, (std::vector<std::int32_t>{0, 1}));
+  EXPECT_EQ(res.weights, (std::vector<float>{0.5f, 0.5f}));
+  // min_k = 3 forces a third; max_k = 1 caps at one
+  router<sigmoid_scoring, topk_selection, cumulative_gating> r3(8, 4, {true}, {}, {}, {0.5, 3, 0});
+  EXPECT_EQ(r3.route(logits_view<float>(x.data(), 1, 8)).ids, (std::vector<std::int32_t>{0, 1, 3}));
+  router<sigmoid_scoring, topk_selection, cumulative_gating> r1(8, 4, {false}, {}, {}, {0.9, 1, 1});
+  auto one = r1.route(logits_view<float>(x.data(), 1, 8));
+  EXPECT_EQ(one.ids, (std::vector<std::int32_t>{0}));
+  EXPECT_EQ(one.weights, (std::vector<float>{0.5f}));  // no renorm: the unnormalized score
+}
+
+// ---- presets, each on a hand-checked row ----
+
+TEST(Presets, MixtralTop2Renormalized) {
+  const auto& p = preset("mixtral-8x7b");
+  EXPECT_EQ(p.num_experts, 8);
+  EXPECT_EQ(p.top_k, 2);
+  std::vector<float> x = {-5, -5, 0, -5, -5, -5, -5, std::log(3.0f)};
+  auto res = any_router(p).route(logits_view<float>(x.data(), 1, 8));
+  EXPECT_EQ(res.ids, (std::vector<std::int32_t>{7, 2}));
+  EXPECT_NEAR(res.weights[0], 0.75, 1e-6);  // e^ln3 / (e^ln3 + e^0)
+  EXPECT_NEAR(res.weights[1], 0.25, 1e-6);
+}
+
+TEST(Presets, QwenAndGptOssSoftmaxRenormalized) {
+  for (const char* name : {"qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3.6-35b-a3b", "gpt-oss-120b", "gpt-oss-20b"}) {
+    const auto& p = preset(name);
+    const int E = p.num_experts, K = p.top_k;
+    std::vector<float> x(E, -20.0f);
+    for (int i = 0; i < K; ++i) x[10 + i] = std::log(static_cast<float>(K - i));  // weights K, K-1, ..., 1
+    auto res = any_router(p).route(logits_view<float>(x.data(), 1, E));
+    const double total = K * (K + 1) / 2.0;
+    ASSERT_EQ(res.ids.size(), static_cast<std::size_t>(K)) << name;
+    for (int i = 0; i < K; ++i) {
+      EXPECT_EQ(res.ids[i], 10 + i) << name;
+      EXPECT_NEAR(res.weights[i], (K - i) / total, 1e-6) << name;
+    }
+  }
+  EXPECT_EQ(preset("qwen3-30b-a3b").num_experts, 128);
+  EXPECT_EQ(preset("qwen3.6-35b-a3b").num_experts, 256);
+  EXPECT_EQ(preset("gpt-oss-120b").top_k, 4);
+  EXPECT_EQ(preset("gpt-oss-20b").num_experts, 32);
+}
+
+TEST(Presets, OlmoeKeepsUnnormalizedSoftmaxProbabilities) {
+  const auto& p = preset("olmoe-1b-7b");
+  EXPECT_EQ(p.num_experts, 64);
+  EXPECT_FALSE(p.renorm);
+  std::vector<float> x(64, ninf);
+  for (int i = 0; i < 8; ++i) x[i] = std::log(static_cast<float>(i + 1));  // probabilities (i+1)/36
+  auto res = any_router(p).route(logits_view<float>(x.data(), 1, 64));
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(res.ids[i], 7 - i);
+    EXPECT_NEAR(res.weights[i], (8 - i) / 36.0, 1e-6);
+  }
+}
+
+TEST(Presets, DeepSeekV3GroupedSigmoidWithBiasAndScale) {
+  const auto& p = preset("deepseek-v3");
+  EXPECT_EQ(p.num_experts, 256);
+  EXPECT_EQ(p.groups, 8);
+  EXPECT_EQ(p.topk_groups, 4);
+  EXPECT_FLOAT_EQ(p.scale, 2.5f);
+  // Groups of 32. sigmoid(0) = .5, sigmoid(ln 3) = .75, sigmoid(-ln 3) = .25, sigmoid(-30) ~ 9.4e-14.
+  std::vector<float> x(256, -30.0f);
+  x[32] = x[33] = 0.0f;                          // group 1: 1.0
+  x[96] = x[97] = std::log(3.0f);                // group 3: 1.5
+  x[128] = 0.0f;                                 // group 4: 0.5
+  x[192] = -std::log(3.0f);                      // group 6: 0.25
+  auto res = any_router(p).route(logits_view<float>(x.data(), 1, 256));
+  // kept groups {3, 1, 4, 6}; the last two slots are the lowest ids among the ~0 scores
+  EXPECT_EQ(res.ids, (std::vector<std::int32_t>{96, 97, 32, 33, 128, 192, 34, 35}));
+  const double total = 0.75 * 2 + 0.5 * 3 + 0.25;  // renormalized, then x 2.5
+  EXPECT_NEAR(res.weights[0], 0.75 / total * 2.5, 1e-5);
+  EXPECT_NEAR(res.weights[4], 0.5 / total * 2.5, 1e-5);
+  EXPECT_NEAR(res.weights[5], 0.25 / total * 2.5, 1e-5);
+  EXPECT_LT(res.weights[7], 1e-10);
+
+  // A bias of +1 on expert 200 (group 6) wins it a slot, but its weight stays its own score.
+  std::vector<float> bias(256, 0.0f);
+  bias[200] = 1.0f;
+  auto biased = any_router(p, bias).route(logits_view<float>(x.data(), 1, 256));
+  EXPECT_EQ(biased.ids, (std::vector<std::int32_t>{96, 97, 32, 33, 128, 192, 34, 200}));
+  EXPECT_LT(biased.weights[7], 1e-10);
+}
+
+TEST(Presets, AdaptiveQwenKeepsExpertsUntil90Percent) {
+  const auto& p = preset("qwen3.6-35b-a3b-adaptive");
+  EXPECT_EQ(p.top_k, 12);
+  EXPECT_DOUBLE_EQ(p.cum_prob, 0.90);
+  const double w[12] = {40, 20, 10, 10, 8, 4, 3, 2, 1, 1, 0.5, 0.5};  // cumulative 40 60 70 80 88 92 ...
+  std::vector<float> x(256, ninf);
+  for (int i = 0; i < 12; ++i) x[100 + i] = static_cast<float>(std::log(w[i]));
+  auto res = any_router(p).route(logits_view<float>(x.data(), 1, 256));
+  ASSERT_EQ(res.ids.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(res.ids[i], 100 + i);
+    EXPECT_NEAR(res.weights[i], w[i] / 92.0, 1e-6);
+  }
+}
+
+TEST(Presets, UnknownNameListsTheKnownOnes) {
+  try {
+    preset("mixtral-9x9b");
+    FAIL();
+  } catch (const error& e) {
+    EXPECT_NE(e.message().find("mixtral-8x7b"), std::string::npos);
+  }
+  for (const auto& p : presets()) {
+    EXPECT_FALSE(p.source.empty()) << p.name;
+    EXPECT_NO_THROW(any_router{p}) << p.name;
+  }
+}
+
+// ---- batch API ----
+
+TEST(RouterBatch, RowsAreIndependentOfTheBatchAndRepeatable) {
+  std::mt19937 rng(21);
+  const int T = 64, E = 256;
+  auto x = random_logits(rng, T, E);
+  any_router r(preset("deepseek-v3"));
+  auto all = r.route(logits_view<float>(x.data(), T, E));
+  auto again = r.route(logits_view<float>(x.data(), T, E));
+  EXPECT_EQ(all.ids, again.ids);
+  EXPECT_EQ(all.weights, again.weights);
+  for (int t = 0; t < T; ++t) {
+    auto one = r.route(logits_view<float>(x.data() + t * E, 1, E));
+    for (std::size_t i = 0; i < one.ids.size(); ++i) {
+      ASSERT_EQ(one.ids[i], all.ids[all.offsets[t] + i]);
+      ASSERT_EQ(one.weights[i], all.weights[all.offsets[t] + i]);  // bit-identical
+    }
+  }
+}
+
+TEST(RouterBatch, HalfAndBFloatInputsRouteLikeTheirFloatValues) {
+  std::mt19937 rng(4);
+  const int T = 16, E = 64;
+  auto x = random_logits(rng, T, E);
+  std::vector<float16_t> h(x.size());
+  std::vector<bfloat16_t> b(x.size());
+  std::vector<float> xh(x.size()), xb(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    h[i].bits = float_to_half(x[i]);
+    b[i].bits = float_to_bf16(x[i]);
+    xh[i] = half_to_float(h[i].bits);
+    xb[i] = bf16_to_float(b[i].bits);
+  }
+  any_router r(preset("olmoe-1b-7b"));
+  auto rh = r.route(logits_view<float16_t>(h.data(), T, E));
+  auto rf = r.route(logits_view<float>(xh.data(), T, E));
+  EXPECT_EQ(rh.ids, rf.ids);
+  EXPECT_EQ(rh.weights, rf.weights);
+  auto rb = r.route(logits_view<bfloat16_t>(b.data(), T, E));
+  auto rfb = r.route(logits_view<float>(xb.data(), T, E));
+  EXPECT_EQ(rb.ids, rfb.ids);
+  EXPECT_EQ(rb.weights, rfb.weights);
+}
+
+TEST(RouterBatch, StridedViewReadsOnlyItsColumns) {
+  std::mt19937 rng(6);
+  const int T = 8, E = 32, stride = 40;
+  auto dense = random_logits(rng, T, E);
+  std::vector<float> padded(static_cast<std::size_t>(T) * stride, std::numeric_limits<float>::quiet_NaN());
+  for (int t = 0; t < T; ++t)
+    for (int e = 0; e < E; ++e) padded[t * stride + e] = dense[t * E + e];
+  router<softmax_scoring> r(E, 4, {true});
+  auto a = r.route(logits_view<float>(dense.data(), T, E));
+  auto b = r.route(logits_view<float>(padded.data(), T, E, stride));
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.weights, b.weights);
+}
+
+TEST(RouterBatch, CapacityAndShapeAreCheckedWithoutThrowingInTryRoute) {
+  router<softmax_scoring> r(8, 2);
+  std::vector<float> x(3 * 8, 0.0f);
+  std::vector<std::uint32_t> off(4);
+  std::vector<std::int32_t> ids(5);
+  std::vector<float> w(5);
+  std::vector<unsigned char> ws(r.workspace_size());
+  auto st = r.try_route(logits_view<float>(x.data(), 3, 8), {off.data(), ids.data(), w.data(), 5}, ws.data());
+  EXPECT_EQ(st.code, static_cast<int>(errc::capacity));
+  auto st2 = r.try_route(logits_view<float>(x.data(), 3, 7), {off.data(), ids.data(), w.data(), 6}, ws.data());
+  EXPECT_EQ(st2.code, static_cast<int>(errc::invalid_argument));
+}
+
+TEST(RouterBatch, StatisticsMatchAPlainComputation) {
+  std::mt19937 rng(9);
+  const int T = 12, E = 32;
+  auto x = random_logits(rng, T, E);
+  router<softmax_scoring, topk_selection, cumulative_gating> r(E, 8, {true}, {}, {}, {0.6, 2, 0});
+  std::vector<token_stats> st;
+  auto res = r.route(logits_view<float>(x.data(), T, E), &st);
+  for (int t = 0; t < T; ++t) {
+    double m = -1e30, sum = 0;
+    for (int e = 0; e < E; ++e) m = std::max(m, static_cast<double>(x[t * E + e]));
+    std::vector<double> p(E);
+    for (int e = 0; e < E; ++e) sum += (p[e] = std::exp(x[t * E + e] - m));
+    double h = 0, kept = 0;
+    for (int e = 0; e < E; ++e) h -= p[e] / sum * std::log(p[e] / sum);
+    for (auto i = res.offsets[t]; i < res.offsets[t + 1]; ++i) kept += p[res.ids[i]] / sum;
+    EXPECT_EQ(st[t].active, res.offsets[t + 1] - res.offsets[t]);
+    EXPECT_NEAR(st[t].entropy, h, 1e-5);
+    EXPECT_NEAR(st[t].kept_mass, kept, 1e-5);
+  }
+}
