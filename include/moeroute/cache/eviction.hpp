@@ -1,0 +1,366 @@
+#pragma once
+// Eviction policies for moeroute::expert_cache, passed as template parameters.
+//
+// Contract of an Eviction policy P (all members public, P default-constructible):
+//   static constexpr const char* name;          short name ("lru", "fifo", ...)
+//   static constexpr bool needs_future;         true: access_info::next_use must be exact (Belady)
+//   void reset(std::uint32_t num_cells, std::uint32_t num_layers);
+//       forget everything; cells are 0 .. num_cells-1, layers (access_info::layer) 0 .. num_layers-1
+//   void on_load(std::uint32_t cell, const access_info& a);  cell became resident on access a
+//   void on_hit(std::uint32_t cell, const access_info& a);   a resident cell was accessed
+//   void on_evict(std::uint32_t cell);          a resident cell left the cache
+//   template <class Skip> std::uint32_t victim(Skip&& skip);
+//       the resident cell the policy evicts next among those with skip(cell) == false, or
+//       no_cell when there is none; it does not remove it (the cache then calls on_evict).
+// The cache never passes pinned cells to a policy. Calls are O(1) or O(log n) in the number of
+// cells, except victim() when skip rejects cells (it walks past them). No call allocates after
+// reset() except where noted (lfu grows its frequency table when a count exceeds all before).
+// Policies keep their per-cell state in dense arrays indexed by cell (layer x E + expert).
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace moeroute {
+
+/// "No cell" / "no slot" marker.
+inline constexpr std::uint32_t no_cell = std::numeric_limits<std::uint32_t>::max();
+/// next_use value of an access whose cell is never accessed again (or when the future is unknown).
+inline constexpr std::uint64_t no_next_use = std::numeric_limits<std::uint64_t>::max();
+
+/// What a policy learns about one access.
+struct access_info {
+  std::uint64_t time = 0;              ///< access counter of the cache (0, 1, 2, ...)
+  std::uint64_t next_use = no_next_use;  ///< time of the next access to the same cell, if known
+  std::int32_t layer = 0;              ///< layer of the accessed cell
+};
+
+namespace detail {
+/// Intrusive circular doubly-linked list over cells 0..n-1 with one sentinel node n.
+struct cache_intrusive_list {
+  std::vector<std::uint32_t> prev, next;
+  std::uint32_t sentinel = 0;
+
+  void reset(std::uint32_t n) {
+    prev.assign(static_cast<std::size_t>(n) + 1, n);
+    next.assign(static_cast<std::size_t>(n) + 1, n);
+    sentinel = n;
+  }
+  void push_front(std::uint32_t c) { insert_after(sentinel, c); }
+  void insert_after(std::uint32_t at, std::uint32_t c) {
+    const std::uint32_t nx = next[at];
+    prev[c] = at;
+    next[c] = nx;
+    next[at] = c;
+    prev[nx] = c;
+  }
+  void unlink(std::uint32_t c) {
+    next[prev[c]] = next[c];
+    prev[next[c]] = prev[c];
+  }
+  /// Oldest-first walk: the last element not rejected by skip, or no_cell.
+  template <class Skip>
+  std::uint32_t back_not(Skip&& skip) const {
+    for (std::uint32_t c = prev[sentinel]; c != sentinel; c = prev[c])
+      if (!skip(c)) return c;
+    return no_cell;
+  }
+};
+
+/// Indexed binary heap over cells; top() is the cell with the largest key (ties: larger cell).
+struct cache_indexed_heap {
+  std::vector<std::uint32_t> heap;  // cells
+  std::vector<std::uint32_t> pos;   // position of a cell in heap, or no_cell
+  std::vector<std::uint64_t> key;
+
+  void reset(std::uint32_t n) {
+    heap.clear();
+    heap.reserve(n);
+    pos.assign(n, no_cell);
+    key.assign(n, 0);
+  }
+  bool above(std::uint32_t a, std::uint32_t b) const {
+    return key[a] > key[b] || (key[a] == key[b] && a > b);
+  }
+  void place(std::size_t i, std::uint32_t c) {
+    heap[i] = c;
+    pos[c] = static_cast<std::uint32_t>(i);
+  }
+  void sift_up(std::size_t i) {
+    const std::uint32_t c = heap[i];
+    while (i > 0) {
+      const std::size_t p = (i - 1) / 2;
+      if (!above(c, heap[p])) break;
+      place(i, heap[p]);
+      i = p;
+    }
+    place(i, c);
+  }
+  void sift_down(std::size_t i) {
+    const std::uint32_t c = heap[i];
+    const std::size_t n = heap.size();
+    for (;;) {
+      std::size_t best = 2 * i + 1;
+      if (best >= n) break;
+      if (best + 1 < n && above(heap[best + 1], heap[best])) ++best;
+      if (!above(heap[best], c)) break;
+      place(i, heap[best]);
+      i = best;
+    }
+    place(i, c);
+  }
+  void push(std::uint32_t c, std::uint64_t k) {
+    key[c] = k;
+    heap.push_back(c);
+    sift_up(heap.size() - 1);
+  }
+  void update(std::uint32_t c, std::uint64_t k) {
+    const std::uint64_t old = key[c];
+    key[c] = k;
+    if (k > old)
+      sift_up(pos[c]);
+    else
+      sift_down(pos[c]);
+  }
+  void erase(std::uint32_t c) {
+    const std::size_t i = pos[c];
+    pos[c] = no_cell;
+    const std::uint32_t last = heap.back();
+    heap.pop_back();
+    if (i < heap.size()) {
+      place(i, last);
+      sift_up(i);
+      sift_down(pos[last]);
+    }
+  }
+  /// The largest-key cell not rejected by skip (linear search only when the top is rejected).
+  template <class Skip>
+  std::uint32_t top_not(Skip&& skip) const {
+    if (heap.empty()) return no_cell;
+    if (!skip(heap[0])) return heap[0];
+    std::uint32_t best = no_cell;
+    for (std::uint32_t c : heap)
+      if (!skip(c) && (best == no_cell || above(c, best))) best = c;
+    return best;
+  }
+};
+}  // namespace detail
+
+/// LRU: evicts the least recently accessed resident cell.
+struct lru_eviction {
+  static constexpr const char* name = "lru";
+  static constexpr bool needs_future = false;
+  detail::cache_intrusive_list list;  ///< front = most recently accessed
+
+  void reset(std::uint32_t num_cells, std::uint32_t = 1) { list.reset(num_cells); }
+  void on_load(std::uint32_t c, const access_info&) { list.push_front(c); }
+  void on_hit(std::uint32_t c, const access_info&) {
+    list.unlink(c);
+    list.push_front(c);
+  }
+  void on_evict(std::uint32_t c) { list.unlink(c); }
+  template <class Skip>
+  std::uint32_t victim(Skip&& skip) const {
+    return list.back_not(skip);
+  }
+};
+
+/// FIFO: evicts the resident cell loaded earliest; hits do not change the order.
+struct fifo_eviction {
+  static constexpr const char* name = "fifo";
+  static constexpr bool needs_future = false;
+  detail::cache_intrusive_list list;  ///< front = most recently loaded
+
+  void reset(std::uint32_t num_cells, std::uint32_t = 1) { list.reset(num_cells); }
+  void on_load(std::uint32_t c, const access_info&) { list.push_front(c); }
+  void on_hit(std::uint32_t, const access_info&) {}
+  void on_evict(std::uint32_t c) { list.unlink(c); }
+  template <class Skip>
+  std::uint32_t victim(Skip&& skip) const {
+    return list.back_not(skip);
+  }
+};
+
+/// LFU: evicts the resident cell with the fewest accesses since it was loaded (the loading access
+/// counts as one); ties go to the least recently accessed. O(1) per call: one recency-ordered list
+/// per access count (sentinel nodes after the cells), a lower bound on the smallest count in use.
+struct lfu_eviction {
+  static constexpr const char* name = "lfu";
+  static constexpr bool needs_future = false;
+  std::vector<std::uint32_t> prev, next;  ///< nodes 0..n-1 cells, n + f = sentinel of count f
+  std::vector<std::uint32_t> count;       ///< accesses since loaded, per cell
+  std::uint32_t n = 0;
+  std::uint32_t min_count = 1;  ///< no resident cell has a smaller count
+  std::uint32_t max_count = 0;  ///< sentinels exist for counts 0..max_count
+
+  void reset(std::uint32_t num_cells, std::uint32_t = 1) {
+    n = num_cells;
+    prev.clear();
+    next.clear();
+    count.assign(num_cells, 0);
+    prev.reserve(static_cast<std::size_t>(num_cells) + 64);
+    next.reserve(static_cast<std::size_t>(num_cells) + 64);
+    prev.resize(num_cells, 0);
+    next.resize(num_cells, 0);
+    max_count = 0;
+    min_count = 1;
+    add_sentinel();  // count 0, unused
+    add_sentinel();  // count 1
+  }
+  void on_load(std::uint32_t c, const access_info&) {
+    count[c] = 1;
+    insert_front(1, c);
+    min_count = 1;
+  }
+  void on_hit(std::uint32_t c, const access_info&) {
+    const std::uint32_t f = count[c];
+    unlink(c);
+    if (f == std::numeric_limits<std::uint32_t>::max()) {  // saturated: stays in its list
+      insert_front(f, c);
+      return;
+    }
+    if (f + 1 > max_count) add_sentinel();
+    count[c] = f + 1;
+    insert_front(f + 1, c);
+    if (f == min_count && empty(f)) min_count = f + 1;
+  }
+  void on_evict(std::uint32_t c) { unlink(c); }
+  template <class Skip>
+  std::uint32_t victim(Skip&& skip) {
+    while (min_count < max_count && empty(min_count)) ++min_count;
+    for (std::uint32_t f = min_count; f <= max_count; ++f) {
+      const std::uint32_t s = n + f;
+      for (std::uint32_t c = prev[s]; c != s; c = prev[c])
+        if (!skip(c)) return c;
+    }
+    return no_cell;
+  }
+
+ private:
+  void add_sentinel() {
+    const std::uint32_t s = static_cast<std::uint32_t>(prev.size());
+    prev.push_back(s);
+    next.push_back(s);
+    max_count = s - n;
+  }
+  bool empty(std::uint32_t f) const { return next[n + f] == n + f; }
+  void insert_front(std::uint32_t f, std::uint32_t c) {
+    const std::uint32_t s = n + f, nx = next[s];
+    prev[c] = s;
+    next[c] = nx;
+    next[s] = c;
+    prev[nx] = c;
+  }
+  void unlink(std::uint32_t c) {
+    next[prev[c]] = next[c];
+    prev[next[c]] = prev[c];
+  }
+};
+
+/// Belady's OPT: evicts the resident cell whose next access is farthest away (never again =
+/// infinitely far; ties among those: the larger cell index). Needs exact access_info::next_use
+/// for every access (simulation only; see simulate.hpp).
+struct belady_eviction {
+  static constexpr const char* name = "belady";
+  static constexpr bool needs_future = true;
+  detail::cache_indexed_heap heap;  ///< key = next use
+
+  void reset(std::uint32_t num_cells, std::uint32_t = 1) { heap.reset(num_cells); }
+  void on_load(std::uint32_t c, const access_info& a) { heap.push(c, a.next_use); }
+  void on_hit(std::uint32_t c, const access_info& a) { heap.update(c, a.next_use); }
+  void on_evict(std::uint32_t c) { heap.erase(c); }
+  template <class Skip>
+  std::uint32_t victim(Skip&& skip) const {
+    return heap.top_not(skip);
+  }
+};
+
+/// layer-cycle (moeroute's own): built for the layer sweep of MoE inference, where LRU thrashes.
+/// A forward pass visits layers in a cycle, so the layer visited most recently (other than the
+/// current one) is the one needed again last. The victim comes from the first layer, in order of
+/// most recent visit, that has an evictable resident cell, skipping the current layer (the layer
+/// of the latest access), which is used only when no other layer has a candidate; within that
+/// layer it is the cell accessed fewest times over the whole run (counts survive eviction; ties:
+/// least recently accessed). On batched traces (long runs of one layer) this degrades to LRU
+/// between layers; on batch-1 decoding it keeps the layers ahead of the sweep resident.
+/// Cost: O(1) per access; a victim walks the layers (O(L)) and one layer's cells (O(E)).
+struct layer_cycle_eviction {
+  static constexpr const char* name = "layer-cycle";
+  static constexpr bool needs_future = false;
+  std::vector<std::uint32_t> prev, next;   ///< per-layer recency lists of resident cells; n + l = sentinel
+  std::vector<std::uint32_t> lprev, lnext;  ///< layers in visit recency; L = sentinel; no_cell = never visited
+  std::vector<std::uint64_t> count;         ///< accesses per cell since reset
+  std::uint32_t n = 0, num_layers = 0;
+  std::int32_t current = -1;
+
+  void reset(std::uint32_t num_cells, std::uint32_t layers = 1) {
+    n = num_cells;
+    num_layers = layers;
+    prev.assign(static_cast<std::size_t>(n) + layers, 0);
+    next.assign(static_cast<std::size_t>(n) + layers, 0);
+    for (std::uint32_t l = 0; l < layers; ++l) prev[n + l] = next[n + l] = n + l;
+    lprev.assign(static_cast<std::size_t>(layers) + 1, no_cell);
+    lnext.assign(static_cast<std::size_t>(layers) + 1, no_cell);
+    lprev[layers] = lnext[layers] = layers;
+    count.assign(num_cells, 0);
+    current = -1;
+  }
+  void on_load(std::uint32_t c, const access_info& a) {
+    visit(a.layer);
+    ++count[c];
+    push_front(static_cast<std::uint32_t>(a.layer), c);
+  }
+  void on_hit(std::uint32_t c, const access_info& a) {
+    visit(a.layer);
+    ++count[c];
+    unlink(c);
+    push_front(static_cast<std::uint32_t>(a.layer), c);
+  }
+  void on_evict(std::uint32_t c) { unlink(c); }
+  template <class Skip>
+  std::uint32_t victim(Skip&& skip) const {
+    for (std::uint32_t l = lnext[num_layers]; l != num_layers; l = lnext[l]) {
+      if (static_cast<std::int32_t>(l) == current) continue;
+      const std::uint32_t v = least_used(l, skip);
+      if (v != no_cell) return v;
+    }
+    return current >= 0 ? least_used(static_cast<std::uint32_t>(current), skip) : no_cell;
+  }
+
+ private:
+  template <class Skip>
+  std::uint32_t least_used(std::uint32_t l, Skip&& skip) const {
+    std::uint32_t best = no_cell;
+    const std::uint32_t s = n + l;
+    for (std::uint32_t c = prev[s]; c != s; c = prev[c])  // oldest first: ties keep the older
+      if (!skip(c) && (best == no_cell || count[c] < count[best])) best = c;
+    return best;
+  }
+  void visit(std::int32_t layer) {
+    const auto l = static_cast<std::uint32_t>(layer);
+    current = layer;
+    if (lnext[num_layers] == l) return;
+    if (lprev[l] != no_cell) {
+      lnext[lprev[l]] = lnext[l];
+      lprev[lnext[l]] = lprev[l];
+    }
+    lprev[l] = num_layers;
+    lnext[l] = lnext[num_layers];
+    lprev[lnext[num_layers]] = l;
+    lnext[num_layers] = l;
+  }
+  void push_front(std::uint32_t l, std::uint32_t c) {
+    const std::uint32_t s = n + l, nx = next[s];
+    prev[c] = s;
+    next[c] = nx;
+    next[s] = c;
+    prev[nx] = c;
+  }
+  void unlink(std::uint32_t c) {
+    next[prev[c]] = next[c];
+    prev[next[c]] = prev[c];
+  }
+};
+
+}  // namespace moeroute
