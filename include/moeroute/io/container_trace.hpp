@@ -1,0 +1,197 @@
+#pragma once
+// gpu-container trace JSON: per-layer expert counts of one workload,
+//   {"model": "...", "num_experts": 128, "experts_per_token": 8, "n_tokens": 1024,
+//    "layers": [{"layer_index": 0, "expert_counts": [E numbers]}, ...],
+//    "gate_weighted": false, "created": "...", "rig": "...", "source": "..."}
+// Read, write, and build from a routing-trace JSONL (activation counts, or router-weight mass).
+// Errors name the file and the field ("t.json: layers[2].expert_counts[5] is negative"); JSON
+// syntax errors name the line and column. Keys other than the known ones are kept on rewrite.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <istream>
+#include <ostream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "moeroute/error.hpp"
+#include "moeroute/io/routing_trace.hpp"
+#include "moeroute/io/trace_counts.hpp"
+
+namespace moeroute {
+
+/// A gpu-container trace: per-layer expert counts (each layer's E is its own counts length).
+struct container_trace {
+  std::string model;
+  int num_experts = 0;                ///< 0 when the file does not say
+  int experts_per_token = 0;          ///< 0 when the file does not say
+  std::int64_t n_tokens = 0;          ///< 0 when the file does not say
+  bool gate_weighted = false;         ///< counts are router-weight mass, not activation counts
+  std::vector<layer_counts> layers;   ///< in file order
+  nlohmann::json extra = nlohmann::json::object();  ///< created, rig, source and unknown keys
+};
+
+namespace detail {
+inline std::pair<std::size_t, std::size_t> ct_line_col(const std::string& text, std::size_t byte) {
+  std::size_t line = 1, col = 1;
+  for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return {line, col};
+}
+
+inline std::int64_t ct_int(const nlohmann::json& v, const std::string& where, std::int64_t lo,
+                           std::int64_t hi) {
+  MOEROUTE_CHECK(v.is_number_integer(), errc::parse_error, where, " must be an integer");
+  if (v.is_number_unsigned())
+    MOEROUTE_CHECK(v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi), errc::bad_input, where,
+                   " = ", v.get<std::uint64_t>(), " out of range [", lo, ", ", hi, "]");
+  const std::int64_t x = v.get<std::int64_t>();
+  MOEROUTE_CHECK(x >= lo && x <= hi, errc::bad_input, where, " = ", x, " out of range [", lo, ", ",
+                 hi, "]");
+  return x;
+}
+}  // namespace detail
+
+/// Parses gpu-container trace JSON text; `name` is used in error messages.
+inline container_trace parse_container_trace_json(const std::string& text, const std::string& name) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    const auto lc = detail::ct_line_col(text, e.byte > 0 ? e.byte - 1 : 0);
+    detail::fail(errc::parse_error, name, ":", lc.first, ":", lc.second, ": not valid JSON");
+  }
+  MOEROUTE_CHECK(j.is_object(), errc::parse_error, name, ": expected a JSON object at the top level");
+  container_trace t;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const nlohmann::json& v = it.value();
+    const std::string where = name + ": field '" + k + "'";
+    if (k == "model") {
+      MOEROUTE_CHECK(v.is_string() || v.is_null(), errc::parse_error, where, " must be a string");
+      if (v.is_string()) t.model = v.get<std::string>();
+    } else if (k == "num_experts") {
+      t.num_experts = static_cast<int>(detail::ct_int(v, where, 1, max_trace_expert + 1));
+    } else if (k == "experts_per_token") {
+      t.experts_per_token = static_cast<int>(detail::ct_int(v, where, 1, max_trace_expert + 1));
+    } else if (k == "n_tokens") {
+      t.n_tokens = detail::ct_int(v, where, 0, INT64_MAX);
+    } else if (k == "gate_weighted") {
+      MOEROUTE_CHECK(v.is_boolean() || v.is_null(), errc::parse_error, where, " must be a bool");
+      t.gate_weighted = v.is_boolean() && v.get<bool>();
+    } else if (k != "layers") {
+      t.extra[k] = v;
+    }
+  }
+  MOEROUTE_CHECK(j.contains("layers"), errc::parse_error, name, ": missing field 'layers'");
+  const auto& layers = j["layers"];
+  MOEROUTE_CHECK(layers.is_array(), errc::parse_error, name, ": field 'layers' must be an array");
+  std::set<std::int64_t> seen;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& L = layers[i];
+    const std::string where = detail::concat(name, ": layers[", i, "]");
+    MOEROUTE_CHECK(L.is_object(), errc::parse_error, where, " must be an object");
+    MOEROUTE_CHECK(L.contains("layer_index"), errc::parse_error, where, ": missing 'layer_index'");
+    MOEROUTE_CHECK(L.contains("expert_counts"), errc::parse_error, where,
+                   ": missing 'expert_counts'");
+    const auto li = detail::ct_int(L["layer_index"], where + ".layer_index", 0, max_trace_layer);
+    MOEROUTE_CHECK(seen.insert(li).second, errc::bad_input, where, ": layer_index ", li,
+                   " appears twice");
+    const auto& ec = L["expert_counts"];
+    MOEROUTE_CHECK(ec.is_array(), errc::parse_error, where, ".expert_counts must be an array");
+    MOEROUTE_CHECK(!ec.empty() && ec.size() <= static_cast<std::size_t>(max_trace_expert) + 1,
+                   errc::bad_input, where, ".expert_counts has ", ec.size(),
+                   " entries (must be 1 to ", max_trace_expert + 1, ")");
+    layer_counts c;
+    c.layer_index = static_cast<int>(li);
+    c.counts.reserve(ec.size());
+    for (std::size_t e = 0; e < ec.size(); ++e) {
+      MOEROUTE_CHECK(ec[e].is_number(), errc::parse_error, where, ".expert_counts[", e,
+                     "] is not a number");
+      const double x = ec[e].get<double>();
+      MOEROUTE_CHECK(std::isfinite(x) && x >= 0.0, errc::bad_input, where, ".expert_counts[", e,
+                     "] = ", x, " (must be finite and >= 0)");
+      c.counts.push_back(x);
+    }
+    t.layers.push_back(std::move(c));
+  }
+  return t;
+}
+
+/// Reads a gpu-container trace JSON file.
+inline container_trace read_container_trace_json(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
+  return parse_container_trace_json(ss.str(), path);
+}
+
+/// The trace as JSON (counts written as integers when they are whole numbers).
+inline nlohmann::json container_trace_to_json(const container_trace& t) {
+  nlohmann::json j = nlohmann::json::object();
+  j["model"] = t.model;
+  if (t.num_experts > 0) j["num_experts"] = t.num_experts;
+  if (t.experts_per_token > 0) j["experts_per_token"] = t.experts_per_token;
+  j["n_tokens"] = t.n_tokens;
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& L : t.layers) {
+    nlohmann::json counts = nlohmann::json::array();
+    for (double x : L.counts) {
+      if (x == std::floor(x) && x < 9.0e15)
+        counts.push_back(static_cast<std::int64_t>(x));
+      else
+        counts.push_back(x);
+    }
+    layers.push_back({{"layer_index", L.layer_index}, {"expert_counts", std::move(counts)}});
+  }
+  j["layers"] = std::move(layers);
+  j["gate_weighted"] = t.gate_weighted;
+  for (auto it = t.extra.begin(); it != t.extra.end(); ++it) j[it.key()] = it.value();
+  return j;
+}
+
+/// Writes the trace as pretty JSON (two-space indent) with a trailing newline.
+inline void write_container_trace_json(std::ostream& out, const container_trace& t) {
+  out << container_trace_to_json(t).dump(2) << '\n';
+}
+
+/// Tokens in a routing trace: the most records any one layer has (one record = one token there).
+inline std::int64_t routing_trace_tokens(const routing_trace& r) {
+  std::vector<std::int64_t> per(static_cast<std::size_t>(r.num_layers()), 0);
+  std::int64_t m = 0;
+  for (auto l : r.layer) m = std::max(m, ++per[static_cast<std::size_t>(l)]);
+  return m;
+}
+
+/// Converts a routing-trace JSONL (already parsed) to a gpu-container trace. num_experts = 0
+/// infers E as 1 + the largest id; gate_weighted uses the router-weight mass (needs weights on
+/// every record) instead of activation counts. experts_per_token is the largest record length.
+inline container_trace container_trace_from_routing(const routing_trace& r, const std::string& model,
+                                                    int num_experts = 0, bool gate_weighted = false) {
+  container_trace t;
+  t.model = model;
+  t.layers = gate_weighted ? trace_weight_mass(r, num_experts) : trace_activation_counts(r, num_experts);
+  t.num_experts = num_experts > 0 ? num_experts : r.num_experts();
+  for (std::size_t i = 0; i + 1 < r.offsets.size(); ++i)
+    t.experts_per_token = std::max(t.experts_per_token, static_cast<int>(r.offsets[i + 1] - r.offsets[i]));
+  t.n_tokens = routing_trace_tokens(r);
+  t.gate_weighted = gate_weighted;
+  t.extra["source"] = "routing-trace JSONL";
+  return t;
+}
+
+}  // namespace moeroute
