@@ -8,6 +8,8 @@
 //       forget everything; cells are 0 .. num_cells-1, layers (access_info::layer) 0 .. num_layers-1
 //   void on_load(std::uint32_t cell, const access_info& a);  cell became resident on access a
 //   void on_hit(std::uint32_t cell, const access_info& a);   a resident cell was accessed
+//   void on_miss(std::uint32_t cell, const access_info& a);  access a to a non-resident cell;
+//       called before the victim() calls that make room for it (and before on_load)
 //   void on_evict(std::uint32_t cell);          a resident cell left the cache
 //   template <class Skip> std::uint32_t victim(Skip&& skip);
 //       the resident cell the policy evicts next among those with skip(cell) == false, or
@@ -159,6 +161,7 @@ struct lru_eviction {
     list.unlink(c);
     list.push_front(c);
   }
+  void on_miss(std::uint32_t, const access_info&) {}
   void on_evict(std::uint32_t c) { list.unlink(c); }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) const {
@@ -175,6 +178,7 @@ struct fifo_eviction {
   void reset(std::uint32_t num_cells, std::uint32_t = 1) { list.reset(num_cells); }
   void on_load(std::uint32_t c, const access_info&) { list.push_front(c); }
   void on_hit(std::uint32_t, const access_info&) {}
+  void on_miss(std::uint32_t, const access_info&) {}
   void on_evict(std::uint32_t c) { list.unlink(c); }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) const {
@@ -225,6 +229,7 @@ struct lfu_eviction {
     insert_front(f + 1, c);
     if (f == min_count && empty(f)) min_count = f + 1;
   }
+  void on_miss(std::uint32_t, const access_info&) {}
   void on_evict(std::uint32_t c) { unlink(c); }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) {
@@ -269,6 +274,7 @@ struct belady_eviction {
   void reset(std::uint32_t num_cells, std::uint32_t = 1) { heap.reset(num_cells); }
   void on_load(std::uint32_t c, const access_info& a) { heap.push(c, a.next_use); }
   void on_hit(std::uint32_t c, const access_info& a) { heap.update(c, a.next_use); }
+  void on_miss(std::uint32_t, const access_info&) {}
   void on_evict(std::uint32_t c) { heap.erase(c); }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) const {
@@ -277,90 +283,106 @@ struct belady_eviction {
 };
 
 /// layer-cycle (moeroute's own): built for the layer sweep of MoE inference, where LRU thrashes.
-/// A forward pass visits layers in a cycle, so the layer visited most recently (other than the
-/// current one) is the one needed again last. The victim comes from the first layer, in order of
-/// most recent visit, that has an evictable resident cell, skipping the current layer (the layer
-/// of the latest access), which is used only when no other layer has a candidate; within that
-/// layer it is the cell accessed fewest times over the whole run (counts survive eviction; ties:
-/// least recently accessed). On batched traces (long runs of one layer) this degrades to LRU
-/// between layers; on batch-1 decoding it keeps the layers ahead of the sweep resident.
-/// Cost: O(1) per access; a victim walks the layers (O(L)) and one layer's cells (O(E)).
+/// A forward pass visits layers in a cycle, so the layer visited most recently is the one needed
+/// again last. The victim comes from the first layer, in order of most recent visit, that has an
+/// evictable resident cell; the layer of the access being served is tried last. Within a layer,
+/// cells not accessed during the layer's latest visit (a run of consecutive accesses to it) go
+/// first; among those, the cell accessed fewest times since reset (counts survive eviction; ties:
+/// least recently accessed). On batch-1 decoding this keeps the layers ahead of the sweep and the
+/// layer's frequent experts resident; on batched traces (long runs of one layer) it behaves like
+/// LRU across layers and like frequency inside the current one.
+/// Cost: O(1) per access; victim() walks the layers (O(L)) and one layer's cells (O(E)).
 struct layer_cycle_eviction {
   static constexpr const char* name = "layer-cycle";
   static constexpr bool needs_future = false;
-  std::vector<std::uint32_t> prev, next;   ///< per-layer recency lists of resident cells; n + l = sentinel
-  std::vector<std::uint32_t> lprev, lnext;  ///< layers in visit recency; L = sentinel; no_cell = never visited
-  std::vector<std::uint64_t> count;         ///< accesses per cell since reset
-  std::uint32_t n = 0, num_layers = 0;
-  std::int32_t current = -1;
 
   void reset(std::uint32_t num_cells, std::uint32_t layers = 1) {
-    n = num_cells;
-    num_layers = layers;
-    prev.assign(static_cast<std::size_t>(n) + layers, 0);
-    next.assign(static_cast<std::size_t>(n) + layers, 0);
-    for (std::uint32_t l = 0; l < layers; ++l) prev[n + l] = next[n + l] = n + l;
-    lprev.assign(static_cast<std::size_t>(layers) + 1, no_cell);
-    lnext.assign(static_cast<std::size_t>(layers) + 1, no_cell);
-    lprev[layers] = lnext[layers] = layers;
-    count.assign(num_cells, 0);
-    current = -1;
+    n_ = num_cells;
+    layers_ = layers;
+    prev_.assign(static_cast<std::size_t>(n_) + layers, 0);
+    next_.assign(static_cast<std::size_t>(n_) + layers, 0);
+    for (std::uint32_t l = 0; l < layers; ++l) prev_[n_ + l] = next_[n_ + l] = n_ + l;
+    lprev_.assign(static_cast<std::size_t>(layers) + 1, no_cell);
+    lnext_.assign(static_cast<std::size_t>(layers) + 1, no_cell);
+    lprev_[layers] = lnext_[layers] = layers;
+    count_.assign(num_cells, 0);
+    last_.assign(num_cells, 0);
+    visit_start_.assign(layers, 0);
+    current_ = incoming_ = -1;
   }
   void on_load(std::uint32_t c, const access_info& a) {
-    visit(a.layer);
-    ++count[c];
+    touch(c, a);
     push_front(static_cast<std::uint32_t>(a.layer), c);
   }
   void on_hit(std::uint32_t c, const access_info& a) {
-    visit(a.layer);
-    ++count[c];
+    touch(c, a);
     unlink(c);
     push_front(static_cast<std::uint32_t>(a.layer), c);
   }
+  void on_miss(std::uint32_t, const access_info& a) { incoming_ = a.layer; }
   void on_evict(std::uint32_t c) { unlink(c); }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) const {
-    for (std::uint32_t l = lnext[num_layers]; l != num_layers; l = lnext[l]) {
-      if (static_cast<std::int32_t>(l) == current) continue;
-      const std::uint32_t v = least_used(l, skip);
+    const std::int32_t own = incoming_ >= 0 ? incoming_ : current_;
+    for (std::uint32_t l = lnext_[layers_]; l != layers_; l = lnext_[l]) {
+      if (static_cast<std::int32_t>(l) == own) continue;
+      const std::uint32_t v = pick_in_layer(l, skip);
       if (v != no_cell) return v;
     }
-    return current >= 0 ? least_used(static_cast<std::uint32_t>(current), skip) : no_cell;
+    return own >= 0 ? pick_in_layer(static_cast<std::uint32_t>(own), skip) : no_cell;
   }
 
  private:
   template <class Skip>
-  std::uint32_t least_used(std::uint32_t l, Skip&& skip) const {
+  std::uint32_t pick_in_layer(std::uint32_t l, Skip&& skip) const {
     std::uint32_t best = no_cell;
-    const std::uint32_t s = n + l;
-    for (std::uint32_t c = prev[s]; c != s; c = prev[c])  // oldest first: ties keep the older
-      if (!skip(c) && (best == no_cell || count[c] < count[best])) best = c;
+    bool best_stale = false;
+    const std::uint32_t s = n_ + l;
+    for (std::uint32_t c = prev_[s]; c != s; c = prev_[c]) {  // oldest first: ties keep the older
+      if (skip(c)) continue;
+      const bool stale = last_[c] < visit_start_[l];
+      if (best == no_cell || (stale && !best_stale) || (stale == best_stale && count_[c] < count_[best])) {
+        best = c;
+        best_stale = stale;
+      }
+    }
     return best;
   }
-  void visit(std::int32_t layer) {
-    const auto l = static_cast<std::uint32_t>(layer);
-    current = layer;
-    if (lnext[num_layers] == l) return;
-    if (lprev[l] != no_cell) {
-      lnext[lprev[l]] = lnext[l];
-      lprev[lnext[l]] = lprev[l];
+  void touch(std::uint32_t c, const access_info& a) {
+    const auto l = static_cast<std::uint32_t>(a.layer);
+    incoming_ = -1;
+    ++count_[c];
+    last_[c] = a.time;
+    if (a.layer == current_) return;
+    current_ = a.layer;
+    visit_start_[l] = a.time;
+    if (lprev_[l] != no_cell) {
+      lnext_[lprev_[l]] = lnext_[l];
+      lprev_[lnext_[l]] = lprev_[l];
     }
-    lprev[l] = num_layers;
-    lnext[l] = lnext[num_layers];
-    lprev[lnext[num_layers]] = l;
-    lnext[num_layers] = l;
+    lprev_[l] = layers_;
+    lnext_[l] = lnext_[layers_];
+    lprev_[lnext_[layers_]] = l;
+    lnext_[layers_] = l;
   }
   void push_front(std::uint32_t l, std::uint32_t c) {
-    const std::uint32_t s = n + l, nx = next[s];
-    prev[c] = s;
-    next[c] = nx;
-    next[s] = c;
-    prev[nx] = c;
+    const std::uint32_t s = n_ + l, nx = next_[s];
+    prev_[c] = s;
+    next_[c] = nx;
+    next_[s] = c;
+    prev_[nx] = c;
   }
   void unlink(std::uint32_t c) {
-    next[prev[c]] = next[c];
-    prev[next[c]] = prev[c];
+    next_[prev_[c]] = next_[c];
+    prev_[next_[c]] = prev_[c];
   }
+
+  std::vector<std::uint32_t> prev_, next_;    // per-layer recency lists of resident cells; n + l = sentinel
+  std::vector<std::uint32_t> lprev_, lnext_;  // layers by latest visit; index L = sentinel
+  std::vector<std::uint64_t> count_, last_;   // per cell: accesses since reset, latest access time
+  std::vector<std::uint64_t> visit_start_;    // per layer: time its latest visit began
+  std::uint32_t n_ = 0, layers_ = 0;
+  std::int32_t current_ = -1, incoming_ = -1;
 };
 
 }  // namespace moeroute

@@ -200,6 +200,7 @@ class expert_cache {
     ++lc.misses;
     stats_.total.bytes_loaded += b;
     lc.bytes_loaded += b;
+    policy_.on_miss(cell, a);
     if (!make_room(b, r.evicted)) return r;  // bypass
     r.slot = free_slots_.back();
     free_slots_.pop_back();
