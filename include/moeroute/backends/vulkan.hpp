@@ -1,0 +1,455 @@
+#pragma once
+// Vulkan backend of the grouped SwiGLU expert FFN (see ffn_types.hpp for the math and the expert
+// blob layout).
+//
+//   vulkan_context ctx;                                   // device choice, validation (context.hpp)
+//   vulkan_expert_pool pool(ctx, shape, num_slots);       // device slots for expert weights
+//   pool.upload_expert(slot, blob, bytes);                // through a staging buffer, bytes counted
+//   pool.set_slot_table(table, E);                        // expert -> slot (-1: not resident)
+//   vulkan_ffn op(ctx, pool);
+//   vulkan_ffn_config cfg{max_tokens, max_nnz};
+//   if (auto why = op.can_implement(cfg); !why.empty()) ...
+//   vulkan_buffer ws = ctx.make_buffer(op.workspace_size(cfg), false);
+//   op.initialize(cfg, ws);
+//   op.forward(args);        // or: op.set_inputs(args); op.run(cmd); submit; op.read_output(y)
+//
+// Kernels: a grouping pre-pass on the device (per-expert entry lists from the CSR result), a fused
+// gate+up matmul with SiLU * up, a down matmul that writes w * (W_down a) per (token, slot) entry,
+// and a per-token reduction in slot order (deterministic: no float atomics). Experts with no
+// tokens cost one early-returning workgroup; zero-gated experts are simply absent from the CSR.
+// The weight pool is split into buffers of at most maxStorageBufferRange bytes with slots never
+// straddling two; the matmuls are dispatched once per pool buffer.
+
+#include <moeroute/backends/ffn_types.hpp>
+#include <moeroute/backends/vulkan/context.hpp>
+#include <moeroute/backends/vulkan/spirv/group.hpp>
+#include <moeroute/backends/vulkan/spirv/matmul.hpp>
+#include <moeroute/backends/vulkan/spirv/reduce.hpp>
+#include <moeroute/error.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace moeroute {
+
+namespace detail {
+inline VkDeviceSize vk7_round_up(VkDeviceSize v, VkDeviceSize a) noexcept { return (v + a - 1) / a * a; }
+
+/// Push constants shared by every kernel (must match `Params` in the GLSL sources).
+struct vk7_params {
+  std::uint32_t T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf;
+};
+}  // namespace detail
+
+/// Device pool of expert weight slots plus the slot table (expert -> slot).
+class vulkan_expert_pool {
+ public:
+  /// num_slots experts of `shape` can be resident at once. max_buffer_bytes (0 = device limit)
+  /// caps each pool buffer below maxStorageBufferRange and maxMemoryAllocationSize.
+  vulkan_expert_pool(const vulkan_context& ctx, const ffn_shape& shape, int num_slots, VkDeviceSize max_buffer_bytes = 0)
+      : st_(ctx.state()), shape_(shape), cmds_(ctx.state()) {
+    const std::string why = check_ffn_shape(shape);
+    MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "vulkan_expert_pool: ", why);
+    MOEROUTE_CHECK(num_slots > 0, errc::invalid_argument, "vulkan_expert_pool: num_slots must be positive");
+    stride_ = detail::vk7_round_up(shape.expert_bytes() + 2, 16);
+    VkDeviceSize cap = std::min<VkDeviceSize>(ctx.limits().maxStorageBufferRange, ctx.max_allocation());
+    if (max_buffer_bytes != 0) cap = std::min(cap, max_buffer_bytes);
+    spb_ = cap / stride_;
+    MOEROUTE_CHECK(spb_ > 0, errc::unsupported, "vulkan_expert_pool: one expert slot (", stride_,
+                   " bytes) exceeds the per-buffer limit of ", cap, " bytes (maxStorageBufferRange)");
+    num_slots_ = num_slots;
+    const VkDeviceSize n = static_cast<VkDeviceSize>(num_slots);
+    for (VkDeviceSize first = 0; first < n; first += spb_) {
+      const VkDeviceSize slots = std::min(spb_, n - first);
+      buffers_.push_back(ctx.make_buffer(slots * stride_, false));
+    }
+    staging_ = ctx.make_buffer(stride_, true);
+    table_buf_ = ctx.make_buffer(static_cast<VkDeviceSize>(shape.num_experts) * 4, true);
+    table_.assign(static_cast<std::size_t>(shape.num_experts), -1);
+    loaded_.assign(static_cast<std::size_t>(num_slots), false);
+    std::memcpy(table_buf_.mapped(), table_.data(), table_.size() * 4);
+  }
+
+  const ffn_shape& shape() const noexcept { return shape_; }
+  int num_slots() const noexcept { return num_slots_; }
+  /// Number of device buffers the pool is split into.
+  int num_buffers() const noexcept { return static_cast<int>(buffers_.size()); }
+  std::uint32_t slots_per_buffer() const noexcept { return static_cast<std::uint32_t>(spb_); }
+  VkDeviceSize slot_stride() const noexcept { return stride_; }
+  /// Bytes copied host -> device by upload_expert so far.
+  std::uint64_t transfer_bytes() const noexcept { return transfer_bytes_; }
+
+  /// Copies an expert blob (shape().expert_bytes() bytes, layout in ffn_types.hpp) into a slot
+  /// through the staging buffer, and waits for the copy.
+  void upload_expert(int slot, const void* blob, std::size_t bytes) {
+    MOEROUTE_CHECK(slot >= 0 && slot < num_slots_, errc::invalid_argument, "vulkan_expert_pool: slot ", slot,
+                   " outside [0, ", num_slots_, ")");
+    MOEROUTE_CHECK(bytes == shape_.expert_bytes(), errc::bad_input, "vulkan_expert_pool: expert blob has ", bytes,
+                   " bytes, expected ", shape_.expert_bytes());
+    std::memcpy(staging_.mapped(), blob, bytes);
+    const auto s = static_cast<VkDeviceSize>(slot);
+    VkCommandBuffer cmd = cmds_.begin();
+    VkBufferCopy region{0, (s % spb_) * stride_, bytes};
+    vkCmdCopyBuffer(cmd, staging_.handle(), buffers_[static_cast<std::size_t>(s / spb_)].handle(), 1, &region);
+    cmds_.submit_and_wait();
+    transfer_bytes_ += bytes;
+    loaded_[static_cast<std::size_t>(slot)] = true;
+  }
+
+  /// Sets the slot of every expert (n == num_experts; -1 = not resident). Takes effect for the
+  /// next recorded run.
+  void set_slot_table(const std::int32_t* table, std::size_t n) {
+    MOEROUTE_CHECK(n == table_.size(), errc::invalid_argument, "vulkan_expert_pool: slot table has ", n,
+                   " entries, expected ", table_.size());
+    for (std::size_t e = 0; e < n; ++e)
+      MOEROUTE_CHECK(table[e] >= -1 && table[e] < num_slots_, errc::invalid_argument,
+                     "vulkan_expert_pool: slot table entry ", e, " = ", table[e], " outside [-1, ", num_slots_, ")");
+    table_.assign(table, table + n);
+    std::memcpy(table_buf_.mapped(), table_.data(), n * 4);
+  }
+
+  /// The slot of expert e, or -1.
+  int slot_of(int e) const { return table_[static_cast<std::size_t>(e)]; }
+  /// Whether a slot has received weights.
+  bool slot_loaded(int s) const { return loaded_[static_cast<std::size_t>(s)]; }
+
+  const vulkan_buffer& buffer(int i) const { return buffers_[static_cast<std::size_t>(i)]; }
+  const vulkan_buffer& table_buffer() const noexcept { return table_buf_; }
+
+ private:
+  std::shared_ptr<detail::vk7_device_state> st_;
+  ffn_shape shape_;
+  vulkan_commands cmds_;
+  VkDeviceSize stride_ = 0, spb_ = 0;
+  int num_slots_ = 0;
+  std::vector<vulkan_buffer> buffers_;
+  vulkan_buffer staging_, table_buf_;
+  std::vector<std::int32_t> table_;
+  std::vector<bool> loaded_;
+  std::uint64_t transfer_bytes_ = 0;
+};
+
+/// Capacity an initialized vulkan_ffn accepts per call.
+struct vulkan_ffn_config {
+  std::size_t max_tokens = 1;  ///< T per call
+  std::size_t max_nnz = 1;     ///< routed (token, expert) pairs per call
+};
+
+/// The grouped SwiGLU expert FFN op (CUTLASS-style: can_implement, workspace_size, initialize, run).
+class vulkan_ffn {
+ public:
+  static constexpr int kMaxExperts = 4096;  ///< limit of the grouping pre-pass (shared counters)
+
+  vulkan_ffn(const vulkan_context& ctx, const vulkan_expert_pool& pool)
+      : st_(ctx.state()), ctx_limits_(ctx.limits()), pool_(&pool), cmds_(ctx.state()) {
+    create_pipelines();
+  }
+  vulkan_ffn(const vulkan_ffn&) = delete;
+  vulkan_ffn& operator=(const vulkan_ffn&) = delete;
+  ~vulkan_ffn() { destroy(); }
+
+  /// Empty when the op can run the pool's shape with this capacity on this device, else the reason.
+  std::string can_implement(const vulkan_ffn_config& c) const {
+    const ffn_shape& s = pool_->shape();
+    const auto& lim = ctx_limits_;
+    std::string why = check_ffn_shape(s);
+    if (!why.empty()) return why;
+    if (s.hidden % 32 != 0 || s.ffn % 32 != 0)
+      return detail::concat("hidden (", s.hidden, ") and ffn (", s.ffn, ") must be multiples of 32");
+    if (s.num_experts > kMaxExperts) return detail::concat("num_experts ", s.num_experts, " > ", kMaxExperts);
+    if (c.max_tokens == 0 || c.max_nnz == 0) return "max_tokens and max_nnz must be positive";
+    if (static_cast<std::uint64_t>(s.num_experts) > lim.maxComputeWorkGroupCount[1] ||
+        c.max_tokens > lim.maxComputeWorkGroupCount[1])
+      return detail::concat("num_experts or max_tokens above maxComputeWorkGroupCount[1] = ", lim.maxComputeWorkGroupCount[1]);
+    if (static_cast<std::uint64_t>(s.hidden) / 64 + 1 > lim.maxComputeWorkGroupCount[0]) return "hidden too large for maxComputeWorkGroupCount[0]";
+    if (lim.maxComputeWorkGroupInvocations < 256 || lim.maxComputeWorkGroupSize[0] < 256) return "device allows fewer than 256 invocations per workgroup";
+    if (lim.maxComputeSharedMemorySize < static_cast<std::uint32_t>(kMaxExperts) * 4)
+      return detail::concat("device has ", lim.maxComputeSharedMemorySize, " bytes of shared memory, the kernels need ", kMaxExperts * 4);
+    const std::uint64_t H = static_cast<std::uint64_t>(s.hidden), F = static_cast<std::uint64_t>(s.ffn);
+    const std::uint64_t biggest = std::max<std::uint64_t>({c.max_tokens * H * 4, c.max_nnz * H * 4, c.max_nnz * F * 4});
+    if (biggest > lim.maxStorageBufferRange)
+      return detail::concat("a per-call buffer needs ", biggest, " bytes > maxStorageBufferRange ", lim.maxStorageBufferRange,
+                            ": split the batch into smaller calls");
+    if (c.max_nnz * std::max(H, F) >= (1ull << 32) || c.max_tokens * H >= (1ull << 32)) return "indices exceed 32 bits";
+    return {};
+  }
+
+  /// Bytes of device workspace initialize() needs.
+  std::size_t workspace_size(const vulkan_ffn_config& c) const {
+    return static_cast<std::size_t>(workspace_layout(c).back());
+  }
+
+  /// Binds a device workspace of at least workspace_size(c) bytes, allocates the host-visible
+  /// input/output buffer for c and writes the descriptor sets. Throws with the reason when
+  /// can_implement(c) fails.
+  void initialize(const vulkan_ffn_config& c, const vulkan_buffer& workspace) {
+    const std::string why = can_implement(c);
+    MOEROUTE_CHECK(why.empty(), errc::unsupported, "vulkan_ffn: ", why);
+    MOEROUTE_CHECK(workspace.size() >= workspace_size(c), errc::capacity, "vulkan_ffn: workspace has ", workspace.size(),
+                   " bytes, needs ", workspace_size(c));
+    cfg_ = c;
+    const auto ws = workspace_layout(c);
+    const auto io = io_layout(c);
+    io_ = vulkan_buffer(st_, io.back(), true);
+    if (dpool_ != VK_NULL_HANDLE) vkDestroyDescriptorPool(st_->device, dpool_, nullptr);
+    dpool_ = VK_NULL_HANDLE;
+    const auto nb = static_cast<std::uint32_t>(pool_->num_buffers());
+    VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kBindings * nb};
+    auto pi = detail::vk7_make<VkDescriptorPoolCreateInfo>(VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO);
+    pi.maxSets = nb;
+    pi.poolSizeCount = 1;
+    pi.pPoolSizes = &ps;
+    detail::vk7_check(vkCreateDescriptorPool(st_->device, &pi, nullptr, &dpool_), "vkCreateDescriptorPool");
+    sets_.assign(nb, VK_NULL_HANDLE);
+    std::vector<VkDescriptorSetLayout> layouts(nb, set_layout_);
+    auto ai = detail::vk7_make<VkDescriptorSetAllocateInfo>(VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO);
+    ai.descriptorPool = dpool_;
+    ai.descriptorSetCount = nb;
+    ai.pSetLayouts = layouts.data();
+    detail::vk7_check(vkAllocateDescriptorSets(st_->device, &ai, sets_.data()), "vkAllocateDescriptorSets");
+    for (std::uint32_t b = 0; b < nb; ++b) {
+      std::array<VkDescriptorBufferInfo, kBindings> info{};
+      for (int i = 0; i < 5; ++i) info[static_cast<std::size_t>(i)] = {io_.handle(), io[static_cast<std::size_t>(i)], io[static_cast<std::size_t>(i) + 1] - io[static_cast<std::size_t>(i)]};
+      info[5] = {pool_->table_buffer().handle(), 0, VK_WHOLE_SIZE};
+      for (int i = 0; i < 5; ++i) info[static_cast<std::size_t>(6 + i)] = {workspace.handle(), ws[static_cast<std::size_t>(i)], ws[static_cast<std::size_t>(i) + 1] - ws[static_cast<std::size_t>(i)]};
+      info[11] = {pool_->buffer(static_cast<int>(b)).handle(), 0, VK_WHOLE_SIZE};
+      std::array<VkWriteDescriptorSet, kBindings> w{};
+      for (std::uint32_t i = 0; i < kBindings; ++i) {
+        w[i] = detail::vk7_make<VkWriteDescriptorSet>(VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET);
+        w[i].dstSet = sets_[b];
+        w[i].dstBinding = i;
+        w[i].descriptorCount = 1;
+        w[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        w[i].pBufferInfo = &info[i];
+      }
+      vkUpdateDescriptorSets(st_->device, kBindings, w.data(), 0, nullptr);
+    }
+    io_off_ = io;
+    T_ = 0;
+    nnz_ = 0;
+  }
+
+  /// Empty when args fit the initialized capacity and every routed expert is resident, else the reason.
+  std::string check_args(const ffn_args& a) const {
+    if (sets_.empty()) return "vulkan_ffn: initialize() was not called";
+    std::string why = check_routing(a.routing, pool_->shape().num_experts);
+    if (!why.empty()) return why;
+    if (a.routing.num_tokens > cfg_.max_tokens)
+      return detail::concat(a.routing.num_tokens, " tokens > max_tokens ", cfg_.max_tokens);
+    if (a.routing.nnz() > cfg_.max_nnz) return detail::concat(a.routing.nnz(), " routed pairs > max_nnz ", cfg_.max_nnz);
+    if (a.routing.num_tokens > 0 && a.x == nullptr) return "x is null";
+    for (std::size_t j = 0; j < a.routing.nnz(); ++j) {
+      const int s = pool_->slot_of(a.routing.ids[j]);
+      if (s < 0 || !pool_->slot_loaded(s))
+        return detail::concat("expert ", a.routing.ids[j], " is routed to but has no loaded slot");
+    }
+    return {};
+  }
+
+  /// Copies the routing result and x into the op's host-visible input buffer. Throws with the
+  /// reason when check_args fails.
+  void set_inputs(const ffn_args& a) {
+    const std::string why = check_args(a);
+    MOEROUTE_CHECK(why.empty(), errc::bad_input, "vulkan_ffn: ", why);
+    auto* base = static_cast<unsigned char*>(io_.mapped());
+    const std::size_t T = a.routing.num_tokens, nnz = a.routing.nnz(), H = static_cast<std::size_t>(pool_->shape().hidden);
+    if (T > 0) {
+      std::memcpy(base + io_off_[0], a.routing.offsets, (T + 1) * 4);
+      std::memcpy(base + io_off_[1], a.routing.ids, nnz * 4);
+      std::memcpy(base + io_off_[2], a.routing.weights, nnz * 4);
+      std::memcpy(base + io_off_[3], a.x, T * H * 4);
+    }
+    T_ = T;
+    nnz_ = nnz;
+  }
+
+  /// Records the FFN for the last set_inputs into cmd (a command buffer in the recording state on
+  /// this device's compute queue). No allocation; ends with a barrier that makes y host-readable.
+  void run(VkCommandBuffer cmd) const {
+    if (T_ == 0) return;
+    const ffn_shape& s = pool_->shape();
+    detail::vk7_params p{};
+    p.T = static_cast<std::uint32_t>(T_);
+    p.nnz = static_cast<std::uint32_t>(nnz_);
+    p.E = static_cast<std::uint32_t>(s.num_experts);
+    p.H = static_cast<std::uint32_t>(s.hidden);
+    p.F = static_cast<std::uint32_t>(s.ffn);
+    p.spb = pool_->slots_per_buffer();
+    p.stride = static_cast<std::uint32_t>(pool_->slot_stride());
+    p.up_off = static_cast<std::uint32_t>(s.gate_bytes());
+    p.down_off = static_cast<std::uint32_t>(2 * s.gate_bytes());
+    p.rbh = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.hidden)));
+    p.rbf = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.ffn)));
+    const std::uint32_t gx_f = (p.F + 63) / 64, gx_h = (p.H + 63) / 64;
+
+    auto bind = [&](VkPipeline pipe, std::uint32_t b) {
+      p.buf_index = b;
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe_layout_, 0, 1, &sets_[b], 0, nullptr);
+      vkCmdPushConstants(cmd, pipe_layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(p), &p);
+    };
+    bind(group_, 0);
+    vkCmdDispatch(cmd, 1, 1, 1);
+    barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+    for (std::uint32_t b = 0; b < sets_.size(); ++b) {
+      bind(gate_up_, b);
+      vkCmdDispatch(cmd, gx_f, p.E, 1);
+    }
+    barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+    for (std::uint32_t b = 0; b < sets_.size(); ++b) {
+      bind(down_, b);
+      vkCmdDispatch(cmd, gx_h, p.E, 1);
+    }
+    barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+    bind(reduce_, 0);
+    vkCmdDispatch(cmd, gx_h, p.T, 1);
+    barrier(cmd, VK_ACCESS_HOST_READ_BIT, VK_PIPELINE_STAGE_HOST_BIT);
+  }
+
+  /// Copies y (T x H of the last set_inputs) out of the op's output buffer, after run() completed.
+  void read_output(float* y) const {
+    const std::size_t n = T_ * static_cast<std::size_t>(pool_->shape().hidden);
+    if (n) std::memcpy(y, static_cast<const unsigned char*>(io_.mapped()) + io_off_[4], n * 4);
+  }
+
+  /// set_inputs, record run into the op's own command buffer, submit, wait, read_output(args.y).
+  void forward(const ffn_args& a) {
+    set_inputs(a);
+    if (T_ == 0) return;
+    MOEROUTE_CHECK(a.y != nullptr, errc::invalid_argument, "vulkan_ffn: y is null");
+    run(cmds_.begin());
+    cmds_.submit_and_wait();
+    read_output(a.y);
+  }
+
+ private:
+  static constexpr std::uint32_t kBindings = 12;
+
+  static void barrier(VkCommandBuffer cmd, VkAccessFlags dst_access, VkPipelineStageFlags dst_stage) {
+    auto mb = detail::vk7_make<VkMemoryBarrier>(VK_STRUCTURE_TYPE_MEMORY_BARRIER);
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    mb.dstAccessMask = dst_access;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  }
+
+  VkDeviceSize align() const noexcept {
+    return std::max<VkDeviceSize>(16, ctx_limits_.minStorageBufferOffsetAlignment);
+  }
+
+  // Offsets of eoff, list, tok, act, partial, then the end.
+  std::array<VkDeviceSize, 6> workspace_layout(const vulkan_ffn_config& c) const {
+    const ffn_shape& s = pool_->shape();
+    const VkDeviceSize a = align(), nnz = c.max_nnz;
+    const VkDeviceSize sizes[5] = {(2 * static_cast<VkDeviceSize>(s.num_experts) + 2) * 4, nnz * 4, nnz * 4,
+                                   nnz * static_cast<VkDeviceSize>(s.ffn) * 4, nnz * static_cast<VkDeviceSize>(s.hidden) * 4};
+    std::array<VkDeviceSize, 6> off{};
+    for (int i = 0; i < 5; ++i) off[static_cast<std::size_t>(i) + 1] = detail::vk7_round_up(off[static_cast<std::size_t>(i)] + sizes[i], a);
+    return off;
+  }
+
+  // Offsets of offsets, ids, weights, x, y, then the end.
+  std::array<VkDeviceSize, 6> io_layout(const vulkan_ffn_config& c) const {
+    const VkDeviceSize a = align(), T = c.max_tokens, nnz = c.max_nnz, H = static_cast<VkDeviceSize>(pool_->shape().hidden);
+    const VkDeviceSize sizes[5] = {(T + 1) * 4, nnz * 4, nnz * 4, T * H * 4, T * H * 4};
+    std::array<VkDeviceSize, 6> off{};
+    for (int i = 0; i < 5; ++i) off[static_cast<std::size_t>(i) + 1] = detail::vk7_round_up(off[static_cast<std::size_t>(i)] + sizes[i], a);
+    return off;
+  }
+
+  VkPipeline make_pipeline(const std::uint32_t* words, std::size_t bytes) {
+    auto mi = detail::vk7_make<VkShaderModuleCreateInfo>(VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO);
+    mi.codeSize = bytes;
+    mi.pCode = words;
+    VkShaderModule mod = VK_NULL_HANDLE;
+    detail::vk7_check(vkCreateShaderModule(st_->device, &mi, nullptr, &mod), "vkCreateShaderModule");
+    auto ci = detail::vk7_make<VkComputePipelineCreateInfo>(VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO);
+    ci.stage = detail::vk7_make<VkPipelineShaderStageCreateInfo>(VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO);
+    ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+    ci.stage.module = mod;
+    ci.stage.pName = "main";
+    ci.layout = pipe_layout_;
+    VkPipeline pipe = VK_NULL_HANDLE;
+    const VkResult r = vkCreateComputePipelines(st_->device, VK_NULL_HANDLE, 1, &ci, nullptr, &pipe);
+    vkDestroyShaderModule(st_->device, mod, nullptr);
+    detail::vk7_check(r, "vkCreateComputePipelines");
+    return pipe;
+  }
+
+  void create_pipelines() {
+    std::array<VkDescriptorSetLayoutBinding, kBindings> b{};
+    for (std::uint32_t i = 0; i < kBindings; ++i)
+      b[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+    auto li = detail::vk7_make<VkDescriptorSetLayoutCreateInfo>(VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO);
+    li.bindingCount = kBindings;
+    li.pBindings = b.data();
+    detail::vk7_check(vkCreateDescriptorSetLayout(st_->device, &li, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
+    VkPushConstantRange pr{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(detail::vk7_params)};
+    auto pli = detail::vk7_make<VkPipelineLayoutCreateInfo>(VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO);
+    pli.setLayoutCount = 1;
+    pli.pSetLayouts = &set_layout_;
+    pli.pushConstantRangeCount = 1;
+    pli.pPushConstantRanges = &pr;
+    try {
+      detail::vk7_check(vkCreatePipelineLayout(st_->device, &pli, nullptr, &pipe_layout_), "vkCreatePipelineLayout");
+      namespace sp = detail::spirv;
+      group_ = make_pipeline(sp::vk7_group_spv, sizeof(sp::vk7_group_spv));
+      reduce_ = make_pipeline(sp::vk7_reduce_spv, sizeof(sp::vk7_reduce_spv));
+      switch (pool_->shape().type) {
+        case weight_type::f32:
+          gate_up_ = make_pipeline(sp::vk7_gate_up_f32_spv, sizeof(sp::vk7_gate_up_f32_spv));
+          down_ = make_pipeline(sp::vk7_down_f32_spv, sizeof(sp::vk7_down_f32_spv));
+          break;
+        case weight_type::f16:
+          gate_up_ = make_pipeline(sp::vk7_gate_up_f16_spv, sizeof(sp::vk7_gate_up_f16_spv));
+          down_ = make_pipeline(sp::vk7_down_f16_spv, sizeof(sp::vk7_down_f16_spv));
+          break;
+        case weight_type::q8_0:
+          gate_up_ = make_pipeline(sp::vk7_gate_up_q8_0_spv, sizeof(sp::vk7_gate_up_q8_0_spv));
+          down_ = make_pipeline(sp::vk7_down_q8_0_spv, sizeof(sp::vk7_down_q8_0_spv));
+          break;
+        case weight_type::q4_0:
+          gate_up_ = make_pipeline(sp::vk7_gate_up_q4_0_spv, sizeof(sp::vk7_gate_up_q4_0_spv));
+          down_ = make_pipeline(sp::vk7_down_q4_0_spv, sizeof(sp::vk7_down_q4_0_spv));
+          break;
+      }
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+
+  void destroy() noexcept {
+    VkDevice d = st_->device;
+    for (VkPipeline* p : {&group_, &reduce_, &gate_up_, &down_}) {
+      if (*p != VK_NULL_HANDLE) vkDestroyPipeline(d, *p, nullptr);
+      *p = VK_NULL_HANDLE;
+    }
+    if (dpool_ != VK_NULL_HANDLE) vkDestroyDescriptorPool(d, dpool_, nullptr);
+    if (pipe_layout_ != VK_NULL_HANDLE) vkDestroyPipelineLayout(d, pipe_layout_, nullptr);
+    if (set_layout_ != VK_NULL_HANDLE) vkDestroyDescriptorSetLayout(d, set_layout_, nullptr);
+    dpool_ = VK_NULL_HANDLE;
+    pipe_layout_ = VK_NULL_HANDLE;
+    set_layout_ = VK_NULL_HANDLE;
+  }
+
+  std::shared_ptr<detail::vk7_device_state> st_;
+  VkPhysicalDeviceLimits ctx_limits_;
+  const vulkan_expert_pool* pool_;
+  vulkan_commands cmds_;
+  VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
+  VkPipelineLayout pipe_layout_ = VK_NULL_HANDLE;
+  VkPipeline group_ = VK_NULL_HANDLE, reduce_ = VK_NULL_HANDLE, gate_up_ = VK_NULL_HANDLE, down_ = VK_NULL_HANDLE;
+  VkDescriptorPool dpool_ = VK_NULL_HANDLE;
+  std::vector<VkDescriptorSet> sets_;
+  vulkan_buffer io_;
+  std::array<VkDeviceSize, 6> io_off_{};
+  vulkan_ffn_config cfg_{};
+  std::size_t T_ = 0, nnz_ = 0;
+};
+
+}  // namespace moeroute

@@ -1,0 +1,260 @@
+// The Vulkan expert FFN against the plain-loop reference and the Eigen CPU reference. With
+// MOEROUTE_VK_VALIDATION=1 the Khronos validation layer is on and any message fails the test.
+// Without a Vulkan device every test skips with a message.
+#include "ffn_test_common.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#ifdef MOEROUTE_TEST_HAS_VULKAN
+#include <moeroute/backends/vulkan.hpp>
+#ifdef MOEROUTE_TEST_HAS_EIGEN
+#include <moeroute/backends/cpu_eigen.hpp>
+#endif
+
+using moeroute::weight_type;
+
+namespace {
+
+class VulkanFfn : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    try {
+      ctx_ = std::make_unique<moeroute::vulkan_context>();
+    } catch (const moeroute::error& e) {
+      if (e.code() != moeroute::errc::unsupported) throw;
+      skip_reason_ = e.message();
+    }
+  }
+  static void TearDownTestSuite() {
+    keep_.reset();
+    ctx_.reset();
+  }
+
+  void SetUp() override {
+    if (!ctx_) GTEST_SKIP() << "no Vulkan device: " << skip_reason_;
+    seen_ = ctx_->validation_messages().size();
+  }
+  void TearDown() override {
+    if (!ctx_) return;
+    keep_.reset();
+    const auto msgs = ctx_->validation_messages();
+    for (std::size_t i = seen_; i < msgs.size(); ++i) ADD_FAILURE() << "Vulkan validation: " << msgs[i];
+  }
+
+  // Uploads every expert of p into slot table[e] and runs the op; returns y.
+  static std::vector<float> run_vk(const ffn_test::problem& p, const std::vector<std::int32_t>& table, int num_slots,
+                                   VkDeviceSize max_buffer_bytes = 0, moeroute::vulkan_expert_pool** pool_out = nullptr) {
+    keep_.reset();
+    keep_ = std::make_unique<moeroute::vulkan_expert_pool>(*ctx_, p.shape, num_slots, max_buffer_bytes);
+    auto& pool = *keep_;
+    for (int e = 0; e < p.shape.num_experts; ++e)
+      if (table[static_cast<std::size_t>(e)] >= 0)
+        pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(),
+                           p.blobs[static_cast<std::size_t>(e)].size());
+    pool.set_slot_table(table.data(), table.size());
+    moeroute::vulkan_ffn op(*ctx_, pool);
+    moeroute::vulkan_ffn_config cfg{std::max<std::size_t>(1, p.routing.num_tokens), std::max<std::size_t>(1, p.routing.nnz())};
+    EXPECT_EQ(op.can_implement(cfg), "");
+    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+    op.initialize(cfg, ws);
+    std::vector<float> y(p.routing.num_tokens * static_cast<std::size_t>(p.shape.hidden), -7.0f);
+    op.forward({p.routing.view(), p.x.data(), y.data()});
+    if (pool_out) *pool_out = keep_.get();
+    return y;
+  }
+
+  static std::vector<std::int32_t> identity(int E) {
+    std::vector<std::int32_t> t(static_cast<std::size_t>(E));
+    for (int e = 0; e < E; ++e) t[static_cast<std::size_t>(e)] = e;
+    return t;
+  }
+
+  static double bound(weight_type t) { return t == weight_type::f32 ? 1e-7 : 5e-4; }
+
+  static std::unique_ptr<moeroute::vulkan_context> ctx_;
+  static std::unique_ptr<moeroute::vulkan_expert_pool> keep_;  // the pool of the last run_vk
+  static std::string skip_reason_;
+  std::size_t seen_ = 0;
+};
+std::unique_ptr<moeroute::vulkan_context> VulkanFfn::ctx_;
+std::unique_ptr<moeroute::vulkan_expert_pool> VulkanFfn::keep_;
+std::string VulkanFfn::skip_reason_;
+
+std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+}  // namespace
+
+TEST_F(VulkanFfn, AllTypesAllBatchSizesMatchReferences) {
+  for (weight_type type : {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0}) {
+    ffn_test::problem p;
+    p.shape = {8, 64, 96, type};
+    ffn_test::random_weights(p, 100 + static_cast<std::uint32_t>(type));
+    // Experts in reversed slots, pool split into buffers of 3 slots: exercises the slot table
+    // and the per-buffer dispatch. One op per type, initialized for the largest call.
+    const VkDeviceSize three = 3 * moeroute::detail::vk7_round_up(p.shape.expert_bytes() + 2, 16);
+    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 8, three);
+    ASSERT_EQ(pool.num_buffers(), 3);
+    std::vector<std::int32_t> table(8);
+    for (int e = 0; e < 8; ++e) {
+      table[static_cast<std::size_t>(e)] = 7 - e;
+      pool.upload_expert(7 - e, p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+    }
+    pool.set_slot_table(table.data(), 8);
+    moeroute::vulkan_ffn op(*ctx_, pool);
+    const moeroute::vulkan_ffn_config cfg{512, 1024};
+    ASSERT_EQ(op.can_implement(cfg), "");
+    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+    op.initialize(cfg, ws);
+    for (std::size_t T : {1u, 3u, 64u, 512u}) {
+      ffn_test::random_x(p, T, 200 + static_cast<std::uint32_t>(T));
+      p.routing = ffn_test::random_routing(T, 8, 2, 300 + static_cast<std::uint32_t>(T));
+      std::vector<float> y(T * 64, -7.0f);
+      op.forward({p.routing.view(), p.x.data(), y.data()});
+      const auto ref = ffn_test::reference(p);
+      const std::string what = std::string(moeroute::weight_type_name(type)) + " T=" + std::to_string(T);
+      EXPECT_LE(ffn_test::nmse(y, ref), bound(type)) << what;
+#ifdef MOEROUTE_TEST_HAS_EIGEN
+      moeroute::cpu_ffn cpu(p.shape, 8);
+      for (int e = 0; e < 8; ++e) cpu.upload_expert(e, p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+      const auto id = identity(8);
+      cpu.set_slot_table(id.data(), 8);
+      std::vector<float> yc(y.size());
+      moeroute::ffn_args a{p.routing.view(), p.x.data(), yc.data()};
+      std::vector<float> cws(cpu.workspace_size(a) / 4 + 1);
+      cpu.initialize(a, cws.data());
+      cpu.run();
+      EXPECT_LE(ffn_test::nmse(y, as_double(yc)), bound(type)) << what << " vs Eigen";
+#endif
+    }
+  }
+}
+
+TEST_F(VulkanFfn, AdversarialRouting) {
+  ffn_test::problem p;
+  p.shape = {6, 64, 64, weight_type::f16};
+  ffn_test::random_weights(p, 41);
+  const std::size_t T = 45;
+  ffn_test::random_x(p, T, 42);
+  p.routing.num_tokens = T;
+  p.routing.num_experts = 6;
+  // Tokens 0..39: all to expert 4 (more tokens than one chunk); 40: k = 0 (all zero-gated);
+  // 41: k = 3; 42: k = 1 to expert 0; 43: k = 2; 44: k = 1. Expert 5 is masked (no slot) and
+  // experts 1 and 2 get no tokens.
+  for (std::size_t t = 0; t < 40; ++t) {
+    p.routing.ids.push_back(4);
+    p.routing.weights.push_back(0.25f + 0.01f * static_cast<float>(t));
+    p.routing.offsets.push_back(static_cast<std::uint32_t>(p.routing.ids.size()));
+  }
+  p.routing.offsets.push_back(static_cast<std::uint32_t>(p.routing.ids.size()));
+  for (auto [ids, ws] : std::vector<std::pair<std::vector<int>, std::vector<float>>>{
+           {{4, 3, 0}, {0.5f, 0.3f, 0.2f}}, {{0}, {1.0f}}, {{3, 4}, {0.6f, 0.4f}}, {{3}, {0.0f}}}) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      p.routing.ids.push_back(ids[i]);
+      p.routing.weights.push_back(ws[i]);
+    }
+    p.routing.offsets.push_back(static_cast<std::uint32_t>(p.routing.ids.size()));
+  }
+  const std::vector<std::int32_t> table{2, 0, 1, 3, 4, -1};
+  const auto y = run_vk(p, table, 5);
+  const auto ref = ffn_test::reference(p);
+  EXPECT_LE(ffn_test::nmse(y, ref), 5e-4);
+  for (int h = 0; h < 64; ++h) {
+    EXPECT_EQ(y[40 * 64 + static_cast<std::size_t>(h)], 0.0f) << "token with k = 0 must give 0";
+    EXPECT_EQ(y[44 * 64 + static_cast<std::size_t>(h)], 0.0f) << "zero weight must give 0";
+  }
+}
+
+TEST_F(VulkanFfn, OneTokenAndDeterministicRuns) {
+  ffn_test::problem p;
+  p.shape = {16, 128, 64, weight_type::q4_0};
+  ffn_test::random_weights(p, 51);
+  ffn_test::random_x(p, 1, 52);
+  p.routing = ffn_test::random_routing(1, 16, 8, 53);
+  const auto y1 = run_vk(p, identity(16), 16);
+  const auto y2 = run_vk(p, identity(16), 16);
+  EXPECT_LE(ffn_test::nmse(y1, ffn_test::reference(p)), 5e-4);
+  EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "two runs differ";
+}
+
+TEST_F(VulkanFfn, TransferBytesCounted) {
+  ffn_test::problem p;
+  p.shape = {4, 64, 32, weight_type::q8_0};
+  ffn_test::random_weights(p, 61);
+  ffn_test::random_x(p, 2, 62);
+  p.routing.num_tokens = 2;
+  p.routing.num_experts = 4;
+  p.routing.offsets = {0, 2, 3};
+  p.routing.ids = {3, 0, 1};
+  p.routing.weights = {0.7f, 0.3f, 1.0f};
+  moeroute::vulkan_expert_pool* pool = nullptr;
+  const auto y = run_vk(p, {0, 1, -1, 2}, 3, 0, &pool);
+  EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 5e-4);
+  ASSERT_NE(pool, nullptr);
+  // 3 experts of 2 * 32 rows * 2 blocks * 34 bytes + 64 rows * 1 block * 34 bytes.
+  EXPECT_EQ(pool->transfer_bytes(), 3u * (2u * 32u * 2u * 34u + 64u * 34u));
+}
+
+TEST_F(VulkanFfn, RejectsBadInputWithReasons) {
+  ffn_test::problem p;
+  p.shape = {4, 64, 64, weight_type::f32};
+  ffn_test::random_weights(p, 71);
+  ffn_test::random_x(p, 4, 72);
+  p.routing = ffn_test::random_routing(4, 4, 2, 73);
+  moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 2);
+  pool.upload_expert(0, p.blobs[0].data(), p.blobs[0].size());
+  const std::vector<std::int32_t> table{0, -1, -1, -1};
+  pool.set_slot_table(table.data(), 4);
+  EXPECT_THROW(pool.upload_expert(2, p.blobs[0].data(), p.blobs[0].size()), moeroute::error);
+  EXPECT_THROW(pool.upload_expert(0, p.blobs[0].data(), 10), moeroute::error);
+  const std::vector<std::int32_t> bad{0, 5, -1, -1};
+  EXPECT_THROW(pool.set_slot_table(bad.data(), 4), moeroute::error);
+
+  moeroute::vulkan_ffn op(*ctx_, pool);
+  moeroute::vulkan_ffn_config cfg{2, 8};
+  auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+  op.initialize(cfg, ws);
+  std::vector<float> y(4 * 64);
+  moeroute::ffn_args a{p.routing.view(), p.x.data(), y.data()};
+  EXPECT_NE(op.check_args(a).find("max_tokens"), std::string::npos);
+  cfg = {4, 8};
+  auto ws2 = ctx_->make_buffer(op.workspace_size(cfg), false);
+  op.initialize(cfg, ws2);
+  EXPECT_NE(op.check_args(a).find("no loaded slot"), std::string::npos);
+  try {
+    op.forward(a);
+    ADD_FAILURE() << "forward accepted a non-resident expert";
+  } catch (const moeroute::error& e) {
+    EXPECT_EQ(e.code(), moeroute::errc::bad_input);
+  }
+  auto small = ctx_->make_buffer(16, false);
+  EXPECT_THROW(op.initialize(cfg, small), moeroute::error);
+
+  moeroute::vulkan_expert_pool odd(*ctx_, {4, 48, 64, weight_type::f32}, 1);
+  moeroute::vulkan_ffn op2(*ctx_, odd);
+  EXPECT_NE(op2.can_implement({1, 1}).find("multiples of 32"), std::string::npos);
+}
+
+TEST_F(VulkanFfn, DeviceSelector) {
+  moeroute::vulkan_context_options o;
+  o.validation = false;
+  o.device = "no-such-device-name";
+  try {
+    moeroute::vulkan_context c(o);
+    ADD_FAILURE() << "a selector that matches nothing was accepted";
+  } catch (const moeroute::error& e) {
+    EXPECT_EQ(e.code(), moeroute::errc::invalid_argument);
+    EXPECT_NE(e.message().find("matches no device"), std::string::npos) << e.message();
+  }
+  o.device = ctx_->device_name().substr(0, 4);
+  EXPECT_NO_THROW(moeroute::vulkan_context{o});
+}
+
+#else
+TEST(VulkanFfn, Skipped) { GTEST_SKIP() << "built without the Vulkan loader and headers"; }
+#endif
