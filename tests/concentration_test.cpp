@@ -152,7 +152,7 @@ TEST(Concentration, VerdictLine) {
   const auto r = analyze_concentration(one({6, 3, 1, 0}));
   EXPECT_EQ(concentration_verdict(r),
             "cache NOT justified \u2014 2/4 experts (50%) resident for 90% routing coverage; "
-            "concentration 0.35, top expert 60.0% (median of 1 layers; threshold 50%; holds only "
+            "concentration 0.352, top expert 60.0% (median of 1 layers; threshold 50%; holds only "
             "for the workload measured)");
   concentration_options o;
   o.threshold = 0.6;

@@ -238,7 +238,7 @@ inline std::string concentration_verdict(const concentration_report& r) {
   return head + " \u2014 " + experts + " (" +
          detail::conc_fmt("%.0f", 100.0 * r.hot_frac_for_coverage) + "%) resident for " +
          detail::conc_fmt("%g", 100.0 * r.coverage_target) + "% routing coverage; concentration " +
-         detail::conc_fmt("%.2f", r.concentration_score) + ", top expert " +
+         detail::conc_fmt("%.3f", r.concentration_score) + ", top expert " +
          detail::conc_fmt("%.1f", 100.0 * r.top1_share) + "% (median of " +
          std::to_string(r.per_layer.size()) + " layers; threshold " +
          detail::conc_fmt("%.0f", 100.0 * r.threshold) + "%; holds only for the workload measured)";
