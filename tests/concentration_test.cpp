@@ -208,6 +208,9 @@ TEST(ContainerTrace, MalformedInputsNameTheProblem) {
   };
   err("{\n  \"layers\": [\n  1,,]}", "t.json:3:");
   err("[1, 2]", "top level");
+  err("{\"layers\": [\n {\"layer_index\": 0, \"expert_counts\": [1e999]}]}", "t.json:2:");
+  err("{\"layers\": [\n {\"layer_index\": 0, \"expert_counts\": [1e999]}]}", "'1e999' is out of range");
+  err(std::string(100, '[') + std::string(100, ']'), "nested deeper than 64");
   err("{}", "missing field 'layers'");
   err(R"({"layers": 3})", "'layers' must be an array");
   err(R"({"layers": [{"expert_counts": [1]}]})", "layers[0]: missing 'layer_index'");

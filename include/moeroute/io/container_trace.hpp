@@ -64,14 +64,34 @@ inline std::int64_t ct_int(const nlohmann::json& v, const std::string& where, st
 }
 }  // namespace detail
 
+/// Deepest JSON nesting accepted in a gpu-container trace file.
+inline constexpr int container_trace_max_depth = 64;
+
 /// Parses gpu-container trace JSON text; `name` is used in error messages.
 inline container_trace parse_container_trace_json(const std::string& text, const std::string& name) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    // Nesting is bounded so that copying and writing the kept keys cannot exhaust the stack.
+    j = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      MOEROUTE_CHECK(depth <= container_trace_max_depth, errc::parse_error, name,
+                     ": JSON nested deeper than ", container_trace_max_depth, " levels");
+      return true;
+    });
   } catch (const nlohmann::json::parse_error& e) {
     const auto lc = detail::ct_line_col(text, e.byte > 0 ? e.byte - 1 : 0);
     detail::fail(errc::parse_error, name, ":", lc.first, ":", lc.second, ": not valid JSON");
+  } catch (const nlohmann::json::exception& e) {
+    // Number overflow (out_of_range.406) carries the literal, not its position: locate it.
+    const std::string w = e.what();
+    const std::size_t q0 = w.find('\''), q1 = w.rfind('\'');
+    const std::string lit = q0 != std::string::npos && q1 > q0 ? w.substr(q0 + 1, q1 - q0 - 1) : "";
+    const std::size_t at = lit.empty() ? std::string::npos : text.find(lit);
+    if (at != std::string::npos) {
+      const auto lc = detail::ct_line_col(text, at);
+      detail::fail(errc::parse_error, name, ":", lc.first, ":", lc.second, ": number '", lit,
+                   "' is out of range");
+    }
+    detail::fail(errc::parse_error, name, ": not valid JSON (number out of range)");
   }
   MOEROUTE_CHECK(j.is_object(), errc::parse_error, name, ": expected a JSON object at the top level");
   container_trace t;
@@ -177,11 +197,26 @@ inline std::int64_t routing_trace_tokens(const routing_trace& r) {
   return m;
 }
 
+/// Largest layers x experts table container_trace_from_routing builds (2^26 cells, 512 MiB).
+inline constexpr std::uint64_t max_routing_table_cells = std::uint64_t{1} << 26;
+
 /// Converts a routing-trace JSONL (already parsed) to a gpu-container trace. num_experts = 0
 /// infers E as 1 + the largest id; gate_weighted uses the router-weight mass (needs weights on
 /// every record) instead of activation counts. experts_per_token is the largest record length.
+/// Throws errc::capacity when (layers present) x E exceeds max_routing_table_cells.
 inline container_trace container_trace_from_routing(const routing_trace& r, const std::string& model,
                                                     int num_experts = 0, bool gate_weighted = false) {
+  // The dense per-layer tables cost (layers present) x E cells: refuse sizes a small hostile
+  // trace could ask for (65536 layers x 65536 experts would be 34 GB).
+  {
+    std::vector<char> present(static_cast<std::size_t>(r.num_layers()), 0);
+    std::uint64_t n_present = 0;
+    for (auto l : r.layer) n_present += present[static_cast<std::size_t>(l)]++ == 0;
+    const std::uint64_t E = static_cast<std::uint64_t>(std::max(num_experts, r.num_experts()));
+    MOEROUTE_CHECK(n_present * E <= max_routing_table_cells, errc::capacity, "routing trace has ",
+                   n_present, " layers x ", E, " experts = ", n_present * E,
+                   " count cells, more than the limit of ", max_routing_table_cells);
+  }
   container_trace t;
   t.model = model;
   t.layers = gate_weighted ? trace_weight_mass(r, num_experts) : trace_activation_counts(r, num_experts);
