@@ -20,6 +20,7 @@
 
 #include "moeroute/error.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
 #include "moeroute/residency/policy_builder.hpp"
 
@@ -309,6 +310,54 @@ inline nlohmann::ordered_json pareto_json(const std::vector<pareto_row>& rows,
     doc["rows"].push_back(std::move(o));
   }
   return doc;
+}
+
+/// Hits of one layer when a routing trace is replayed against a residency set.
+struct residency_layer_hits {
+  int layer = 0;
+  long long accesses = 0;        ///< routed (token, expert) accesses of this layer
+  long long hits = 0;            ///< of those, accesses to a resident cell
+  long long resident_cells = 0;  ///< resident cells of this layer
+  double hit_rate() const noexcept { return accesses ? static_cast<double>(hits) / static_cast<double>(accesses) : 0.0; }
+};
+
+/// Forced-residency check: the fraction of a trace's routed (token, layer, expert) accesses that
+/// land on resident cells, overall and per layer (layers that have accesses, ascending).
+struct residency_hits {
+  long long accesses = 0;
+  long long hits = 0;
+  std::vector<residency_layer_hits> per_layer;
+  double hit_rate() const noexcept { return accesses ? static_cast<double>(hits) / static_cast<double>(accesses) : 0.0; }
+};
+
+/// Replays `t` against `s`. A record naming a layer or expert outside s's shape is a
+/// moeroute::error naming the record (1-based).
+inline residency_hits evaluate_residency(const residency_set& s, const routing_trace& t) {
+  std::vector<residency_layer_hits> layers(static_cast<std::size_t>(s.num_layers()));
+  residency_hits out;
+  for (std::size_t r = 0; r < t.size(); ++r) {
+    const int l = t.layer[r];
+    MOEROUTE_CHECK(l >= 0 && l < s.num_layers(), errc::bad_input, "trace record ", r + 1, ": layer ", l,
+                   " outside the policy's ", s.num_layers(), " layers");
+    auto& lh = layers[static_cast<std::size_t>(l)];
+    for (std::uint32_t i = t.offsets[r]; i < t.offsets[r + 1]; ++i) {
+      const int e = t.experts[i];
+      MOEROUTE_CHECK(e >= 0 && e < s.num_experts(), errc::bad_input, "trace record ", r + 1, ": expert ", e,
+                     " outside the policy's ", s.num_experts(), " experts");
+      ++lh.accesses;
+      if (s.contains(l, e)) ++lh.hits;
+    }
+  }
+  for (int l = 0; l < s.num_layers(); ++l) {
+    auto& lh = layers[static_cast<std::size_t>(l)];
+    if (lh.accesses == 0) continue;
+    lh.layer = l;
+    lh.resident_cells = static_cast<long long>(s.count_in_layer(l));
+    out.accesses += lh.accesses;
+    out.hits += lh.hits;
+    out.per_layer.push_back(lh);
+  }
+  return out;
 }
 
 }  // namespace moeroute

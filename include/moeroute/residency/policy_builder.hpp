@@ -245,14 +245,18 @@ inline atx_policy build_atx_policy(const std::vector<atx_workload>& workloads,
 
   std::vector<atx_unit> kept(ranked.begin(), ranked.begin() + n);
   auto sel = nlohmann::ordered_json::object();
+  // Integral percents are written as integers (5, not 5.0), as ATX writes them.
+  const nlohmann::ordered_json pct =
+      options.percent == std::floor(options.percent) ? nlohmann::ordered_json(static_cast<long long>(options.percent))
+                                                     : nlohmann::ordered_json(options.percent);
   if (cells) {
-    sel["percent_of_total_layer_expert_pairs"] = options.percent;
+    sel["percent_of_total_layer_expert_pairs"] = pct;
     sel["selected_layer_expert_pairs"] = n;
     sel["total_layer_expert_pairs"] = n_total;
     sel["layers"] = L;
     sel["experts_per_layer"] = E;
   } else {
-    sel["percent_of_total_experts"] = options.percent;
+    sel["percent_of_total_experts"] = pct;
     sel["selected_experts"] = n;
     sel["total_experts"] = n_total;
     sel["layers"] = L;
