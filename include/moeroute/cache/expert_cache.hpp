@@ -48,23 +48,22 @@ struct cache_stats {
   /// {"accesses","hits","misses","evictions","bytes_loaded","hit_rate","per_layer":[{"layer",...}]}
   /// Layers without accesses are left out of per_layer.
   nlohmann::ordered_json to_json() const {
-    auto one = [](const cache_counters& c) {
-      nlohmann::ordered_json j;
+    auto fill = [](nlohmann::ordered_json& j, const cache_counters& c) {
       j["accesses"] = c.accesses;
       j["hits"] = c.hits;
       j["misses"] = c.misses;
       j["evictions"] = c.evictions;
       j["bytes_loaded"] = c.bytes_loaded;
       j["hit_rate"] = c.hit_rate();
-      return j;
     };
-    nlohmann::ordered_json j = one(total);
+    nlohmann::ordered_json j;
+    fill(j, total);
     j["per_layer"] = nlohmann::ordered_json::array();
     for (std::size_t l = 0; l < per_layer.size(); ++l) {
       if (per_layer[l].accesses == 0) continue;
       nlohmann::ordered_json row;
       row["layer"] = l;
-      for (auto& kv : one(per_layer[l]).items()) row[kv.key()] = kv.value();
+      fill(row, per_layer[l]);
       j["per_layer"].push_back(std::move(row));
     }
     return j;
