@@ -1,6 +1,7 @@
 // Router: scoring, selection, gating, presets, statistics, input types; against tests/routing_reference.hpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -429,4 +430,33 @@ TEST(RouterBatch, StatisticsMatchAPlainComputation) {
     EXPECT_NEAR(st[t].entropy, h, 1e-5);
     EXPECT_NEAR(st[t].kept_mass, kept, 1e-5);
   }
+}
+
+TEST(RouterBatch, AskingForStatisticsDoesNotChangeTheResult) {
+  std::mt19937 rng(10);
+  const int T = 16, E = 64;
+  auto x = random_logits(rng, T, E);
+  for (bool renorm : {false, true}) {
+    router<softmax_scoring> r(E, 8, {renorm});
+    std::vector<token_stats> st;
+    auto with = r.route(logits_view<float>(x.data(), T, E), &st);
+    auto without = r.route(logits_view<float>(x.data(), T, E));
+    EXPECT_EQ(with.ids, without.ids);
+    EXPECT_EQ(with.weights, without.weights);
+  }
+}
+
+TEST(Scoring, VectorAndScalarPathsAgreeBitForBit) {
+  // Rows whose length is not a multiple of the vector width run their tail through the scalar
+  // path; every element must come out as it would in a vector lane.
+  std::mt19937 rng(12);
+  auto x = random_logits(rng, 1, 37);
+  std::vector<float> key(37), key1(1);
+  softmax_scoring sm;
+  sigmoid_scoring sg;
+  const float m = *std::max_element(x.begin(), x.end());
+  sm.prepare(x.data(), key.data(), 37);
+  for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sm.unnormalized(x[e], m)) << e;
+  sg.prepare(x.data(), key.data(), 37);
+  for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sg.unnormalized(x[e], 0)) << e;
 }

@@ -34,7 +34,7 @@ inline std::size_t npy_skip_ws(const std::string& h, std::size_t i) {
 
 /// Parses the header dict {'descr': '<f4', 'fortran_order': False, 'shape': (T, E), }.
 inline void npy_parse_header(const std::string& h, const std::string& name, npy_array& a,
-                             std::uint64_t& rows, std::uint64_t& cols) {
+                             std::uint64_t& rows, std::uint64_t& cols, bool allow_vector) {
   auto fail_at = [&](const std::string& what) {
     detail::fail(errc::parse_error, name, ": npy header: ", what);
   };
@@ -97,6 +97,7 @@ inline void npy_parse_header(const std::string& h, const std::string& name, npy_
         else if (i >= h.size() || h[i] != ')') fail_at("malformed 'shape' tuple");
       }
       ++i;
+      if (allow_vector && dims.size() == 1) dims.insert(dims.begin(), 1);
       if (dims.size() != 2)
         fail_at("field 'shape' has " + std::to_string(dims.size()) + " dimensions (expected 2: tokens x experts)");
       rows = dims[0];
@@ -120,8 +121,9 @@ inline void npy_parse_header(const std::string& h, const std::string& name, npy_
 }
 }  // namespace detail
 
-/// Parses .npy bytes; `name` is used in error messages.
-inline npy_array parse_npy(const std::string& bytes, const std::string& name) {
+/// Parses .npy bytes; `name` is used in error messages. With allow_vector a 1-D array of n
+/// values is read as 1 x n (a per-expert vector such as a selection bias).
+inline npy_array parse_npy(const std::string& bytes, const std::string& name, bool allow_vector = false) {
   static const char magic[] = "\x93NUMPY";
   MOEROUTE_CHECK(bytes.size() >= 10 && std::memcmp(bytes.data(), magic, 6) == 0, errc::parse_error,
                  name, ": not a .npy file (bad magic)");
@@ -142,7 +144,7 @@ inline npy_array parse_npy(const std::string& bytes, const std::string& name) {
                  bytes.size(), " bytes)");
   npy_array a;
   std::uint64_t rows = 0, cols = 0;
-  detail::npy_parse_header(bytes.substr(header_start, header_len), name, a, rows, cols);
+  detail::npy_parse_header(bytes.substr(header_start, header_len), name, a, rows, cols, allow_vector);
   const std::uint64_t item = a.dtype == npy_dtype::f32 ? 4 : 2;
   const std::uint64_t data_start = header_start + header_len;
   const std::uint64_t avail = bytes.size() - data_start;
@@ -165,13 +167,13 @@ inline npy_array parse_npy(const std::string& bytes, const std::string& name) {
 }
 
 /// Reads a .npy file (see parse_npy).
-inline npy_array read_npy(const std::string& path) {
+inline npy_array read_npy(const std::string& path, bool allow_vector = false) {
   std::ifstream f(path, std::ios::binary);
   MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
   std::ostringstream ss;
   ss << f.rdbuf();
   MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return parse_npy(ss.str(), path);
+  return parse_npy(ss.str(), path, allow_vector);
 }
 
 /// Serializes a rows x cols float32 (or float16 when `half`) array as .npy version 1.0.

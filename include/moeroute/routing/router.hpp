@@ -219,22 +219,41 @@ class router {
     if (E_ - masked < K_)
       return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts");
 
-    const float norm = scoring_.prepare(x, key, E_);
-    const float* score = key;
-    if (!params_.bias.empty()) {
-      for (int e = 0; e < E_; ++e)
-        sel[e] = x[e] == -inf ? -inf : scoring_.finish(key[e], norm) + params_.bias[static_cast<std::size_t>(e)];
-      score = sel;
-    } else if (masked) {
-      for (int e = 0; e < E_; ++e) sel[e] = x[e] == -inf ? -inf : key[e];
-      score = sel;
+    float norm = 1.0f;
+    bool have_keys = false;
+    if (Selection::order_only && params_.bias.empty()) {
+      // Strictly increasing scorings: choose by logit, then score only the chosen.
+      const int n = selection_.select(x, E_, K_, topv, topid, selws);
+      if (n < K_) return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts");
+      if (Scoring::row_normalized && !params_.renorm) {
+        norm = scoring_.prepare(x, key, E_);
+        have_keys = true;
+        for (int i = 0; i < K_; ++i) topv[i] = scoring_.finish(key[topid[i]], norm);
+      } else {
+        // without the normalizer: renormalization below removes the common factor
+        const float m = topv[0];
+        for (int i = 0; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
+      }
+    } else {
+      norm = scoring_.prepare(x, key, E_);
+      have_keys = true;
+      const float* score = key;
+      if (!params_.bias.empty()) {
+        for (int e = 0; e < E_; ++e)
+          sel[e] = x[e] == -inf ? -inf
+                                : scoring_.finish(key[e], norm) + params_.bias[static_cast<std::size_t>(e)];
+        score = sel;
+      } else if (masked) {
+        for (int e = 0; e < E_; ++e) sel[e] = x[e] == -inf ? -inf : key[e];
+        score = sel;
+      }
+      const int n = selection_.select(score, E_, K_, topv, topid, selws);
+      if (n < K_)
+        return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts in the kept groups");
+      for (int i = 0; i < K_; ++i) topv[i] = scoring_.finish(key[topid[i]], norm);
     }
-    const int n = selection_.select(score, E_, K_, topv, topid, selws);
-    if (n < K_)
-      return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts in the kept groups");
 
     // weights of the chosen, in descending weight order (ties: lower id)
-    for (int i = 0; i < K_; ++i) topv[i] = scoring_.finish(key[topid[i]], norm);
     for (int i = 1; i < K_; ++i) {
       const float v = topv[i];
       const std::int32_t id = topid[i];
@@ -253,7 +272,10 @@ class router {
       ids[i] = topid[i];
       w[i] = topv[i] * params_.scale;
     }
-    if (stats) fill_stats(key, norm, x, topid, kept, stats);
+    if (stats) {
+      if (!have_keys) norm = scoring_.prepare(x, key, E_);
+      fill_stats(key, norm, x, topid, kept, stats);
+    }
     return status{0, row, kept, ""};
   }
 

@@ -3,6 +3,8 @@
 //
 // Contract of a Selection policy P:
 //   static constexpr const char* name;
+//   static constexpr bool order_only;   // true: the choice depends only on the scores' order,
+//                                       // so a strictly increasing transform may be skipped
 //   void validate(int E, int K) const;              // throws moeroute::error on a bad shape
 //   std::size_t workspace_bytes(int E) const noexcept;    // scratch for select, 4-byte aligned
 //   int select(const float* score, int E, int K, float* top_score, std::int32_t* top_id,
@@ -16,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "moeroute/detail/simd.hpp"
 #include "moeroute/error.hpp"
 
 namespace moeroute {
@@ -44,12 +47,46 @@ struct routing_topk {
     id[pos] = e;
     ++n;
   }
+
+  /// Pushes score[b..end) in ascending id order, skipping -inf (masked) entries.
+  void push_range(const float* score, int b, int end) noexcept {
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    int e = b;
+#if MOEROUTE_VECTOR_EXT
+    constexpr int max_k_fast = 32;
+    if (k <= max_k_fast && n == 0 && end - b >= 16 * k) {
+      // Pass 1: the K-th largest of the chunk maxima is a lower bound of the K-th largest score
+      // (K chunks each hold a score at least that large). Pass 2 visits only chunks that reach it.
+      float cval[max_k_fast];
+      std::int32_t cid[max_k_fast];
+      routing_topk chunks{cval, cid, k};
+      const int full_end = b + (end - b) / 8 * 8;
+      for (int c = b; c < full_end; c += 8) chunks.push(chunk_max(score + c), c);
+      const float thr = chunks.n == k ? cval[k - 1] : ninf;
+      for (; e < full_end; e += 8) {
+        if (chunk_max(score + e) < thr) continue;
+        for (int j = e; j < e + 8; ++j)
+          if (score[j] >= thr && score[j] != ninf) push(score[j], j);
+      }
+    }
+#endif
+    for (; e < end; ++e)
+      if (score[e] != ninf) push(score[e], e);
+  }
+
+#if MOEROUTE_VECTOR_EXT
+  static float chunk_max(const float* p) noexcept {
+    return vf4_hmax(vf4_max(vf4_load(p), vf4_load(p + 4)));
+  }
+#endif
 };
 }  // namespace detail
 
 /// Plain top-K over all unmasked experts.
 struct topk_selection {
   static constexpr const char* name = "topk";
+  /// The choice depends only on the order of the scores (not their values).
+  static constexpr bool order_only = true;
   void validate(int E, int K) const {
     MOEROUTE_CHECK(K >= 1 && K <= E, errc::invalid_argument, "top-k: K = ", K,
                    " must be in [1, E = ", E, "]");
@@ -57,10 +94,8 @@ struct topk_selection {
   std::size_t workspace_bytes(int) const noexcept { return 0; }
   int select(const float* score, int E, int K, float* top_score, std::int32_t* top_id,
              void*) const noexcept {
-    constexpr float ninf = -std::numeric_limits<float>::infinity();
     detail::routing_topk t{top_score, top_id, K};
-    for (int e = 0; e < E; ++e)
-      if (score[e] != ninf) t.push(score[e], e);
+    t.push_range(score, 0, E);
     return t.n;
   }
 };
@@ -71,6 +106,8 @@ struct topk_selection {
 /// over the eligible experts. A masked expert counts as -inf inside its group's sum.
 struct grouped_topk_selection {
   static constexpr const char* name = "grouped-topk";
+  /// Group scores add values, so the choice needs the scores themselves.
+  static constexpr bool order_only = false;
   int groups = 1;
   int topk_groups = 1;
 
@@ -121,11 +158,7 @@ struct grouped_topk_selection {
       gid[j] = v;
     }
     detail::routing_topk t{top_score, top_id, K};
-    for (int i = 0; i < tg.n; ++i) {
-      const int base = gid[i] * per;
-      for (int j = 0; j < per; ++j)
-        if (score[base + j] != ninf) t.push(score[base + j], base + j);
-    }
+    for (int i = 0; i < tg.n; ++i) t.push_range(score, gid[i] * per, gid[i] * per + per);
     return t.n;
   }
 };
