@@ -2,16 +2,15 @@
 // Contract: issue 6 ("moeroute cache-sim"). Bad input or flags throw moeroute::error (exit 2).
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.hpp"
+#include "svg.hpp"
 #include "moeroute/cache/simulate.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
@@ -74,60 +73,37 @@ nlohmann::ordered_json cache_sim_curve_json(const moeroute::cache_hit_curve& c, 
   return j;
 }
 
-std::string cache_sim_fmt(double v) {
-  std::ostringstream os;
-  os.precision(4);
-  os << v;
-  return os.str();
-}
-
-// A line chart of hit rate (%) against capacity: OPT and LRU curves and the policy's points.
+// A chart of hit rate (%) against capacity: the OPT and LRU curves and the policy's results.
 std::string cache_sim_svg(const std::string& title, const moeroute::cache_hit_curve& lru,
-                          const moeroute::cache_hit_curve& opt, std::size_t lo,
-                          const std::string& policy,
+                          const moeroute::cache_hit_curve& opt, std::size_t lo, const std::string& policy,
                           const std::vector<moeroute::cache_sim_result>& results) {
-  const double W = 640, H = 400, x0 = 60, y0 = 30, pw = 540, ph = 310;
-  std::size_t hi = lru.hits.empty() ? lo : lru.hits.size() - 1;
-  for (const auto& r : results) hi = std::max(hi, r.capacity);
-  if (hi <= lo) hi = lo + 1;
-  auto X = [&](double cap) { return x0 + pw * (cap - static_cast<double>(lo)) / static_cast<double>(hi - lo); };
-  auto Y = [&](double rate) { return y0 + ph * (1.0 - rate); };
-  std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-    << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    << "<text x=\"" << x0 << "\" y=\"18\" font-size=\"14\">" << title << "</text>\n";
-  for (int k = 0; k <= 4; ++k) {
-    const double r = k / 4.0;
-    s << "<line x1=\"" << x0 << "\" x2=\"" << x0 + pw << "\" y1=\"" << Y(r) << "\" y2=\"" << Y(r)
-      << "\" stroke=\"#ddd\"/><text x=\"" << x0 - 8 << "\" y=\"" << Y(r) + 4
-      << "\" text-anchor=\"end\">" << k * 25 << "%</text>\n";
-  }
-  for (int k = 0; k <= 4; ++k) {
-    const double cap = static_cast<double>(lo) + static_cast<double>(hi - lo) * k / 4.0;
-    s << "<text x=\"" << X(cap) << "\" y=\"" << y0 + ph + 18 << "\" text-anchor=\"middle\">"
-      << static_cast<long long>(std::llround(cap)) << "</text>\n";
-  }
-  s << "<text x=\"" << x0 + pw / 2 << "\" y=\"" << H - 8
-    << "\" text-anchor=\"middle\">capacity (cells)</text>\n"
-    << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << pw << "\" height=\"" << ph
-    << "\" fill=\"none\" stroke=\"black\"/>\n";
-  auto line = [&](const moeroute::cache_hit_curve& c, const char* color, const char* name, int row) {
-    s << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\"";
-    for (std::size_t cap = lo; cap < c.hits.size(); ++cap)
-      s << cache_sim_fmt(X(static_cast<double>(cap))) << ',' << cache_sim_fmt(Y(c.hit_rate(cap))) << ' ';
-    s << "\"/>\n<text x=\"" << x0 + 10 << "\" y=\"" << y0 + 16 * row << "\" fill=\"" << color
-      << "\">" << name << "</text>\n";
+  moeroute::cli::svg_chart chart;
+  chart.title = title;
+  chart.x_label = "capacity (cells)";
+  chart.y_label = "hit rate (%)";
+  auto curve = [&](const moeroute::cache_hit_curve& c, const std::string& name) {
+    moeroute::cli::svg_series s;
+    s.name = name;
+    s.markers = false;
+    for (std::size_t cap = lo; cap < c.hits.size(); ++cap) {
+      s.x.push_back(static_cast<double>(cap));
+      s.y.push_back(100.0 * c.hit_rate(cap));
+    }
+    return s;
   };
-  line(opt, "#1b7837", "belady (OPT)", 1);
-  line(lru, "#2166ac", "lru", 2);
-  s << "<text x=\"" << x0 + 10 << "\" y=\"" << y0 + 48 << "\" fill=\"#b2182b\">" << policy
-    << " (points)</text>\n";
-  for (const auto& r : results)
-    s << "<circle cx=\"" << cache_sim_fmt(X(static_cast<double>(r.capacity))) << "\" cy=\""
-      << cache_sim_fmt(Y(r.hit_rate())) << "\" r=\"4\" fill=\"#b2182b\"/>\n";
-  s << "</svg>\n";
-  return s.str();
+  chart.series.push_back(curve(opt, "belady (OPT)"));
+  chart.series.push_back(curve(lru, "lru (Mattson)"));
+  moeroute::cli::svg_series mine;
+  mine.name = policy + " (--capacity)";
+  mine.line = false;
+  std::vector<moeroute::cache_sim_result> sorted = results;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& x, const auto& y) { return x.capacity < y.capacity; });
+  for (const auto& r : sorted) {
+    mine.x.push_back(static_cast<double>(r.capacity));
+    mine.y.push_back(100.0 * r.hit_rate());
+  }
+  chart.series.push_back(std::move(mine));
+  return chart.render();
 }
 
 void run_cache_sim(const cache_sim_args& a) {
@@ -188,10 +164,11 @@ void run_cache_sim(const cache_sim_args& a) {
       out["opt_curve"] = cache_sim_curve_json(opt, lo);
     }
     if (!a.svg.empty()) {
-      const std::string svg = cache_sim_svg("hit rate vs capacity (" + a.scope + "): " + a.trace, lru, opt,
-                                            lo, a.policy, results);
-      moeroute::cli::write_output(a.output, out.dump(2) + "\n");
+      const std::string svg = cache_sim_svg("cache-sim " + a.scope + ": " + a.trace, lru, opt, lo, a.policy,
+                                            results);
+      const std::string json = out.dump(2) + "\n";
       moeroute::cli::write_output(a.svg, svg);
+      moeroute::cli::write_output(a.output, json);
       return;
     }
   }
