@@ -9,6 +9,7 @@ packages=(
   libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  chromium
 )
 # Extra packages a caller asks for (e.g. the browser for the report test).
 packages+=("$@")
