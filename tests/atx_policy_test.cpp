@@ -184,7 +184,12 @@ TEST(AtxPolicy, MalformedPoliciesNameTheEntry) {
   expect_policy_error(R"({"selection": {"selected_experts": 3}, "keep_experts": [1, 2]})",
                       "selection.selected_experts = 3 but the policy lists 2");
   expect_policy_error(R"([1, 2])", "must be a JSON object");
-  expect_policy_error(R"({"keep_experts": [1,)", "not valid JSON");
+  expect_policy_error("{\"keep_experts\": [1,\n 2,, 3]}", "p.json:2:4: not valid JSON");
+  expect_policy_error("{\"x\": " + std::string(100, '[') + std::string(100, ']') + "}", "nested deeper than 64");
+  expect_policy_error(R"({"keep_experts": [18446744073709551615]})", "= 18446744073709551615 out of range");
+  expect_policy_error(R"({"keep_experts_ranked": [{"expert": 1, "rank": 18446744073709551615}]})", "rank");
+  expect_policy_error(R"({"keep_experts_ranked": [{"expert": 1, "mean_importance_share": 1e999}]})",
+                      "not valid JSON");
 }
 
 TEST(AtxPolicy, MissingFileIsAnIoError) {

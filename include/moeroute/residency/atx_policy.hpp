@@ -40,6 +40,8 @@ namespace moeroute {
 inline constexpr const char* atx_policy_schema = "atx-moe-residency-policy-v1";
 /// Largest layer / expert id a policy may name (bounds the dense sets built from it).
 inline constexpr int atx_max_id = 65535;
+/// Deepest JSON nesting accepted in a policy file.
+inline constexpr int atx_max_json_depth = 64;
 
 /// One ranked unit of a policy: a global expert (layer == -1) or a (layer, expert) cell, with its
 /// rank (0 when the entry has none) and every other key of the entry (importance and activation
@@ -249,6 +251,8 @@ inline int atx_json_id(const nlohmann::ordered_json& v, const std::string& where
                        const char* limit_name) {
   MOEROUTE_CHECK(v.is_number_integer(), errc::parse_error, where, " must be an integer, got ",
                  v.type_name());
+  MOEROUTE_CHECK(!v.is_number_unsigned() || v.get<unsigned long long>() <= atx_max_id, errc::bad_input,
+                 where, " = ", v.get<unsigned long long>(), " out of range [0, ", atx_max_id, "]");
   const auto x = v.get<long long>();
   MOEROUTE_CHECK(x >= 0 && x <= atx_max_id, errc::bad_input, where, " = ", x,
                  " out of range [0, ", atx_max_id, "]");
@@ -283,8 +287,9 @@ inline atx_unit atx_read_unit(const nlohmann::ordered_json& v, const std::string
     const std::string& k = it.key();
     if (k == "layer" || k == "expert") continue;
     if (k == "rank") {
-      MOEROUTE_CHECK(it->is_number_integer() && it->get<long long>() >= 1, errc::parse_error,
-                     where, ".rank must be a positive integer");
+      MOEROUTE_CHECK(it->is_number_integer() && it->get<long long>() >= 1 &&
+                         (!it->is_number_unsigned() || it->get<unsigned long long>() <= (1ULL << 62)),
+                     errc::parse_error, where, ".rank must be a positive integer");
       u.rank = it->get<long long>();
       continue;
     }
@@ -530,8 +535,29 @@ inline atx_policy parse_atx_policy_json(const nlohmann::ordered_json& doc, const
 
 /// Parses a policy from JSON text (see parse_atx_policy_json); `name` prefixes error messages.
 inline atx_policy parse_atx_policy(const std::string& text, const std::string& name) {
-  auto doc = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-  MOEROUTE_CHECK(!doc.is_discarded(), errc::parse_error, name, ": not valid JSON");
+  nlohmann::ordered_json doc;
+  try {
+    // Nesting is bounded so that copying and writing unknown keys cannot exhaust the stack.
+    doc = nlohmann::ordered_json::parse(text, [&](int depth, nlohmann::ordered_json::parse_event_t,
+                                                  nlohmann::ordered_json&) {
+      MOEROUTE_CHECK(depth <= atx_max_json_depth, errc::parse_error, name, ": JSON nested deeper than ",
+                     atx_max_json_depth, " levels");
+      return true;
+    });
+  } catch (const nlohmann::json::parse_error& e) {
+    std::size_t line = 1, col = 1;
+    for (std::size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
+    }
+    detail::fail(errc::parse_error, name, ":", line, ":", col, ": not valid JSON");
+  } catch (const nlohmann::json::exception& e) {
+    detail::fail(errc::parse_error, name, ": not valid JSON (", e.what(), ")");
+  }
   return parse_atx_policy_json(doc, name);
 }
 
