@@ -1,0 +1,448 @@
+// moeroute run: an offloaded MoE layer stack as an engine runs it, on the Vulkan backend. Expert
+// weights live in host memory; an expert_cache decides which (layer, expert) cells sit in the
+// device pool's slots under a VRAM budget; misses are uploaded through staging before each
+// layer's grouped FFN. Routing is replayed from a trace or computed by the router from logits of
+// random router weights (optionally zero-gated). Every policy runs on the same inputs, side by side.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.hpp"
+
+#if MOEROUTE_CLI_HAS_VULKAN
+#include "moeroute/backends/vulkan.hpp"
+#include "moeroute/cache/expert_cache.hpp"
+#include "moeroute/cache/simulate.hpp"
+#include "moeroute/io/routing_trace.hpp"
+#include "moeroute/residency/atx_policy.hpp"
+#include "moeroute/routing/router.hpp"
+#include "report.hpp"
+#endif
+
+namespace {
+
+struct run_args {
+  std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0";
+  bool router = false;
+  int hidden = 256, ffn = 512, layers = 16, experts = 64, topk = 8, tokens = 48, min_k = 1;
+  double vram_mib = 0, cum_prob = 0;
+  unsigned seed = 1;
+  int max_tokens = 0;
+};
+
+#if MOEROUTE_CLI_HAS_VULKAN
+using namespace moeroute;
+
+/// One token's routing at one layer (ids best first and their weights).
+struct step {
+  int layer;
+  std::vector<std::int32_t> ids;
+  std::vector<float> w;
+};
+
+/// The random SwiGLU expert weights of every (layer, expert) cell, encoded once.
+struct host_model {
+  ffn_shape shape;
+  int layers = 0;
+  std::vector<unsigned char> blobs;  // layers x E x expert_bytes
+  const unsigned char* blob(int l, int e) const {
+    return blobs.data() + (static_cast<std::size_t>(l) * static_cast<std::size_t>(shape.num_experts) +
+                           static_cast<std::size_t>(e)) * shape.expert_bytes();
+  }
+};
+
+host_model make_model(const ffn_shape& s, int layers, unsigned seed) {
+  host_model m;
+  m.shape = s;
+  m.layers = layers;
+  const std::size_t eb = s.expert_bytes();
+  m.blobs.resize(static_cast<std::size_t>(layers) * static_cast<std::size_t>(s.num_experts) * eb);
+  const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
+  std::vector<float> g(F * H), u(F * H), d(H * F);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const float sg = 1.0f / std::sqrt(static_cast<float>(H)), sd = 1.0f / std::sqrt(static_cast<float>(F));
+  for (int l = 0; l < layers; ++l)
+    for (int e = 0; e < s.num_experts; ++e) {
+      for (auto& v : g) v = sg * dist(rng);
+      for (auto& v : u) v = sg * dist(rng);
+      for (auto& v : d) v = sd * dist(rng);
+      encode_expert(s, g.data(), u.data(), d.data(), const_cast<unsigned char*>(m.blob(l, e)));
+    }
+  return m;
+}
+
+weight_type parse_type(const std::string& t) {
+  if (t == "f32") return weight_type::f32;
+  if (t == "f16") return weight_type::f16;
+  if (t == "q8_0") return weight_type::q8_0;
+  if (t == "q4_0") return weight_type::q4_0;
+  detail::fail(errc::invalid_argument, "--type '", t, "' (expected f32, f16, q8_0 or q4_0)");
+}
+
+/// What one policy's run measured.
+struct run_row {
+  std::string name;
+  double seconds = 0, tokens = 0;
+  std::uint64_t accesses = 0, hits = 0, bytes = 0, routed = 0;
+  bool measured = true;  // false: a bound from the simulator, not a timed run
+};
+
+class progress {
+ public:
+  progress(std::size_t total, std::string label) : total_(total), label_(std::move(label)), tty_(isatty(2)) {}
+  void tick(std::size_t done) {
+    if (!tty_ || total_ == 0) return;
+    const int pct = static_cast<int>(100 * done / total_);
+    if (pct == last_) return;
+    last_ = pct;
+    std::cerr << "\r  " << std::left << std::setw(28) << label_ << " [" << std::string(static_cast<std::size_t>(pct / 4), '#')
+              << std::string(static_cast<std::size_t>(25 - pct / 4), ' ') << "] " << std::right << std::setw(3) << pct << "%"
+              << std::flush;
+  }
+  ~progress() {
+    if (tty_ && total_) std::cerr << "\r" << std::string(70, ' ') << "\r" << std::flush;
+  }
+
+ private:
+  std::size_t total_;
+  std::string label_;
+  bool tty_;
+  int last_ = -1;
+};
+
+/// The engine loop for one policy. `route_fn(token, layer, x, out)` gives the routing of a step.
+template <class Cache, class RouteFn>
+run_row run_stack(const std::string& name, const vulkan_context& ctx, const host_model& m, int num_tokens,
+                  int max_k, std::size_t slots, Cache* cache, RouteFn&& route_fn, unsigned seed) {
+  const ffn_shape& s = m.shape;
+  const auto H = static_cast<std::size_t>(s.hidden);
+  vulkan_expert_pool pool(ctx, s, static_cast<int>(slots));
+  vulkan_ffn op(ctx, pool);
+  const vulkan_ffn_config cfg{1, static_cast<std::size_t>(max_k)};
+  const std::string why = op.can_implement(cfg);
+  MOEROUTE_CHECK(why.empty(), errc::unsupported, "vulkan_ffn: ", why);
+  vulkan_buffer ws = ctx.make_buffer(std::max<std::size_t>(op.workspace_size(cfg), 16), false);
+  op.initialize(cfg, ws);
+
+  run_row row;
+  row.name = name;
+  std::vector<float> x(H), y(H);
+  std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts), -1);
+  std::vector<std::uint32_t> slot(static_cast<std::size_t>(max_k));
+  step st;
+  progress bar(static_cast<std::size_t>(num_tokens), name);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int t = 0; t < num_tokens; ++t) {
+    std::mt19937 rng(seed * 7919u + static_cast<unsigned>(t));
+    std::normal_distribution<float> nd;
+    for (auto& v : x) v = nd(rng);
+    for (int l = 0; l < m.layers; ++l) {
+      if (!route_fn(t, l, x, st)) continue;  // no routing recorded for this (token, layer)
+      const std::size_t k = st.ids.size();
+      if (k == 0) continue;
+      if (cache) {
+        const auto& loads = cache->request(l, st.ids.data(), k, slot.data());
+        for (const auto& ld : loads) pool.upload_expert(static_cast<int>(ld.slot), m.blob(l, ld.expert), s.expert_bytes());
+      } else {
+        for (std::size_t i = 0; i < k; ++i) {  // no cache: stream every routed expert
+          slot[i] = static_cast<std::uint32_t>(i);
+          pool.upload_expert(static_cast<int>(i), m.blob(l, st.ids[i]), s.expert_bytes());
+        }
+      }
+      for (std::size_t i = 0; i < k; ++i) table[static_cast<std::size_t>(st.ids[i])] = static_cast<std::int32_t>(slot[i]);
+      pool.set_slot_table(table.data(), table.size());
+      const std::uint32_t off[2] = {0, static_cast<std::uint32_t>(k)};
+      op.forward({routing_result_view{1, s.num_experts, off, st.ids.data(), st.w.data()}, x.data(), y.data()});
+      for (std::size_t i = 0; i < k; ++i) table[static_cast<std::size_t>(st.ids[i])] = -1;
+      for (std::size_t h = 0; h < H; ++h) x[h] += y[h];  // residual
+      row.routed += k;
+    }
+    bar.tick(static_cast<std::size_t>(t + 1));
+  }
+  row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  row.tokens = num_tokens;
+  row.bytes = pool.transfer_bytes();
+  if (cache) {
+    row.accesses = cache->stats().total.accesses;
+    row.hits = cache->stats().total.hits;
+  } else {
+    row.accesses = row.routed;
+  }
+  return row;
+}
+
+void run_offload(const run_args& a, CLI::App& sub) {
+  const weight_type type = parse_type(a.type);
+  MOEROUTE_CHECK(a.hidden > 0 && a.ffn > 0, errc::invalid_argument, "--hidden and --ffn must be positive");
+  std::vector<std::string> policies;
+  {
+    std::stringstream ss(a.policies);
+    std::string p;
+    while (std::getline(ss, p, ','))
+      if (!p.empty()) policies.push_back(p);
+  }
+  for (const auto& p : policies)
+    MOEROUTE_CHECK(p == "none" || p == "lru" || p == "fifo" || p == "lfu" || p == "layer-cycle" || p == "pinned" ||
+                       p == "belady",
+                   errc::invalid_argument, "--policies: unknown policy '", p,
+                   "' (known: none, lru, fifo, lfu, layer-cycle, pinned, belady)");
+
+  // ---- routing source ----
+  routing_trace trace;
+  int L = 0, E = 0, K = 0, T = 0;
+  std::vector<std::vector<const step*>> by_token;  // trace mode: [token][layer] -> step or null
+  std::vector<step> steps;
+  std::vector<std::vector<float>> router_w;  // router mode: per layer E x H
+  if (!a.router) {
+    const std::string path = a.trace.empty() ? std::string(MOEROUTE_DEFAULT_TRACE) : a.trace;
+    trace = read_routing_trace_jsonl(path);
+    MOEROUTE_CHECK(trace.size() > 0, errc::bad_input, path, ": the trace has no records");
+    L = trace.num_layers();
+    E = sub.count("--experts") ? a.experts : trace.num_experts();
+    MOEROUTE_CHECK(trace.num_experts() <= E, errc::bad_input, path, ": the trace names expert ",
+                   trace.num_experts() - 1, " but the model has ", E, " experts (--experts)");
+    // group records by token in order of first appearance; tokens without token_idx count by layer wrap
+    std::int64_t cur = -2;
+    int last_layer = -1;
+    for (std::size_t r = 0; r < trace.size(); ++r) {
+      const bool new_token = trace.token[r] >= 0 ? trace.token[r] != cur : trace.layer[r] <= last_layer;
+      if (new_token || by_token.empty()) by_token.emplace_back(static_cast<std::size_t>(L), nullptr);
+      cur = trace.token[r];
+      last_layer = trace.layer[r];
+      step st;
+      st.layer = trace.layer[r];
+      for (auto i = trace.offsets[r]; i < trace.offsets[r + 1]; ++i) {
+        st.ids.push_back(trace.experts[i]);
+        st.w.push_back(trace.has_weights ? trace.weights[i] : 1.0f / static_cast<float>(trace.offsets[r + 1] - trace.offsets[r]));
+      }
+      K = std::max<int>(K, static_cast<int>(st.ids.size()));
+      steps.push_back(std::move(st));
+    }
+    // second pass to point at the stored steps (the vector no longer grows)
+    std::size_t si = 0, tok = 0;
+    cur = -2;
+    last_layer = -1;
+    for (std::size_t r = 0; r < trace.size(); ++r, ++si) {
+      const bool new_token = trace.token[r] >= 0 ? trace.token[r] != cur : trace.layer[r] <= last_layer;
+      if (r > 0 && new_token) ++tok;
+      cur = trace.token[r];
+      last_layer = trace.layer[r];
+      by_token[tok][static_cast<std::size_t>(trace.layer[r])] = &steps[si];
+    }
+    T = static_cast<int>(by_token.size());
+  } else {
+    L = a.layers;
+    E = a.experts;
+    K = a.topk;
+    T = a.tokens;
+    MOEROUTE_CHECK(L > 0 && E > 0 && K > 0 && K <= E && T > 0, errc::invalid_argument,
+                   "--router needs positive --layers, --experts, --tokens and 1 <= --topk <= --experts");
+  }
+  if (a.max_tokens > 0) T = std::min(T, a.max_tokens);
+  MOEROUTE_CHECK(K > 0, errc::bad_input, "the trace routes no token to any expert");
+
+  const ffn_shape shape{E, a.hidden, a.ffn, type};
+  const std::string shape_why = check_ffn_shape(shape);
+  MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
+  const std::uint64_t cell_bytes = shape.expert_bytes();
+  const std::uint64_t all_bytes = cell_bytes * static_cast<std::uint64_t>(L) * static_cast<std::uint64_t>(E);
+  const double budget = a.vram_mib > 0 ? a.vram_mib * 1048576.0 : 0.25 * static_cast<double>(all_bytes);
+  const auto slots = static_cast<std::size_t>(budget / static_cast<double>(cell_bytes));
+  MOEROUTE_CHECK(slots >= static_cast<std::size_t>(K), errc::invalid_argument, "--vram-mib ",
+                 budget / 1048576.0, " holds ", slots, " experts of ", cell_bytes, " bytes but one token needs ", K,
+                 " at a layer");
+
+  residency_set pinned;
+  if (!a.pin.empty()) pinned = atx_policy_cells(read_atx_policy(a.pin), L, E);
+  MOEROUTE_CHECK(pinned.count() <= slots, errc::invalid_argument, a.pin, ": ", pinned.count(),
+                 " pinned cells exceed the ", slots, " slots of the VRAM budget");
+
+  vulkan_context ctx;
+  std::cerr << "moeroute run: " << T << " tokens, " << L << " layers x " << E << " experts (top-" << K << ", H "
+            << a.hidden << ", F " << a.ffn << ", " << a.type << ", " << std::fixed << std::setprecision(2)
+            << cell_bytes / 1048576.0 << " MiB/expert) on " << ctx.device_name() << "; VRAM budget "
+            << budget / 1048576.0 << " MiB = " << slots << " of " << L * E << " cells\n";
+  const host_model model = make_model(shape, L, a.seed);
+
+  if (a.router) {
+    std::mt19937 rng(a.seed + 1);
+    std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(a.hidden)));
+    router_w.assign(static_cast<std::size_t>(L), std::vector<float>(static_cast<std::size_t>(E) * a.hidden));
+    for (auto& w : router_w)
+      for (auto& v : w) v = 2.5f * nd(rng);
+  }
+  auto trace_route = [&](int t, int l, const std::vector<float>&, step& out) {
+    const step* st = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
+    if (!st) return false;
+    out = *st;
+    return true;
+  };
+  auto make_router_route = [&](double cum_prob) {
+    return [&, cum_prob](int, int l, const std::vector<float>& x, step& out) {
+      std::vector<float> logits(static_cast<std::size_t>(E));
+      const auto& w = router_w[static_cast<std::size_t>(l)];
+      for (int e = 0; e < E; ++e) {
+        float acc = 0;
+        for (int h = 0; h < a.hidden; ++h) acc += w[static_cast<std::size_t>(e) * a.hidden + h] * x[static_cast<std::size_t>(h)];
+        logits[static_cast<std::size_t>(e)] = acc;
+      }
+      routing_result r = cum_prob > 0
+          ? router<softmax_scoring, topk_selection, cumulative_gating>(E, K, {true}, {}, {}, {cum_prob, a.min_k, 0})
+                .route(logits_view<float>(logits.data(), 1, static_cast<std::size_t>(E)))
+          : router<softmax_scoring>(E, K, {true}).route(logits_view<float>(logits.data(), 1, static_cast<std::size_t>(E)));
+      out.layer = l;
+      out.ids = r.ids;
+      out.w = r.weights;
+      return true;
+    };
+  };
+
+  std::vector<run_row> rows;
+  auto run_policy = [&](const std::string& p, auto route, const std::string& suffix) {
+    const std::string label = p + suffix;
+    if (p == "none") {
+      rows.push_back(run_stack<expert_cache<lru_eviction>>(label == "none" ? "no cache" : "no cache" + suffix, ctx, model, T, K,
+                                                           static_cast<std::size_t>(K), nullptr, route, a.seed));
+    } else if (p == "lru" || p == "pinned") {
+      if (p == "pinned" && pinned.count() == 0) return;
+      expert_cache<lru_eviction> c(L, E, slots, p == "pinned" ? pinned : residency_set());
+      rows.push_back(run_stack(p == "pinned" ? "pinned ATX + lru" + suffix : label, ctx, model, T, K, slots, &c, route, a.seed));
+    } else if (p == "fifo") {
+      expert_cache<fifo_eviction> c(L, E, slots);
+      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
+    } else if (p == "lfu") {
+      expert_cache<lfu_eviction> c(L, E, slots);
+      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
+    } else if (p == "layer-cycle") {
+      expert_cache<layer_cycle_eviction> c(L, E, slots);
+      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
+    }
+  };
+  for (const auto& p : policies) {
+    if (p == "belady") continue;
+    if (!a.router) {
+      run_policy(p, trace_route, "");
+    } else {
+      run_policy(p, make_router_route(0.0), "");
+      if (a.cum_prob > 0) {
+        std::ostringstream sfx;
+        sfx << ", zero-gated P=" << a.cum_prob << " min_k " << a.min_k;
+        run_policy(p, make_router_route(a.cum_prob), sfx.str());
+      }
+    }
+  }
+  if (!a.router && std::find(policies.begin(), policies.end(), "belady") != policies.end()) {
+    // the optimum for the same accesses (the replayed tokens only), from the simulator
+    routing_trace sub_trace;
+    for (int t = 0; t < T; ++t)
+      for (int l = 0; l < L; ++l)
+        if (const step* st = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)]) {
+          sub_trace.layer.push_back(l);
+          sub_trace.token.push_back(t);
+          sub_trace.experts.insert(sub_trace.experts.end(), st->ids.begin(), st->ids.end());
+          sub_trace.offsets.push_back(static_cast<std::uint32_t>(sub_trace.experts.size()));
+        }
+    const auto b = simulate_belady(sub_trace, slots);
+    run_row r;
+    r.name = "belady (bound)";
+    r.measured = false;
+    r.tokens = T;
+    r.accesses = b.accesses;
+    r.hits = b.hits;
+    r.bytes = b.misses * cell_bytes;
+    rows.push_back(r);
+  }
+
+  // ---- report ----
+  nlohmann::ordered_json j;
+  j["device"] = ctx.device_name();
+  j["tokens"] = T;
+  j["layers"] = L;
+  j["experts"] = E;
+  j["top_k"] = K;
+  j["expert_bytes"] = cell_bytes;
+  j["vram_budget_bytes"] = static_cast<std::uint64_t>(budget);
+  j["slots"] = slots;
+  j["pinned_cells"] = pinned.count();
+  j["policies"] = nlohmann::ordered_json::array();
+  std::cout << std::left << std::setw(44) << "policy" << std::right << std::setw(10) << "tokens/s" << std::setw(10)
+            << "hit rate" << std::setw(14) << "MiB/token" << std::setw(12) << "experts/tok" << "\n";
+  for (const auto& r : rows) {
+    const double tps = r.measured && r.seconds > 0 ? r.tokens / r.seconds : 0.0;
+    const double hr = r.accesses ? static_cast<double>(r.hits) / static_cast<double>(r.accesses) : 0.0;
+    const double bpt = r.tokens > 0 ? static_cast<double>(r.bytes) / r.tokens : 0.0;
+    const double active = r.tokens > 0 ? static_cast<double>(r.accesses) / r.tokens / L : 0.0;
+    std::cout << std::left << std::setw(44) << r.name << std::right << std::setw(10)
+              << (r.measured ? [&] { std::ostringstream o; o << std::fixed << std::setprecision(1) << tps; return o.str(); }() : std::string("-"))
+              << std::setw(9) << std::fixed << std::setprecision(1) << 100.0 * hr << "%" << std::setw(14)
+              << std::setprecision(2) << bpt / 1048576.0 << std::setw(12) << std::setprecision(2) << active << "\n";
+    nlohmann::ordered_json o;
+    o["name"] = r.name;
+    o["measured"] = r.measured;
+    o["tokens_per_s"] = tps;
+    o["seconds"] = r.seconds;
+    o["accesses"] = r.accesses;
+    o["hits"] = r.hits;
+    o["hit_rate"] = hr;
+    o["bytes_uploaded"] = r.bytes;
+    o["bytes_per_token"] = bpt;
+    o["mean_active_per_layer"] = active;
+    j["policies"].push_back(o);
+  }
+  if (!a.json.empty()) cli::write_output(a.json, j.dump(2) + "\n");
+  if (!a.report.empty()) {
+    cli::report_inputs in;
+    in.title = "moeroute run: offloaded MoE stack";
+    if (!a.router) in.traces.emplace_back(a.trace.empty() ? std::string(MOEROUTE_DEFAULT_TRACE) : a.trace, trace);
+    in.runs.emplace_back("moeroute run", nlohmann::json::parse(j.dump()));
+    cli::write_output(a.report, cli::render_report_html(in));
+  }
+}
+#endif
+
+void setup_run(CLI::App& app, int&) {
+  auto a = std::make_shared<run_args>();
+  CLI::App* sub = app.add_subcommand("run", "Run an offloaded MoE layer stack on the Vulkan backend under a VRAM budget");
+  sub->add_option("--trace", a->trace, "routing trace JSONL to replay (default: the shipped Mixtral-8x7B trace)");
+  sub->add_flag("--router", a->router, "route with random router weights instead of a trace (--layers/--experts/--topk/--tokens)");
+  sub->add_option("--layers", a->layers, "router mode: MoE layers (16)");
+  sub->add_option("--experts", a->experts, "experts per layer (router mode: 64; trace mode: from the trace)");
+  sub->add_option("--topk", a->topk, "router mode: experts per token (8)");
+  sub->add_option("--tokens", a->tokens, "router mode: tokens (48)");
+  sub->add_option("--cum-prob", a->cum_prob, "router mode: also run each policy zero-gated at this cumulative probability");
+  sub->add_option("--min-k", a->min_k, "router mode: zero-gating min_k (1)");
+  sub->add_option("--hidden", a->hidden, "model width H (256)");
+  sub->add_option("--ffn", a->ffn, "expert intermediate width F (512)");
+  sub->add_option("--type", a->type, "expert weight type: f32, f16, q8_0 (default), q4_0");
+  sub->add_option("--vram-mib", a->vram_mib, "VRAM budget for expert slots in MiB (default: 25% of all experts)");
+  sub->add_option("--pin", a->pin, "ATX residency policy whose cells are pinned (the 'pinned' row)");
+  sub->add_option("--policies", a->policies, "comma list: none, lru, fifo, lfu, layer-cycle, pinned, belady");
+  sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens");
+  sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)");
+  sub->add_option("--json", a->json, "write the results as JSON (input of `moeroute report --run`)");
+  sub->add_option("--report", a->report, "write an HTML report of this run");
+#if MOEROUTE_CLI_HAS_VULKAN
+  sub->callback([a, sub] { run_offload(*a, *sub); });
+#else
+  sub->callback([] {
+    moeroute::detail::fail(moeroute::errc::unsupported, "run: this moeroute was built without Vulkan and Eigen");
+  });
+#endif
+}
+
+}  // namespace
+
+MOEROUTE_CLI_COMMAND("run", setup_run);
