@@ -153,6 +153,19 @@ TEST(CacheSimHand, BlankLinesAndEmptyExpertLists) {
   EXPECT_EQ(run("belady", t, 1).hits, 1u);
 }
 
+TEST(CacheSimHand, ImplausibleShapeIsRejectedBeforeAllocating) {
+  const auto t = parse("{\"layer\": 65535, \"experts\": [65535]}\n");
+  try {
+    run("lru", t, 4);
+    FAIL() << "expected bad_input";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), errc::bad_input);
+    EXPECT_NE(e.message().find("65536 layers x 65536 experts"), std::string::npos) << e.message();
+  }
+  EXPECT_THROW(lru_hit_curve(t, 4), error);
+  EXPECT_THROW(opt_hit_curve(t, 4), error);
+}
+
 TEST(CacheSimHand, ResultsInCapacityOrderAndUnknownPolicy) {
   const auto& t = mixtral();
   const auto rs = simulate_cache_named("lru", t, {102, 13, 51});
@@ -269,7 +282,7 @@ TEST(CacheSimCurves, MattsonOnFlameAndOptCurve) {
   const auto t = read_routing_trace_jsonl(trace_path("flame-moe-290m_pretrain_decode10"));
   const std::size_t top = cache_useful_capacity(t);
   const auto curve = lru_hit_curve(t, top);
-  for (std::size_t cap = 1; cap <= top; cap += 7) EXPECT_EQ(curve.hits[cap], run("lru", t, cap).hits) << cap;
+  for (std::size_t cap = 1; cap <= top; cap += 23) EXPECT_EQ(curve.hits[cap], run("lru", t, cap).hits) << cap;
   EXPECT_EQ(curve.hits[top], run("lru", t, top + 50).hits);  // flat beyond the useful capacity
   const auto opt = opt_hit_curve(mixtral(), 60);
   for (std::size_t cap : {1, 7, 26, 60}) EXPECT_EQ(opt.hits[cap], run("belady", mixtral(), cap).hits);

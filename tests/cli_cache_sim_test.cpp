@@ -220,6 +220,7 @@ TEST(CliCacheSim, BadInputExitsTwoNamingTheLineOrFlag) {
   bad_trace("cli_cache_sim_noexperts.jsonl", "{\"layer\": 0}\n", "'experts'");
   bad_trace("cli_cache_sim_negexpert.jsonl", "{\"layer\": 0, \"experts\": [1, -3]}\n", ":1:");
   bad_trace("cli_cache_sim_neglayer.jsonl", "{\"layer\": -1, \"experts\": [1]}\n", "'layer'");
+  bad_trace("cli_cache_sim_huge.jsonl", "{\"layer\": 65535, \"experts\": [65535]}\n", "cli_cache_sim_huge.jsonl: ");
   const std::string tr = "--trace \"" + kMixtral + "\" ";
   expect_bad(tr + "--policy lru --capacity 0", "--capacity");
   expect_bad(tr + "--policy lru --capacity 5,0", "--capacity");

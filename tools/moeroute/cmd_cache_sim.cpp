@@ -135,9 +135,9 @@ void run_cache_sim(const cache_sim_args& a) {
   try {
     results = moeroute::simulate_cache_named(a.policy, trace, caps, o);
   } catch (const moeroute::error& e) {
-    if (e.code() == errc::bad_input && !a.pin.empty())
-      moeroute::detail::fail(errc::bad_input, "--pin ", a.pin, " with --capacity: ", e.message());
-    throw;
+    if (!a.pin.empty() && e.message().find("pinned") != std::string::npos)
+      moeroute::detail::fail(e.code(), "--pin ", a.pin, " with --capacity: ", e.message());
+    moeroute::detail::fail(e.code(), a.trace, ": ", e.message());
   }
 
   nlohmann::ordered_json out;

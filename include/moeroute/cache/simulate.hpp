@@ -65,6 +65,9 @@ struct cache_hit_curve {
   }
 };
 
+/// Most (layer x expert) cells a simulation accepts (dense per-cell tables are allocated).
+inline constexpr std::uint64_t max_cache_sim_cells = std::uint64_t{1} << 22;
+
 namespace detail {
 
 /// The trace as the simulator sees it: shape, cells per access, the streams (one per cache).
@@ -90,6 +93,10 @@ inline cache_sim_plan cache_make_plan(const routing_trace& t, const cache_sim_op
   cache_sim_plan p;
   p.num_layers = std::max(t.num_layers(), o.pinned.num_layers());
   p.num_experts = std::max(t.num_experts(), o.pinned.num_experts());
+  const auto cells = static_cast<std::uint64_t>(p.num_layers) * static_cast<std::uint64_t>(p.num_experts);
+  MOEROUTE_CHECK(cells <= max_cache_sim_cells, errc::bad_input, "cache simulation: ", p.num_layers,
+                 " layers x ", p.num_experts, " experts = ", cells, " cells, more than the limit of ",
+                 max_cache_sim_cells, " (the largest layer or expert id is implausible)");
   p.pinned = residency_set(p.num_layers, p.num_experts);
   o.pinned.for_each([&](int l, int e) { p.pinned.insert(l, e); });
   const auto L = static_cast<std::size_t>(p.num_layers), E = static_cast<std::size_t>(p.num_experts);
