@@ -107,6 +107,7 @@ TEST(ExpertCache, RequestNeverEvictsACellOfTheSameBatch) {
   EXPECT_EQ(slots[0], slot_of_1);
   EXPECT_EQ(slots[1], c.slot_of(0, 0));
   EXPECT_EQ(resident(c), (std::set<std::pair<int, int>>{{0, 0}, {0, 2}, {0, 3}}));
+  EXPECT_EQ(c.request_evictions(), (std::vector<std::pair<std::int32_t, std::int32_t>>{{0, 1}}));
   // The same sequence through access() (no batch protection) evicts 0 and misses it.
   expert_cache<lru_eviction> d(2, 4, 3);
   for (int e : {0, 1, 2}) d.access(0, e);
@@ -156,6 +157,10 @@ TEST(ExpertCache, ByteBudgetEvictsUntilTheCellFits) {
   EXPECT_EQ(c.stats().total.evictions, 3u);
   EXPECT_EQ(c.stats().total.bytes_loaded, 100u + 100u + 300u + 300u);
   EXPECT_EQ(resident(c), (std::set<std::pair<int, int>>{{1, 1}}));
+  EXPECT_EQ(loads[0].evicted_layer, 1);
+  EXPECT_EQ(loads[0].evicted_expert, 0);
+  EXPECT_EQ(c.request_evictions(),
+            (std::vector<std::pair<std::int32_t, std::int32_t>>{{0, 0}, {0, 1}, {1, 0}}));
   // Two layer-1 cells in one batch need 600 > 500.
   EXPECT_THROW(c.request(1, {2, 3}, slots), error);
   // Per-cell sizes; pinned bytes beyond the budget are rejected.

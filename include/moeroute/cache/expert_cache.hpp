@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -71,7 +72,8 @@ struct cache_stats {
 };
 
 /// One load the engine must perform: copy cell (layer, expert) into slot; when evicted_layer >= 0
-/// the slot held (evicted_layer, evicted_expert) before.
+/// the slot held (evicted_layer, evicted_expert) before. With a byte budget one load may evict
+/// several cells: evicted_* is the last of them, request_evictions() lists them all.
 struct cache_load {
   std::int32_t layer = 0;
   std::int32_t expert = 0;
@@ -222,6 +224,7 @@ class expert_cache {
                                          std::uint32_t* slots_out,
                                          const std::uint64_t* next_uses = nullptr) {
     loads_.clear();
+    request_evicted_.clear();
     MOEROUTE_CHECK(layer >= 0 && layer < layers_, errc::invalid_argument, "expert_cache: layer ",
                    layer, " outside [0, ", layers_, ")");
     for (std::size_t i = 0; i < n; ++i)
@@ -247,6 +250,7 @@ class expert_cache {
                      "expert_cache: layer ", layer, ": the batch needs ", need_cells,
                      " unpinned cells but only ", capacity_slots_ - pinned_count_,
                      " slots are not pinned");
+    collect_evictions_ = true;
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint32_t c = cell_index(layer, experts[i]);
       const auto r = access(c, next_uses ? next_uses[i] : no_next_use);
@@ -263,7 +267,12 @@ class expert_cache {
         loads_.push_back(ld);
       }
     }
+    collect_evictions_ = false;
     return loads_;
+  }
+  /// Every cell the latest request() evicted, in eviction order.
+  const std::vector<std::pair<std::int32_t, std::int32_t>>& request_evictions() const noexcept {
+    return request_evicted_;
   }
   const std::vector<cache_load>& request(int layer, const std::vector<std::int32_t>& experts,
                                          std::vector<std::uint32_t>& slots_out) {
@@ -344,6 +353,9 @@ class expert_cache {
       ++stats_.total.evictions;
       ++stats_.per_layer[v / static_cast<std::uint32_t>(experts_)].evictions;
       evicted = v;
+      if (collect_evictions_)
+        request_evicted_.emplace_back(static_cast<std::int32_t>(v / static_cast<std::uint32_t>(experts_)),
+                                      static_cast<std::int32_t>(v % static_cast<std::uint32_t>(experts_)));
     }
     return true;
   }
@@ -363,6 +375,8 @@ class expert_cache {
   std::uint64_t time_ = 0;
   cache_stats stats_;
   std::vector<cache_load> loads_;
+  std::vector<std::pair<std::int32_t, std::int32_t>> request_evicted_;
+  bool collect_evictions_ = false;
   Eviction policy_;
 };
 
