@@ -1,7 +1,7 @@
 #pragma once
 // Eviction policies for moeroute::expert_cache, passed as template parameters.
 //
-// Contract of an Eviction policy P (all members public, P default-constructible):
+// Contract of an Eviction policy P (default-constructible, with these public members):
 //   static constexpr const char* name;          short name ("lru", "fifo", ...)
 //   static constexpr bool needs_future;         true: access_info::next_use must be exact (Belady)
 //   void reset(std::uint32_t num_cells, std::uint32_t num_layers);
@@ -15,7 +15,7 @@
 //       the resident cell the policy evicts next among those with skip(cell) == false, or
 //       no_cell when there is none; it does not remove it (the cache then calls on_evict).
 // The cache never passes pinned cells to a policy. Calls are O(1) or O(log n) in the number of
-// cells, except victim() when skip rejects cells (it walks past them). No call allocates after
+// cells unless a policy says otherwise, and victim() also walks past the cells skip rejects. No call allocates after
 // reset() except where noted (lfu grows its frequency table when a count exceeds all before).
 // Policies keep their per-cell state in dense arrays indexed by cell (layer x E + expert).
 
