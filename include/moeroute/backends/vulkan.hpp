@@ -16,7 +16,8 @@
 // Kernels: a grouping pre-pass on the device (per-expert entry lists from the CSR result), a fused
 // gate+up matmul with SiLU * up, a down matmul that writes w * (W_down a) per (token, slot) entry,
 // and a per-token reduction in slot order (deterministic: no float atomics). Experts with no
-// tokens cost one early-returning workgroup; zero-gated experts are simply absent from the CSR.
+// tokens cost nothing: the grouping pass lists the experts with entries per pool buffer and writes
+// the indirect dispatch sizes; zero-gated experts are simply absent from the CSR.
 // The weight pool is split into buffers of at most maxStorageBufferRange bytes with slots never
 // straddling two; the matmuls are dispatched once per pool buffer.
 
@@ -42,7 +43,7 @@ inline VkDeviceSize vk7_round_up(VkDeviceSize v, VkDeviceSize a) noexcept { retu
 
 /// Push constants shared by every kernel (must match `Params` in the GLSL sources).
 struct vk7_params {
-  std::uint32_t T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf;
+  std::uint32_t T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
 };
 }  // namespace detail
 
@@ -184,7 +185,8 @@ class vulkan_ffn {
     return static_cast<std::size_t>(workspace_layout(c).back());
   }
 
-  /// Binds a device workspace of at least workspace_size(c) bytes, allocates the host-visible
+  /// Binds a device workspace of at least workspace_size(c) bytes (it must outlive the op's use),
+  /// allocates the host-visible
   /// input/output buffer for c and writes the descriptor sets. Throws with the reason when
   /// can_implement(c) fails.
   void initialize(const vulkan_ffn_config& c, const vulkan_buffer& workspace) {
@@ -193,6 +195,7 @@ class vulkan_ffn {
     MOEROUTE_CHECK(workspace.size() >= workspace_size(c), errc::capacity, "vulkan_ffn: workspace has ", workspace.size(),
                    " bytes, needs ", workspace_size(c));
     cfg_ = c;
+    workspace_ = workspace.handle();
     const auto ws = workspace_layout(c);
     const auto io = io_layout(c);
     io_ = vulkan_buffer(st_, io.back(), true);
@@ -285,7 +288,10 @@ class vulkan_ffn {
     p.down_off = static_cast<std::uint32_t>(2 * s.gate_bytes());
     p.rbh = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.hidden)));
     p.rbf = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.ffn)));
-    const std::uint32_t gx_f = (p.F + 63) / 64, gx_h = (p.H + 63) / 64;
+    p.nb = static_cast<std::uint32_t>(sets_.size());
+    const std::uint32_t gx_h = (p.H + 63) / 64;
+    // Indirect dispatch sizes written by the grouping pass (see group.comp).
+    const VkDeviceSize ind = (static_cast<VkDeviceSize>(p.E) + 1 + static_cast<VkDeviceSize>(p.nb) * p.E) * 4;
 
     auto bind = [&](VkPipeline pipe, std::uint32_t b) {
       p.buf_index = b;
@@ -295,15 +301,16 @@ class vulkan_ffn {
     };
     bind(group_, 0);
     vkCmdDispatch(cmd, 1, 1, 1);
-    barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+    barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_INDIRECT_COMMAND_READ_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT);
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
       bind(gate_up_, b);
-      vkCmdDispatch(cmd, gx_f, p.E, 1);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b);
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
       bind(down_, b);
-      vkCmdDispatch(cmd, gx_h, p.E, 1);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b + 12);
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     bind(reduce_, 0);
@@ -345,7 +352,8 @@ class vulkan_ffn {
   std::array<VkDeviceSize, 6> workspace_layout(const vulkan_ffn_config& c) const {
     const ffn_shape& s = pool_->shape();
     const VkDeviceSize a = align(), nnz = c.max_nnz;
-    const VkDeviceSize sizes[5] = {(2 * static_cast<VkDeviceSize>(s.num_experts) + 2) * 4, nnz * 4, nnz * 4,
+    const VkDeviceSize E = static_cast<VkDeviceSize>(s.num_experts), nb = static_cast<VkDeviceSize>(pool_->num_buffers());
+    const VkDeviceSize sizes[5] = {(E + 1 + nb * E + 6 * nb) * 4, nnz * 4, nnz * 4,
                                    nnz * static_cast<VkDeviceSize>(s.ffn) * 4, nnz * static_cast<VkDeviceSize>(s.hidden) * 4};
     std::array<VkDeviceSize, 6> off{};
     for (int i = 0; i < 5; ++i) off[static_cast<std::size_t>(i) + 1] = detail::vk7_round_up(off[static_cast<std::size_t>(i)] + sizes[i], a);
@@ -447,6 +455,7 @@ class vulkan_ffn {
   VkDescriptorPool dpool_ = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets_;
   vulkan_buffer io_;
+  VkBuffer workspace_ = VK_NULL_HANDLE;
   std::array<VkDeviceSize, 6> io_off_{};
   vulkan_ffn_config cfg_{};
   std::size_t T_ = 0, nnz_ = 0;

@@ -1,0 +1,258 @@
+// Grouped SwiGLU expert FFN: Vulkan backend vs the Eigen CPU reference, in the same run.
+//
+// Shapes: qwen3_30b_a3b (E = 128, K = 8, H = 2048, F = 768) and e256 (E = 256, K = 8, H = 2048,
+// F = 512: Qwen3.6-35B-A3B / DeepSeek-like expert count). T = 1, 8, 32, 512. Each case runs with
+// the full top-8 routing and with the same routing zero-gated to a mean of 5.4 experts per token.
+// Counters: GFLOPS (2 * 3 * H * F per routed pair), weight_GBps (bytes of the distinct experts a
+// call reads / time), active (routed pairs per token).
+//
+//   bench_ffn_expert_ffn --benchmark_format=json --benchmark_out=ffn.json
+// Options: MOEROUTE_BENCH_FFN_QUICK=1 runs only T = 1 and 512 of the qwen3 shape.
+#include <moeroute/backends/ffn_types.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#if __has_include(<Eigen/Core>)
+#include <moeroute/backends/cpu_eigen.hpp>
+#define MOEROUTE_BENCH_EIGEN 1
+#endif
+#if __has_include(<vulkan/vulkan.h>)
+#include <moeroute/backends/vulkan.hpp>
+#define MOEROUTE_BENCH_VULKAN 1
+#endif
+
+namespace {
+
+struct shape_def {
+  const char* name;
+  int E, K, H, F;
+};
+const shape_def kShapes[] = {{"qwen3_30b_a3b", 128, 8, 2048, 768}, {"e256", 256, 8, 2048, 512}};
+
+moeroute::ffn_shape make_shape(int si, moeroute::weight_type t) {
+  const shape_def& d = kShapes[si];
+  return {d.E, d.H, d.F, t};
+}
+
+// One expert blob (random, N(0, 1/sqrt(fan_in))) reused for every slot: the memory traffic is the
+// same as with distinct experts since every slot is its own memory.
+std::vector<unsigned char> make_blob(const moeroute::ffn_shape& s) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
+  std::vector<float> g(F * H), u(F * H), d(H * F);
+  for (auto& v : g) v = nd(rng) / std::sqrt(static_cast<float>(H));
+  for (auto& v : u) v = nd(rng) / std::sqrt(static_cast<float>(H));
+  for (auto& v : d) v = nd(rng) / std::sqrt(static_cast<float>(F));
+  std::vector<unsigned char> blob(s.expert_bytes());
+  moeroute::encode_expert(s, g.data(), u.data(), d.data(), blob.data());
+  return blob;
+}
+
+// Top-K routing with distinct random experts; with gated, token t keeps its first
+// floor(5.4 (t + 1)) - floor(5.4 t) experts (mean 5.4 of 8), renormalized.
+moeroute::routing_result make_routing(std::size_t T, int E, int K, bool gated) {
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> ud(0.1f, 1.0f);
+  moeroute::routing_result r;
+  r.num_tokens = T;
+  r.num_experts = E;
+  std::vector<int> perm(static_cast<std::size_t>(E));
+  for (std::size_t t = 0; t < T; ++t) {
+    for (int e = 0; e < E; ++e) perm[static_cast<std::size_t>(e)] = e;
+    const int keep = gated ? static_cast<int>(std::floor(5.4 * static_cast<double>(t + 1)) - std::floor(5.4 * static_cast<double>(t))) : K;
+    std::vector<float> w;
+    for (int i = 0; i < K; ++i) {
+      std::uniform_int_distribution<int> pick(i, E - 1);
+      std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(pick(rng))]);
+      w.push_back(ud(rng));
+    }
+    float sum = 0;
+    for (int i = 0; i < keep; ++i) sum += w[static_cast<std::size_t>(i)];
+    for (int i = 0; i < keep; ++i) {
+      r.ids.push_back(perm[static_cast<std::size_t>(i)]);
+      r.weights.push_back(w[static_cast<std::size_t>(i)] / sum);
+    }
+    r.offsets.push_back(static_cast<std::uint32_t>(r.ids.size()));
+  }
+  return r;
+}
+
+std::vector<float> make_x(std::size_t T, int H) {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(T * static_cast<std::size_t>(H));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+void set_counters(benchmark::State& state, const moeroute::ffn_shape& s, const moeroute::routing_result& r) {
+  std::set<int> distinct(r.ids.begin(), r.ids.end());
+  const double flops = static_cast<double>(r.nnz()) * s.flops_per_pair();
+  const double bytes = static_cast<double>(distinct.size()) * static_cast<double>(s.expert_bytes());
+  const double iters = static_cast<double>(state.iterations());
+  state.counters["GFLOPS"] = benchmark::Counter(flops * iters * 1e-9, benchmark::Counter::kIsRate);
+  state.counters["weight_GBps"] = benchmark::Counter(bytes * iters * 1e-9, benchmark::Counter::kIsRate);
+  state.counters["active"] = static_cast<double>(r.nnz()) / static_cast<double>(r.num_tokens);
+}
+
+#ifdef MOEROUTE_BENCH_VULKAN
+struct vk_cache {
+  int si = -1;
+  moeroute::weight_type type{};
+  std::unique_ptr<moeroute::vulkan_expert_pool> pool;
+  std::unique_ptr<moeroute::vulkan_ffn> op;
+  std::unique_ptr<moeroute::vulkan_buffer> ws;
+};
+std::unique_ptr<moeroute::vulkan_context>& vk_ctx() {
+  static std::unique_ptr<moeroute::vulkan_context> c;
+  return c;
+}
+vk_cache& vk_state() {
+  static vk_cache c;
+  return c;
+}
+
+void BM_vulkan(benchmark::State& state) {
+  const int si = static_cast<int>(state.range(0));
+  const auto type = static_cast<moeroute::weight_type>(state.range(1));
+  const auto T = static_cast<std::size_t>(state.range(2));
+  const bool gated = state.range(3) != 0;
+  if (!vk_ctx()) {
+    try {
+      vk_ctx() = std::make_unique<moeroute::vulkan_context>();
+    } catch (const moeroute::error& e) {
+      state.SkipWithError(e.message().c_str());
+      return;
+    }
+  }
+  vk_cache& c = vk_state();
+  const moeroute::ffn_shape s = make_shape(si, type);
+  if (c.si != si || c.type != type || !c.op) {
+    c.op.reset();
+    c.ws.reset();
+    c.pool.reset();
+    c.pool = std::make_unique<moeroute::vulkan_expert_pool>(*vk_ctx(), s, s.num_experts);
+    const auto blob = make_blob(s);
+    std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts));
+    for (int e = 0; e < s.num_experts; ++e) {
+      c.pool->upload_expert(e, blob.data(), blob.size());
+      table[static_cast<std::size_t>(e)] = e;
+    }
+    c.pool->set_slot_table(table.data(), table.size());
+    c.op = std::make_unique<moeroute::vulkan_ffn>(*vk_ctx(), *c.pool);
+    const moeroute::vulkan_ffn_config cfg{512, 512 * 8};
+    const std::string why = c.op->can_implement(cfg);
+    if (!why.empty()) {
+      state.SkipWithError(why.c_str());
+      c.op.reset();
+      return;
+    }
+    c.ws = std::make_unique<moeroute::vulkan_buffer>(vk_ctx()->make_buffer(c.op->workspace_size(cfg), false));
+    c.op->initialize(cfg, *c.ws);
+    c.si = si;
+    c.type = type;
+  }
+  const auto r = make_routing(T, kShapes[si].E, kShapes[si].K, gated);
+  const auto x = make_x(T, s.hidden);
+  std::vector<float> y(x.size());
+  const moeroute::ffn_args a{r.view(), x.data(), y.data()};
+  c.op->forward(a);  // warm-up
+  for (auto _ : state) {
+    c.op->forward(a);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, s, r);
+  state.SetLabel(vk_ctx()->device_name());
+}
+#endif
+
+#ifdef MOEROUTE_BENCH_EIGEN
+void BM_eigen(benchmark::State& state) {
+#ifdef MOEROUTE_BENCH_VULKAN
+  {  // free the Vulkan pool before the CPU copy of the weights is built
+    vk_cache& c = vk_state();
+    c.op.reset();
+    c.ws.reset();
+    c.pool.reset();
+    c.si = -1;
+  }
+#endif
+  static int cached_si = -1;
+  static std::unique_ptr<moeroute::cpu_ffn> op;
+  const int si = static_cast<int>(state.range(0));
+  const auto T = static_cast<std::size_t>(state.range(2));
+  const bool gated = state.range(3) != 0;
+  const moeroute::ffn_shape s = make_shape(si, moeroute::weight_type::f32);
+  if (cached_si != si) {
+    op.reset();
+    op = std::make_unique<moeroute::cpu_ffn>(s, s.num_experts);
+    const auto blob = make_blob(s);
+    std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts));
+    for (int e = 0; e < s.num_experts; ++e) {
+      op->upload_expert(e, blob.data(), blob.size());
+      table[static_cast<std::size_t>(e)] = e;
+    }
+    op->set_slot_table(table.data(), table.size());
+    cached_si = si;
+  }
+  const auto r = make_routing(T, kShapes[si].E, kShapes[si].K, gated);
+  const auto x = make_x(T, s.hidden);
+  std::vector<float> y(x.size());
+  const moeroute::ffn_args a{r.view(), x.data(), y.data()};
+  std::vector<float> ws(op->workspace_size(a) / 4 + 1);
+  op->initialize(a, ws.data());
+  for (auto _ : state) {
+    op->run();
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, s, r);
+  state.SetLabel("eigen f32, 1 thread");
+}
+#endif
+
+void register_all() {
+  const bool quick = std::getenv("MOEROUTE_BENCH_FFN_QUICK") != nullptr;
+  const std::vector<int> shapes = quick ? std::vector<int>{0} : std::vector<int>{0, 1};
+  const std::vector<int> tokens = quick ? std::vector<int>{1, 512} : std::vector<int>{1, 8, 32, 512};
+  const char* type_names[] = {"f32", "f16", "q8_0", "q4_0"};
+  auto name = [&](const char* impl, int si, int t, int T, int g) {
+    return std::string(impl) + "/" + kShapes[si].name + "/" + type_names[t] + "/T:" + std::to_string(T) +
+           (g ? "/gated_5.4" : "/full");
+  };
+  auto iters = [](int T) { return T >= 512 ? 2 : (T >= 32 ? 5 : 20); };
+#ifdef MOEROUTE_BENCH_VULKAN
+  for (int si : shapes)
+    for (int t = 0; t < 4; ++t)
+      for (int T : tokens)
+        for (int g = 0; g < 2; ++g)
+          benchmark::RegisterBenchmark(name("vulkan", si, t, T, g).c_str(), BM_vulkan)
+              ->Args({si, t, T, g})->Iterations(iters(T))->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+#ifdef MOEROUTE_BENCH_EIGEN
+  for (int si : shapes)
+    for (int T : tokens)
+      for (int g = 0; g < 2; ++g)
+        benchmark::RegisterBenchmark(name("eigen", si, 0, T, g).c_str(), BM_eigen)
+            ->Args({si, 0, T, g})->Iterations(iters(T))->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
