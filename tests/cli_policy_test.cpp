@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -115,6 +116,51 @@ TEST(CliPolicy, ParetoErrorsWriteNothing) {
   expect_bad("policy pareto " + kGlobal + " --percents 5,x --layers 40 --cell-mib 1 -o " + out, out, "--percents");
   expect_bad("policy pareto " + kGlobal + " --percents 5 --layers 40 --model " + kAtx + "nope.gguf -o " + out, out,
              "nope.gguf");
+}
+
+// Writes a GGUF v3 whose F32 tensors are zero; only the header matters to --model.
+void write_gguf(const std::string& path, const std::vector<std::pair<std::string, std::vector<std::uint64_t>>>& tensors) {
+  std::string b = "GGUF";
+  auto u32 = [&](std::uint32_t v) { for (int i = 0; i < 4; ++i) b.push_back(static_cast<char>(v >> (8 * i))); };
+  auto u64 = [&](std::uint64_t v) { for (int i = 0; i < 8; ++i) b.push_back(static_cast<char>(v >> (8 * i))); };
+  u32(3);
+  u64(tensors.size());
+  u64(0);
+  std::uint64_t off = 0;
+  for (const auto& t : tensors) {
+    u64(t.first.size());
+    b += t.first;
+    u32(static_cast<std::uint32_t>(t.second.size()));
+    std::uint64_t n = 4;
+    for (auto d : t.second) {
+      u64(d);
+      n *= d;
+    }
+    u32(0);  // F32
+    u64(off);
+    off += (n + 31) / 32 * 32;
+  }
+  while (b.size() % 32) b.push_back('\0');
+  b.append(off, '\0');
+  spit(path, b);
+}
+
+TEST(CliPolicy, ParetoCellSizesFromModelGguf) {
+  // Layer 0: three [256, 256, 4] F32 tensors = 1 MiB each -> 0.75 MiB a cell; layer 1: [256, 512, 4]
+  // -> 1.5 MiB a cell. Cells 0:0, 0:1, 1:1 -> 3.0 MiB.
+  const std::string model = tmp("model.gguf"), pol = tmp("small.json"), out = tmp("pareto_gguf.json");
+  write_gguf(model, {{"blk.0.ffn_gate_exps.weight", {256, 256, 4}}, {"blk.0.ffn_up_exps.weight", {256, 256, 4}},
+                     {"blk.0.ffn_down_exps.weight", {256, 256, 4}}, {"blk.1.ffn_gate_exps.weight", {256, 512, 4}},
+                     {"blk.1.ffn_up_exps.weight", {256, 512, 4}}, {"blk.1.ffn_down_exps.weight", {512, 256, 4}}});
+  spit(pol, R"({"keep_layer_experts_compact": "0:0,0:1,1:1"})");
+  const result r = run("policy pareto " + pol + " --model " + model + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto row = load_json(out)["rows"][0];
+  EXPECT_EQ(row["effective_layer_expert_cells"], 3);
+  EXPECT_DOUBLE_EQ(row["estimated_hot_vram_mib"].get<double>(), 3.0);
+  EXPECT_DOUBLE_EQ(row["estimated_hot_vram_gib"].get<double>(), 0.003);
+  EXPECT_DOUBLE_EQ(row["percent"].get<double>(), 37.5);  // 3 of 2 x 4 cells
+  EXPECT_TRUE(row["combined_importance_captured_pct"].is_null());
 }
 
 TEST(CliPolicy, ConvertRoundTripsLayerFixtureLosslessly) {
@@ -326,6 +372,31 @@ TEST(CliPolicy, BuildCombinesWorkloadsByMeanOfNormalizedShares) {
   expect_bad("policy build --trace " + a + " --percent 0 -o " + out, out, "percent");
   expect_bad("policy build --trace " + a + " --trace " + b + " --names a --percent 5 -o " + out, out, "--names");
   expect_bad("policy build --trace " + a + " --percent 5 --measure weight -o " + out, out, "weight");
+}
+
+TEST(CliPolicy, BuildFromGpuContainerCountsEqualsTraceBuild) {
+  // The counts of workload a above as a gpu-container trace: the same policy, field for field.
+  const std::string a = tmp("wa2.jsonl"), counts = tmp("wa2.counts.json");
+  const std::string from_trace = tmp("from_trace.json"), from_counts = tmp("from_counts.json");
+  spit(a, "{\"layer\": 0, \"experts\": [0, 1]}\n{\"layer\": 0, \"experts\": [0]}\n{\"layer\": 0, \"experts\": [0]}\n"
+          "{\"layer\": 1, \"experts\": [2]}\n{\"layer\": 1, \"experts\": [2]}\n{\"layer\": 1, \"experts\": [2]}\n"
+          "{\"layer\": 1, \"experts\": [2]}\n");
+  spit(counts, R"({"model": "m", "num_experts": 3, "layers": [{"layer_index": 0, "expert_counts": [3, 1, 0]},
+                  {"layer_index": 1, "expert_counts": [0, 0, 4]}]})");
+  result r = run("policy build --trace " + a + " --names a --percent 100 --unit cell --basis x -o " + from_trace);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run("policy build --counts " + counts + " --names a --percent 100 --unit cell --basis x -o " + from_counts);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto t = load_json(from_trace), c = load_json(from_counts);
+  // The trace carries no weights, so both have activation shares only.
+  EXPECT_EQ(t, c);
+  ASSERT_EQ(c["keep_layer_experts"].size(), 6u);
+  EXPECT_EQ(c["keep_layer_experts"][0]["layer"], 1);  // (1,2) 4/8
+  EXPECT_EQ(c["keep_layer_experts"][1]["expert"], 0);  // (0,0) 3/8
+  EXPECT_DOUBLE_EQ(c["keep_layer_experts"][2]["mean_importance_share"].get<double>(), 0.125);  // (0,1)
+  EXPECT_EQ(c["keep_layer_experts"][3]["layer"], 0);  // zero shares: (0,2), (1,0), (1,1) in order
+  EXPECT_EQ(c["keep_layer_experts"][3]["expert"], 2);
+  EXPECT_EQ(c["keep_layer_experts"][5]["expert"], 1);
 }
 
 TEST(CliPolicy, ShowSummarizesThePolicy) {
