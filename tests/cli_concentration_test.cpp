@@ -300,6 +300,10 @@ TEST(CliConcentration, MalformedInputsExitTwoWithoutOutput) {
   sums.write(dir + "sums.gguf");
   expect_bad("--imatrix " + dir + "sums.gguf", "n_mat = 3");
 
+  expect_bad("--trace " + std::string(MOEROUTE_TEST_TMP_DIR), "is a directory");
+  expect_bad("--imatrix " + std::string(MOEROUTE_TEST_TMP_DIR), "is a directory");
+  spit(dir + "empty.gguf", "");
+  expect_bad("--imatrix " + dir + "empty.gguf", "too short for the magic");
   expect_bad("", "one of --trace or --imatrix is required");
   expect_bad("--trace " + dir + "neg.json --imatrix " + good, "excludes");
   expect_bad("--imatrix " + good + " --coverage 0", "--coverage must be in (0, 1]");

@@ -212,6 +212,9 @@ TEST(GgufMalformed, KvFields) {
   for (int i = 0; i < 20; ++i) deep += u32b(T_ARR) + u64b(1);
   deep += u32b(T_U8) + u64b(0);
   expect_error(deep, "deeper than");
+  std::string wide = head + u64b(1) + "k" + u32b(T_ARR) + u32b(T_ARR) + u64b((1u << 20) + 1);
+  for (int i = 0; i <= (1 << 20); ++i) wide += u32b(T_U8) + u64b(0);
+  expect_error(wide, "more than the limit of 1048576");
   gguf_writer dup;
   dup.kv_u32("k", 1);
   dup.kv_u32("k", 2);

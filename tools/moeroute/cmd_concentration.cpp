@@ -4,6 +4,7 @@
 // hot experts, Gini and a recommended cache size.
 
 #include <cstdint>
+#include <filesystem>
 #include <algorithm>
 #include <fstream>
 #include <memory>
@@ -151,6 +152,9 @@ int run_concentration(const concentration_args& a) {
                   {"datasets", m.datasets}, {"chunk_count", m.chunk_count},
                   {"chunk_size", m.chunk_size}, {"moe_layers", m.layers.size()}};
   } else {
+    std::error_code ec;
+    MOEROUTE_CHECK(!std::filesystem::is_directory(a.trace, ec), errc::io_error, a.trace,
+                   ": is a directory, not a file");
     std::ifstream f(a.trace, std::ios::binary);
     MOEROUTE_CHECK(f.good(), errc::io_error, a.trace, ": cannot open file");
     std::stringstream ss;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <istream>
 #include <ostream>
@@ -152,6 +153,9 @@ inline container_trace parse_container_trace_json(const std::string& text, const
 
 /// Reads a gpu-container trace JSON file.
 inline container_trace read_container_trace_json(const std::string& path) {
+  std::error_code ec;
+  MOEROUTE_CHECK(!std::filesystem::is_directory(path, ec), errc::io_error, path,
+                 ": is a directory, not a file");
   std::ifstream f(path, std::ios::binary);
   MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
   std::stringstream ss;

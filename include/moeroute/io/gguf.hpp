@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -268,6 +269,8 @@ struct gguf_tensor_info {
 
 /// Nested arrays deeper than this are rejected (bounds the parser's recursion).
 inline constexpr int gguf_max_array_depth = 8;
+/// Most elements of nested arrays (arrays whose elements are arrays) one file may hold in total.
+inline constexpr std::uint64_t gguf_max_nested_values = std::uint64_t{1} << 20;
 /// Largest number of dimensions of a tensor (ggml's GGML_MAX_DIMS).
 inline constexpr std::uint32_t gguf_max_dims = 4;
 /// Alignment of the data section when `general.alignment` is absent.
@@ -335,6 +338,9 @@ class gguf_file {
   /// Opens `path` and reads its header (not the tensor data). Throws moeroute::error naming the
   /// file and the field for anything malformed, truncated or unsupported.
   static gguf_file open(const std::string& path) {
+    std::error_code ec;
+    MOEROUTE_CHECK(!std::filesystem::is_directory(path, ec), errc::io_error, path,
+                   ": is a directory, not a file");
     std::ifstream f(path, std::ios::binary);
     MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
     f.seekg(0, std::ios::end);
@@ -503,6 +509,11 @@ class gguf_file {
       for (std::uint64_t i = 0; i < n; ++i)
         v.strs_.push_back(c.str(detail::concat(field, "[", i, "]")));
     } else if (elem == gguf_type::array) {
+      // Each nested value costs far more memory than its 12 file bytes: bound them per file.
+      nested_values_ += n;
+      MOEROUTE_CHECK(nested_values_ <= gguf_max_nested_values, errc::parse_error, name_, ": ",
+                     field, " brings the nested array elements to ", nested_values_,
+                     ", more than the limit of ", gguf_max_nested_values);
       v.items_.reserve(static_cast<std::size_t>(n));
       for (std::uint64_t i = 0; i < n; ++i)
         v.items_.push_back(parse_value(c, elem, detail::concat(field, "[", i, "]"), depth + 1));
@@ -627,6 +638,7 @@ class gguf_file {
   std::uint32_t version_ = 0;
   std::uint64_t alignment_ = gguf_default_alignment;
   std::uint64_t data_offset_ = 0;
+  std::uint64_t nested_values_ = 0;
   std::vector<std::pair<std::string, gguf_value>> kv_;
   std::unordered_map<std::string, std::size_t> kv_index_;
   std::vector<gguf_tensor_info> tensors_;
