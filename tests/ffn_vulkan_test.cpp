@@ -182,6 +182,53 @@ TEST_F(VulkanFfn, OneTokenAndDeterministicRuns) {
   EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "two runs differ";
 }
 
+TEST_F(VulkanFfn, Qwen3LayerPoolOverMaxStorageBufferRange) {
+  // A Qwen3-30B-A3B layer in f16: 128 x 3 x 2048 x 768 x 2 bytes = 1.125 GiB of slots, more than
+  // one storage buffer range on lavapipe (128 MiB). Eight experts spread over the pool are loaded.
+  ffn_test::problem small;
+  small.shape = {8, 2048, 768, weight_type::f16};
+  ffn_test::random_weights(small, 81);
+  ffn_test::problem p;
+  p.shape = {128, 2048, 768, weight_type::f16};
+  p.blobs.assign(128, {});
+  const int experts[8] = {5, 17, 40, 63, 64, 90, 101, 127};
+  for (int i = 0; i < 8; ++i) p.blobs[static_cast<std::size_t>(experts[i])] = small.blobs[static_cast<std::size_t>(i)];
+  ffn_test::random_x(p, 2, 82);
+  p.routing.num_tokens = 2;
+  p.routing.num_experts = 128;
+  p.routing.offsets = {0, 8, 11};
+  for (int i = 0; i < 8; ++i) {
+    p.routing.ids.push_back(experts[i]);
+    p.routing.weights.push_back(0.2f - 0.02f * static_cast<float>(i));
+  }
+  p.routing.ids.insert(p.routing.ids.end(), {127, 5, 64});
+  p.routing.weights.insert(p.routing.weights.end(), {0.5f, 0.3f, 0.2f});
+  std::unique_ptr<moeroute::vulkan_expert_pool> pool;
+  try {
+    pool = std::make_unique<moeroute::vulkan_expert_pool>(*ctx_, p.shape, 128);
+  } catch (const moeroute::error& e) {
+    GTEST_SKIP() << "device cannot hold a 1.125 GiB pool: " << e.message();
+  }
+  EXPECT_EQ(pool->slot_stride() * 128 >= 128ull * 3 * 2048 * 768 * 2, true);
+  if (ctx_->limits().maxStorageBufferRange < (1u << 30)) {
+    EXPECT_GT(pool->num_buffers(), 1);
+  }
+  std::vector<std::int32_t> table(128, -1);
+  for (int e : experts) {
+    table[static_cast<std::size_t>(e)] = e;
+    pool->upload_expert(e, p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+  }
+  pool->set_slot_table(table.data(), 128);
+  moeroute::vulkan_ffn op(*ctx_, *pool);
+  const moeroute::vulkan_ffn_config cfg{2, 11};
+  ASSERT_EQ(op.can_implement(cfg), "");
+  auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+  op.initialize(cfg, ws);
+  std::vector<float> y(2 * 2048);
+  op.forward({p.routing.view(), p.x.data(), y.data()});
+  EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 5e-4);
+}
+
 TEST_F(VulkanFfn, TransferBytesCounted) {
   ffn_test::problem p;
   p.shape = {4, 64, 32, weight_type::q8_0};
