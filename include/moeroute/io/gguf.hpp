@@ -287,9 +287,11 @@ class gguf_cursor {
   std::uint64_t left() const noexcept { return size_ - pos_; }
   const std::string& name() const noexcept { return name_; }
 
-  void read(void* dst, std::uint64_t n, const std::string& field) {
+  // `index` >= 0 names an array element in messages ("field[index]") without building the
+  // string for every element on the happy path.
+  void read(void* dst, std::uint64_t n, const std::string& field, std::int64_t index = -1) {
     MOEROUTE_CHECK(n <= left(), errc::parse_error, name_, ": truncated at byte ", pos_,
-                   " reading ", field, " (needs ", n, " bytes, ", left(), " left)");
+                   " reading ", field, idx(index), " (needs ", n, " bytes, ", left(), " left)");
     if (n == 0) return;
     if (mem_) {
       std::memcpy(dst, mem_ + pos_, static_cast<std::size_t>(n));
@@ -306,20 +308,23 @@ class gguf_cursor {
     return static_cast<std::uint32_t>(b[0]) | static_cast<std::uint32_t>(b[1]) << 8 |
            static_cast<std::uint32_t>(b[2]) << 16 | static_cast<std::uint32_t>(b[3]) << 24;
   }
-  std::uint64_t u64(const std::string& field) {
+  std::uint64_t u64(const std::string& field, std::int64_t index = -1) {
     unsigned char b[8];
-    read(b, 8, field);
+    read(b, 8, field, index);
     std::uint64_t u = 0;
     for (int i = 0; i < 8; ++i) u |= static_cast<std::uint64_t>(b[i]) << (8 * i);
     return u;
   }
-  std::string str(const std::string& field) {
-    const std::uint64_t n = u64(field + " length");
-    MOEROUTE_CHECK(n <= left(), errc::parse_error, name_, ": ", field, " length ", n,
+  std::string str(const std::string& field, std::int64_t index = -1) {
+    const std::uint64_t n = u64(field, index);
+    MOEROUTE_CHECK(n <= left(), errc::parse_error, name_, ": ", field, idx(index), " length ", n,
                    " at byte ", pos_ - 8, " exceeds the ", left(), " bytes left in the file");
     std::string s(static_cast<std::size_t>(n), '\0');
-    read(s.data(), n, field);
+    read(s.data(), n, field, index);
     return s;
+  }
+  static std::string idx(std::int64_t index) {
+    return index < 0 ? std::string() : "[" + std::to_string(index) + "]";
   }
 
  private:
@@ -507,7 +512,7 @@ class gguf_file {
     if (elem == gguf_type::string) {
       v.strs_.reserve(static_cast<std::size_t>(n));
       for (std::uint64_t i = 0; i < n; ++i)
-        v.strs_.push_back(c.str(detail::concat(field, "[", i, "]")));
+        v.strs_.push_back(c.str(field, static_cast<std::int64_t>(i)));
     } else if (elem == gguf_type::array) {
       // Each nested value costs far more memory than its 12 file bytes: bound them per file.
       nested_values_ += n;
