@@ -18,10 +18,15 @@ if(MODE STREQUAL "find_package")
     message(FATAL_ERROR "the install tree must not ship glslc")
   endif()
   run_step(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/build
-    -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DMOEROUTE_CONSUMER_MODE=find_package)
+    -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DMOEROUTE_CONSUMER_MODE=find_package
+    -DMOEROUTE_REQUIRE_VULKAN=${REQUIRE_VULKAN})
 else()
   run_step(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/build
-    -DMOEROUTE_CONSUMER_MODE=add_subdirectory -DMOEROUTE_SOURCE=${SOURCE_DIR})
+    -DMOEROUTE_CONSUMER_MODE=add_subdirectory -DMOEROUTE_SOURCE=${SOURCE_DIR}
+    -DMOEROUTE_REQUIRE_VULKAN=${REQUIRE_VULKAN})
 endif()
 run_step(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run_step(${WORK_DIR}/build/consumer)
+if(EXISTS ${WORK_DIR}/build/consumer_vulkan)
+  run_step(${WORK_DIR}/build/consumer_vulkan)
+endif()
