@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache_reference.hpp"
+#include "cli_support.hpp"
 #include "moeroute/io/routing_trace.hpp"
 
 #ifndef MOEROUTE_CLI_PATH
@@ -25,34 +26,11 @@ namespace {
 const std::string kTmp = MOEROUTE_TEST_TMP_DIR;
 const std::string kMixtral = std::string(MOEROUTE_TEST_DATA_DIR) + "/traces/mixtral-8x7b_humaneval_routing.jsonl";
 
-struct run_result {
-  int code = -1;
-  std::string out, err;
-};
+using clitest::run_result;
+const auto& slurp = clitest::read_text;
+const auto& exists = clitest::file_exists;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-bool exists(const std::string& path) { return std::ifstream(path).good(); }
-
-run_result cli(const std::string& args) {
-  const std::string err = kTmp + "/cli_cache_sim.stderr";
-  const std::string cmd = std::string("\"") + MOEROUTE_CLI_PATH + "\" cache-sim " + args + " 2>\"" + err + "\"";
-  run_result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = slurp(err);
-  return r;
-}
+run_result cli(const std::string& args) { return clitest::run_cli("cache-sim " + args, "cli_cache_sim"); }
 
 std::string write_tmp(const std::string& name, const std::string& text) {
   const std::string path = kTmp + "/" + name;

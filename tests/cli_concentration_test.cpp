@@ -16,43 +16,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_support.hpp"
 #include "fuzz/gguf_writer.hpp"
 
 #ifdef MOEROUTE_CLI_PATH
 
 namespace {
 
-struct result {
-  int code = -1;
-  std::string out, err;
-};
+using result = clitest::run_result;
 
-std::string tmp(const std::string& name) { return std::string(MOEROUTE_TEST_TMP_DIR) + "/cliconc_" + name; }
+std::string tmp(const std::string& name) { return clitest::tmp_path("cliconc_" + name); }
+const auto& slurp = clitest::read_text;
+const auto& exists = clitest::file_exists;
+const auto& spit = clitest::write_text;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool exists(const std::string& path) { return std::ifstream(path).good(); }
-
-void spit(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << text;
-}
-
-result run(const std::string& args) {
-  const std::string o = tmp("stdout.txt"), e = tmp("stderr.txt");
-  const std::string cmd = std::string("\"") + MOEROUTE_CLI_PATH + "\" concentration " + args + " >" + o + " 2>" + e;
-  const int st = std::system(cmd.c_str());
-  result r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
-}
+result run(const std::string& args) { return clitest::run_cli("concentration " + args, "cliconc"); }
 
 // Reference: per-layer metrics by plain loops over counts[layer][expert].
 struct ref_summary {

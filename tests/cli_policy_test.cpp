@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_support.hpp"
+
 #ifdef MOEROUTE_CLI_PATH
 
 namespace {
@@ -28,35 +30,13 @@ const std::string kAtx = kData + "/atx/";
 const std::string kGlobal = kAtx + "combined_top_20pct_global_experts.atx.json";
 const std::string kLayer = kAtx + "combined_top_05pct_layer_experts.hybrid_top_4_layers.atx.json";
 
-std::string tmp(const std::string& name) { return std::string(MOEROUTE_TEST_TMP_DIR) + "/cli_policy_" + name; }
+std::string tmp(const std::string& name) { return clitest::tmp_path("cli_policy_" + name); }
+const auto& slurp = clitest::read_text;
+const auto& exists = clitest::file_exists;
+const auto& spit = clitest::write_text;
+using result = clitest::run_result;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool exists(const std::string& path) { return std::ifstream(path).good(); }
-
-void spit(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-
-struct result {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `moeroute <args>`; stdout and stderr captured through files.
-result run(const std::string& args) {
-  const std::string o = tmp("stdout.txt"), e = tmp("stderr.txt");
-  const std::string cmd = std::string("\"") + MOEROUTE_CLI_PATH + "\" " + args + " >" + o + " 2>" + e;
-  const int status = std::system(cmd.c_str());
-  result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
-}
+result run(const std::string& args) { return clitest::run_cli(args, "cli_policy"); }
 
 nlohmann::json load_json(const std::string& path) { return nlohmann::json::parse(slurp(path)); }
 

@@ -12,6 +12,7 @@ namespace clitest {
 
 struct run_result {
   int code = -1;
+  std::string out;  ///< stdout, unless the arguments redirect it
   std::string err;
 };
 
@@ -33,13 +34,14 @@ inline void write_text(const std::string& path, const std::string& text) {
 
 inline bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
-/// Runs `moeroute <args>`; stdout goes to /dev/null unless args redirect it.
+/// Runs `moeroute <args>`, capturing stdout and stderr in files named after `tag`.
 inline run_result run_cli(const std::string& args, const std::string& tag) {
-  const std::string err_path = tmp_path(tag + ".stderr");
-  const std::string cmd = std::string(MOEROUTE_CLI_PATH) + " " + args + " 2>" + err_path;
+  const std::string out_path = tmp_path(tag + ".stdout"), err_path = tmp_path(tag + ".stderr");
+  const std::string cmd = "\"" + std::string(MOEROUTE_CLI_PATH) + "\" " + args + " >" + out_path + " 2>" + err_path;
   const int st = std::system(cmd.c_str());
   run_result r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = read_text(out_path);
   r.err = read_text(err_path);
   return r;
 }
