@@ -156,6 +156,7 @@ inline npy_array parse_npy(const std::string& bytes, const std::string& name, bo
   a.rows = static_cast<std::size_t>(rows);
   a.cols = static_cast<std::size_t>(cols);
   const char* src = bytes.data() + data_start;
+  if (need == 0) return a;  // an empty array: nothing to copy (and no buffer to copy into)
   if (a.dtype == npy_dtype::f32) {
     a.f32.resize(a.rows * a.cols);
     std::memcpy(a.f32.data(), src, static_cast<std::size_t>(need));
