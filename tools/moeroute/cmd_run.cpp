@@ -211,7 +211,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   // ---- routing source ----
   routing_trace trace;
   int L = 0, E = 0, K = 0, T = 0;
-  std::vector<std::vector<const step*>> by_token;  // trace mode: [token][layer] -> step or null
+  std::vector<std::vector<int>> by_token;  // trace mode: [token][layer] -> index into steps, or -1
   std::vector<step> steps;
   std::vector<std::vector<float>> router_w;  // router mode: per layer E x H
   if (!a.router) {
@@ -222,12 +222,13 @@ void run_offload(const run_args& a, CLI::App& sub) {
     E = sub.count("--experts") ? a.experts : trace.num_experts();
     MOEROUTE_CHECK(trace.num_experts() <= E, errc::bad_input, path, ": the trace names expert ",
                    trace.num_experts() - 1, " but the model has ", E, " experts (--experts)");
-    // group records by token in order of first appearance; tokens without token_idx count by layer wrap
+    // group records by token in order of first appearance; without token_idx a token ends when
+    // the layer index stops increasing
     std::int64_t cur = -2;
     int last_layer = -1;
     for (std::size_t r = 0; r < trace.size(); ++r) {
       const bool new_token = trace.token[r] >= 0 ? trace.token[r] != cur : trace.layer[r] <= last_layer;
-      if (new_token || by_token.empty()) by_token.emplace_back(static_cast<std::size_t>(L), nullptr);
+      if (new_token || by_token.empty()) by_token.emplace_back(static_cast<std::size_t>(L), -1);
       cur = trace.token[r];
       last_layer = trace.layer[r];
       step st;
@@ -237,18 +238,8 @@ void run_offload(const run_args& a, CLI::App& sub) {
         st.w.push_back(trace.has_weights ? trace.weights[i] : 1.0f / static_cast<float>(trace.offsets[r + 1] - trace.offsets[r]));
       }
       K = std::max<int>(K, static_cast<int>(st.ids.size()));
+      by_token.back()[static_cast<std::size_t>(st.layer)] = static_cast<int>(steps.size());
       steps.push_back(std::move(st));
-    }
-    // second pass to point at the stored steps (the vector no longer grows)
-    std::size_t si = 0, tok = 0;
-    cur = -2;
-    last_layer = -1;
-    for (std::size_t r = 0; r < trace.size(); ++r, ++si) {
-      const bool new_token = trace.token[r] >= 0 ? trace.token[r] != cur : trace.layer[r] <= last_layer;
-      if (r > 0 && new_token) ++tok;
-      cur = trace.token[r];
-      last_layer = trace.layer[r];
-      by_token[tok][static_cast<std::size_t>(trace.layer[r])] = &steps[si];
     }
     T = static_cast<int>(by_token.size());
   } else {
@@ -293,9 +284,9 @@ void run_offload(const run_args& a, CLI::App& sub) {
       for (auto& v : w) v = 2.5f * nd(rng);
   }
   auto trace_route = [&](int t, int l, const std::vector<float>&, step& out) {
-    const step* st = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
-    if (!st) return false;
-    out = *st;
+    const int i = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
+    if (i < 0) return false;
+    out = steps[static_cast<std::size_t>(i)];
     return true;
   };
   auto make_router_route = [&](double cum_prob) {
@@ -357,7 +348,8 @@ void run_offload(const run_args& a, CLI::App& sub) {
     routing_trace sub_trace;
     for (int t = 0; t < T; ++t)
       for (int l = 0; l < L; ++l)
-        if (const step* st = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)]) {
+        if (const int i = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)]; i >= 0) {
+          const step* st = &steps[static_cast<std::size_t>(i)];
           sub_trace.layer.push_back(l);
           sub_trace.token.push_back(t);
           sub_trace.experts.insert(sub_trace.experts.end(), st->ids.begin(), st->ids.end());
