@@ -8,6 +8,7 @@
 
 #include "fuzz/gguf_writer.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/gguf_experts.hpp"
 
 using namespace moeroute;
 using namespace moeroute_test;
@@ -253,4 +254,145 @@ TEST(GgufMalformed, TensorFields) {
   dup.tensor_f32("t", {1}, {1});
   dup.tensor_f32("t", {1}, {2});
   expect_error(dup.bytes(), "duplicate tensor name 't'");
+}
+
+// ---- MoE expert tensors (gguf_experts.hpp) ----
+
+namespace {
+
+// Bytes of one expert slice, in a pattern unique to (block, proj, expert, position).
+std::string pattern_slice(int block, int proj, int e, std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>((block * 31 + proj * 7 + e * 13 + static_cast<int>(i) * 5 + static_cast<int>(i / 251)) & 0xff);
+  return s;
+}
+
+struct type_case {
+  std::uint32_t ggml;
+  weight_type type;
+  std::size_t gate_slice, down_slice;  // hand-computed for H = 64, F = 32
+};
+
+// H = 64, F = 32: gate/up slices are 32 rows of 64 values, down slices 64 rows of 32 values.
+const type_case kTypes[] = {
+    {0, weight_type::f32, 32 * 64 * 4, 64 * 32 * 4},
+    {1, weight_type::f16, 32 * 64 * 2, 64 * 32 * 2},
+    {8, weight_type::q8_0, 32 * 2 * 34, 64 * 1 * 34},
+    {2, weight_type::q4_0, 32 * 2 * 18, 64 * 1 * 18},
+};
+
+gguf_writer pattern_model(const type_case& tc, std::uint64_t E = 3) {
+  gguf_writer w = make_moe_model({1, 3}, E, 64, 32, tc.ggml, [&](int b, int p, int e) {
+    return pattern_slice(b, p, e, p == 2 ? tc.down_slice : tc.gate_slice);
+  });
+  w.tensor_f32("blk.0.ffn_gate.weight", {64, 32}, std::vector<float>(64 * 32, 0.5f));  // a dense layer
+  return w;
+}
+
+void expect_experts_error(const gguf_writer& w, const std::string& needle) {
+  try {
+    gguf_expert_weights g(gguf_file::parse(w.bytes(), "m.gguf"));
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const moeroute::error& e) {
+    EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
+    EXPECT_EQ(e.message().rfind("m.gguf", 0), 0u) << e.message();
+  }
+}
+
+}  // namespace
+
+TEST(GgufExperts, BlobIsTheThreeStoredSlicesOfEachType) {
+  for (const auto& tc : kTypes) {
+    SCOPED_TRACE(weight_type_name(tc.type));
+    gguf_expert_weights g(gguf_file::parse(pattern_model(tc).bytes(), "m.gguf"));
+    EXPECT_EQ(g.shape().num_experts, 3);
+    EXPECT_EQ(g.shape().hidden, 64);
+    EXPECT_EQ(g.shape().ffn, 32);
+    EXPECT_EQ(g.shape().type, tc.type);
+    EXPECT_EQ(g.shape().expert_bytes(), 2 * tc.gate_slice + tc.down_slice);
+    ASSERT_EQ(g.num_layers(), 2);  // blk.0 is dense
+    EXPECT_EQ(g.layer(0).block, 1);
+    EXPECT_EQ(g.layer(1).block, 3);
+    EXPECT_EQ(g.architecture(), "qwen3moe");
+    EXPECT_EQ(g.experts_used(), 2);
+    std::vector<unsigned char> blob(g.shape().expert_bytes());
+    for (int l = 0; l < 2; ++l)
+      for (int e = 0; e < 3; ++e) {
+        const int b = l == 0 ? 1 : 3;
+        g.read_expert(l, e, blob.data());
+        const std::string want = pattern_slice(b, 0, e, tc.gate_slice) + pattern_slice(b, 1, e, tc.gate_slice) +
+                                 pattern_slice(b, 2, e, tc.down_slice);
+        ASSERT_EQ(std::string(blob.begin(), blob.end()), want) << "layer " << l << " expert " << e;
+      }
+    EXPECT_THROW(g.read_expert(0, 3, blob.data()), moeroute::error);
+    EXPECT_THROW(g.read_expert(2, 0, blob.data()), moeroute::error);
+    EXPECT_TRUE(g.router_weights(0).empty());
+  }
+}
+
+TEST(GgufExperts, ReadsFromDiskAndRouterWeights) {
+  gguf_writer w = pattern_model(kTypes[3]);
+  std::vector<float> r(64 * 3);
+  for (std::size_t i = 0; i < r.size(); ++i) r[i] = static_cast<float>(i / 64) + static_cast<float>(i % 64) / 128.0f;
+  w.tensor_f32("blk.3.ffn_gate_inp.weight", {64, 3}, r);
+  const std::string path = std::string(MOEROUTE_TEST_TMP_DIR) + "/gguf_experts_disk.gguf";
+  w.write(path);
+  const auto g = gguf_expert_weights::open(path);
+  std::vector<unsigned char> blob(g.shape().expert_bytes());
+  g.read_expert(1, 2, blob.data());
+  const std::string want = pattern_slice(3, 0, 2, kTypes[3].gate_slice) + pattern_slice(3, 1, 2, kTypes[3].gate_slice) +
+                           pattern_slice(3, 2, 2, kTypes[3].down_slice);
+  EXPECT_EQ(std::string(blob.begin(), blob.end()), want);
+  EXPECT_TRUE(g.router_weights(0).empty());  // blk.1 has no router tensor
+  const std::vector<float> got = g.router_weights(1);
+  ASSERT_EQ(got.size(), 64u * 3u);
+  EXPECT_FLOAT_EQ(got[2 * 64 + 5], 2.0f + 5.0f / 128.0f);  // row e = 2, column h = 5
+}
+
+TEST(GgufExperts, RejectsFilesWithoutUsableExpertTensors) {
+  gguf_writer dense;
+  dense.kv_string("general.architecture", "llama");
+  dense.tensor_f32("token_embd.weight", {4, 2}, std::vector<float>(8, 1.0f));
+  dense.tensor_f32("blk.0.ffn_gate.weight", {4, 2}, std::vector<float>(8, 1.0f));
+  expect_experts_error(dense, "no MoE expert tensors");
+
+  auto slice = [](int b, int p, int e) { return pattern_slice(b, p, e, p == 2 ? 64 * 34 : 32 * 2 * 34); };
+  gguf_writer missing;
+  for (const auto& t : make_moe_model({1, 3}, 3, 64, 32, 8, slice).tensors)
+    if (t.name != "blk.3.ffn_down_exps.weight") missing.tensors.push_back(t);
+  expect_experts_error(missing, "no 'blk.3.ffn_down_exps.weight'");
+
+  gguf_writer mixed = make_moe_model({1}, 3, 64, 32, 8, slice);
+  mixed.tensors[2].type = 1;  // down as F16: 64 rows of 32 halves = 4096 bytes per expert
+  mixed.tensors[2].data = std::string(3 * 64 * 32 * 2, '\0');
+  expect_experts_error(mixed, "all expert tensors must share one type");
+
+  gguf_writer k_quant = make_moe_model({1}, 2, 256, 256, 12, [](int, int, int) { return std::string(256 * 144, '\0'); });
+  expect_experts_error(k_quant, "'blk.1.ffn_gate_exps.weight' has type Q4_K");
+
+  gguf_writer bad_dims = make_moe_model({1}, 3, 64, 32, 8, slice);
+  bad_dims.tensors[1].ne = {64, 64, 3};
+  bad_dims.tensors[1].data += bad_dims.tensors[1].data;
+  expect_experts_error(bad_dims, "'blk.1.ffn_up_exps.weight' has dimensions {64, 64, 3}, expected {64, 32, 3}");
+
+  gguf_writer flat = make_moe_model({1}, 3, 64, 32, 8, slice);
+  flat.tensors[0].ne = {64, 96};
+  expect_experts_error(flat, "expected 3");
+
+  gguf_writer other_e = make_moe_model({1}, 3, 64, 32, 8, slice);
+  for (const auto& t : make_moe_model({2}, 2, 64, 32, 8, slice).tensors) other_e.tensors.push_back(t);
+  expect_experts_error(other_e, "'blk.2.ffn_gate_exps.weight' has dimensions {64, 32, 2}, expected {64, 32, 3}");
+
+  gguf_writer count = make_moe_model({1}, 3, 64, 32, 8, slice, "qwen3moe");
+  count.kv_u32("qwen3moe.expert_count", 4);  // a second key of the same name is a parse error; rebuild instead
+  gguf_writer count2;
+  count2.kv_string("general.architecture", "qwen3moe");
+  count2.kv_u32("qwen3moe.expert_count", 4);
+  count2.tensors = count.tensors;
+  expect_experts_error(count2, "'qwen3moe.expert_count' is 4");
+
+  gguf_writer router = make_moe_model({1}, 3, 64, 32, 8, slice);
+  router.tensor_f32("blk.1.ffn_gate_inp.weight", {64, 2}, std::vector<float>(128, 0.0f));
+  expect_experts_error(router, "'blk.1.ffn_gate_inp.weight' has dimensions {64, 2}");
 }

@@ -16,6 +16,7 @@
 #include "moeroute/routing/dispatch.hpp"
 #include "moeroute/io/npy.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/gguf_experts.hpp"
 #include "moeroute/io/imatrix.hpp"
 #include "moeroute/io/container_trace.hpp"
 #include "moeroute/metrics/concentration.hpp"

@@ -135,4 +135,27 @@ inline gguf_writer make_imatrix(const std::vector<int>& layers,
   return w;
 }
 
+// A llama.cpp-style MoE model GGUF: for each block N in `moe_blocks`, tensors
+// blk.N.ffn_gate_exps.weight {H, F, E}, blk.N.ffn_up_exps.weight {H, F, E} and
+// blk.N.ffn_down_exps.weight {F, H, E} of ggml type `type`, whose data is the concatenation over
+// experts e of slice(N, proj, e) (proj 0 gate, 1 up, 2 down), plus the architecture metadata.
+template <class SliceFn>
+gguf_writer make_moe_model(const std::vector<int>& moe_blocks, std::uint64_t E, std::uint64_t H, std::uint64_t F,
+                           std::uint32_t type, SliceFn&& slice, const std::string& arch = "qwen3moe",
+                           std::uint32_t experts_used = 2) {
+  gguf_writer w;
+  w.kv_string("general.architecture", arch);
+  w.kv_u32(arch + ".expert_count", static_cast<std::uint32_t>(E));
+  w.kv_u32(arch + ".expert_used_count", experts_used);
+  static const char* names[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+  for (int b : moe_blocks)
+    for (int p = 0; p < 3; ++p) {
+      std::string data;
+      for (std::uint64_t e = 0; e < E; ++e) data += slice(b, p, static_cast<int>(e));
+      std::vector<std::uint64_t> ne = p == 2 ? std::vector<std::uint64_t>{F, H, E} : std::vector<std::uint64_t>{H, F, E};
+      w.tensor_raw("blk." + std::to_string(b) + "." + names[p] + ".weight", type, std::move(ne), std::move(data));
+    }
+  return w;
+}
+
 }  // namespace moeroute_test

@@ -433,19 +433,26 @@ class gguf_file {
   std::vector<unsigned char> read_tensor_bytes(const std::string& tensor_name) const {
     const gguf_tensor_info& t = tensor(tensor_name);
     std::vector<unsigned char> out(static_cast<std::size_t>(t.nbytes));
-    if (t.nbytes == 0) return out;
+    read_tensor_range(t, 0, t.nbytes, out.data());
+    return out;
+  }
+
+  /// Copies bytes [offset, offset + n) of tensor `t`'s data into out (n bytes). The range is
+  /// checked against the tensor's size before anything is read.
+  void read_tensor_range(const gguf_tensor_info& t, std::uint64_t offset, std::uint64_t n, void* out) const {
+    MOEROUTE_CHECK(offset <= t.nbytes && n <= t.nbytes - offset, errc::invalid_argument, name_, ": bytes [", offset,
+                   ", +", n, ") are outside tensor '", t.name, "' (", t.nbytes, " bytes)");
+    if (n == 0) return;
     if (mem_) {
-      std::memcpy(out.data(), mem_->data() + t.file_offset, out.size());
-      return out;
+      std::memcpy(out, mem_->data() + t.file_offset + offset, static_cast<std::size_t>(n));
+      return;
     }
     std::ifstream f(path_, std::ios::binary);
-    MOEROUTE_CHECK(f.good(), errc::io_error, name_, ": cannot reopen file to read tensor '",
-                   tensor_name, "'");
-    f.seekg(static_cast<std::streamoff>(t.file_offset));
-    f.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
-    MOEROUTE_CHECK(f.good(), errc::io_error, name_, ": read error in data of tensor '",
-                   tensor_name, "' (file changed since it was opened?)");
-    return out;
+    MOEROUTE_CHECK(f.good(), errc::io_error, name_, ": cannot reopen file to read tensor '", t.name, "'");
+    f.seekg(static_cast<std::streamoff>(t.file_offset + offset));
+    f.read(static_cast<char*>(out), static_cast<std::streamsize>(n));
+    MOEROUTE_CHECK(f.good(), errc::io_error, name_, ": read error in data of tensor '", t.name,
+                   "' (file changed since it was opened?)");
   }
 
   /// One tensor converted to float32 (types F32, F16, BF16, F64; quantized types are unsupported
