@@ -2,19 +2,52 @@
 // count of the trace, and the bad arguments of issue 8 (exit 2, one line, nothing written).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "cli_support.hpp"
+#include "fuzz/gguf_writer.hpp"
+#include "moeroute/backends/ffn_types.hpp"
 
 using namespace clitest;
 
 namespace {
 const std::string mixtral = std::string(MOEROUTE_TEST_DATA_DIR) + "/traces/mixtral-8x7b_humaneval_routing.jsonl";
+
+// A small MoE model GGUF in llama.cpp's layout: `blocks` MoE layers of E experts (H = F = 64, Q8_0,
+// random weights), router tensors blk.N.ffn_gate_inp.weight, expert_used_count 2.
+std::string write_model(const std::string& name, int blocks, int E, bool with_router = true) {
+  const std::size_t H = 64, F = 64, row = moeroute::row_bytes(moeroute::weight_type::q8_0, 64);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-0.125f, 0.125f);
+  auto slice = [&](int, int, int) {  // F rows of H (gate, up) or H rows of F (down): 64 rows of 64
+    std::string s(64 * row, '\0');
+    std::vector<float> v(64);
+    for (std::size_t r = 0; r < 64; ++r) {
+      for (auto& x : v) x = u(rng);
+      moeroute::encode_row(moeroute::weight_type::q8_0, v.data(), 64, reinterpret_cast<unsigned char*>(&s[r * row]));
+    }
+    return s;
+  };
+  std::vector<int> ids;
+  for (int b = 0; b < blocks; ++b) ids.push_back(b);
+  moeroute_test::gguf_writer w = moeroute_test::make_moe_model(ids, static_cast<std::uint64_t>(E), H, F, 8, slice);
+  if (with_router)
+    for (int b = 0; b < blocks; ++b) {
+      std::vector<float> r(H * static_cast<std::size_t>(E));
+      for (auto& x : r) x = 4.0f * u(rng);
+      w.tensor_f32("blk." + std::to_string(b) + ".ffn_gate_inp.weight", {H, static_cast<std::uint64_t>(E)}, r);
+    }
+  const std::string path = tmp_path(name);
+  w.write(path);
+  return path;
+}
 
 bool have_vulkan_cli() {
   auto r = run_cli("run --trace " + mixtral + " --max-tokens 1 --policies none --hidden 32 --ffn 32 --type f32",
@@ -72,6 +105,57 @@ TEST(CliRun, BadArgumentsExitTwoWithOneLine) {
     auto r = run_cli("run " + c.first + " --json " + out, "run_bad_" + std::to_string(i++));
     EXPECT_EQ(r.code, 2) << c.first << "\n" << r.err;
     EXPECT_NE(r.err.find(c.second), std::string::npos) << c.first << "\n" << r.err;
+    EXPECT_FALSE(file_exists(out)) << c.first;
+  }
+}
+
+TEST(CliRun, ModelGgufSuppliesShapeExpertsPerTokenAndWeights) {
+  if (!have_vulkan_cli()) GTEST_SKIP() << "no Vulkan device (or the CLI was built without Vulkan)";
+  const std::string model = write_model("run_model.gguf", 4, 8);
+  const auto out = tmp_path("run_model.json");
+  std::remove(out.c_str());
+  auto r = run_cli("run --model " + model + " --router --tokens 3 --policies none,lru --json " + out, "run_model");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("router weights: 4 of 4 layers from the model"), std::string::npos) << r.err;
+  auto j = nlohmann::json::parse(read_text(out));
+  EXPECT_EQ(j["model"], model);
+  EXPECT_EQ(j["layers"].get<int>(), 4);
+  EXPECT_EQ(j["experts"].get<int>(), 8);
+  EXPECT_EQ(j["top_k"].get<int>(), 2);  // qwen3moe.expert_used_count
+  const std::uint64_t expert_bytes = 3ull * 64 * 2 * 34;  // gate, up, down: 64 rows of two Q8_0 blocks
+  EXPECT_EQ(j["expert_bytes"].get<std::uint64_t>(), expert_bytes);
+  const auto& none = j["policies"][0];
+  EXPECT_EQ(none["accesses"].get<std::uint64_t>(), 3u * 4u * 2u);  // tokens x layers x top-k
+  EXPECT_EQ(none["bytes_uploaded"].get<std::uint64_t>(), 3u * 4u * 2u * expert_bytes);
+  // the first --layers of the model's MoE layers
+  r = run_cli("run --model " + model + " --router --layers 2 --tokens 1 --policies none --json " + out, "run_model2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(read_text(out))["layers"].get<int>(), 2);
+}
+
+TEST(CliRun, BadModelFilesExitTwoWithOneLine) {
+  const std::string dense = tmp_path("run_dense.gguf");
+  moeroute_test::gguf_writer d;
+  d.kv_string("general.architecture", "llama");
+  d.tensor_f32("blk.0.ffn_gate.weight", {32, 2}, std::vector<float>(64, 1.0f));
+  d.write(dense);
+  const std::string two_layers = write_model("run_model_l2.gguf", 2, 8, false);
+  const std::string four_experts = write_model("run_model_e4.gguf", 32, 4, false);
+  const auto out = tmp_path("run_badmodel.json");
+  const std::pair<std::string, std::string> cases[] = {
+      {"--model " + dense, dense + ": no MoE expert tensors"},
+      {"--model " + two_layers + " --trace " + mixtral, "routes MoE layer 31 but " + two_layers + " has 2 MoE layers"},
+      {"--model " + four_experts + " --trace " + mixtral, "names expert 7 but the model has 4 experts (" + four_experts},
+      {"--model " + two_layers + " --hidden 128", "--hidden cannot be combined with --model"},
+      {"--model " + tmp_path("missing.gguf"), "missing.gguf: cannot open"},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    std::remove(out.c_str());
+    auto r = run_cli("run " + c.first + " --json " + out, "run_badmodel_" + std::to_string(i++));
+    EXPECT_EQ(r.code, 2) << c.first << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.second), std::string::npos) << c.first << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_FALSE(file_exists(out)) << c.first;
   }
 }

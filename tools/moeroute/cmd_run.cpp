@@ -2,7 +2,9 @@
 // weights live in host memory; an expert_cache decides which (layer, expert) cells sit in the
 // device pool's slots under a VRAM budget; misses are uploaded through staging before each
 // layer's grouped FFN. Routing is replayed from a trace or computed by the router from logits of
-// random router weights (optionally zero-gated). Every policy runs on the same inputs, side by side.
+// random router weights (optionally zero-gated). Expert weights are random with a fixed seed, or the
+// real ffn_{gate,up,down}_exps tensors of a GGUF model (--model). Every policy runs on the same
+// inputs, side by side.
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +27,7 @@
 #include "moeroute/backends/vulkan.hpp"
 #include "moeroute/cache/expert_cache.hpp"
 #include "moeroute/cache/simulate.hpp"
+#include "moeroute/io/gguf_experts.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
 #include "moeroute/routing/router.hpp"
@@ -34,7 +37,7 @@
 namespace {
 
 struct run_args {
-  std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0";
+  std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0", model;
   bool router = false;
   int hidden = 256, ffn = 512, layers = 16, experts = 64, topk = 8, tokens = 48, min_k = 1;
   double vram_mib = 0, cum_prob = 0;
@@ -52,7 +55,7 @@ struct step {
   std::vector<float> w;
 };
 
-/// The random SwiGLU expert weights of every (layer, expert) cell, encoded once.
+/// The SwiGLU expert weights of every (layer, expert) cell, encoded once, in host memory.
 struct host_model {
   ffn_shape shape;
   int layers = 0;
@@ -81,6 +84,18 @@ host_model make_model(const ffn_shape& s, int layers, unsigned seed) {
       for (auto& v : d) v = sd * dist(rng);
       encode_expert(s, g.data(), u.data(), d.data(), const_cast<unsigned char*>(m.blob(l, e)));
     }
+  return m;
+}
+
+/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored.
+host_model load_model(const gguf_expert_weights& w, int layers) {
+  host_model m;
+  m.shape = w.shape();
+  m.layers = layers;
+  const std::size_t eb = m.shape.expert_bytes();
+  m.blobs.resize(static_cast<std::size_t>(layers) * static_cast<std::size_t>(m.shape.num_experts) * eb);
+  for (int l = 0; l < layers; ++l)
+    for (int e = 0; e < m.shape.num_experts; ++e) w.read_expert(l, e, const_cast<unsigned char*>(m.blob(l, e)));
   return m;
 }
 
@@ -193,8 +208,16 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
 }
 
 void run_offload(const run_args& a, CLI::App& sub) {
-  const weight_type type = parse_type(a.type);
-  MOEROUTE_CHECK(a.hidden > 0 && a.ffn > 0, errc::invalid_argument, "--hidden and --ffn must be positive");
+  std::unique_ptr<gguf_expert_weights> gguf;
+  if (!a.model.empty()) {
+    for (const char* flag : {"--hidden", "--ffn", "--type", "--experts"})
+      MOEROUTE_CHECK(sub.count(flag) == 0, errc::invalid_argument, flag, " cannot be combined with --model (",
+                     a.model, " sets the model's shape)");
+    gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
+  }
+  const weight_type type = gguf ? gguf->shape().type : parse_type(a.type);
+  const int hidden = gguf ? gguf->shape().hidden : a.hidden, ffn = gguf ? gguf->shape().ffn : a.ffn;
+  MOEROUTE_CHECK(hidden > 0 && ffn > 0, errc::invalid_argument, "--hidden and --ffn must be positive");
   std::vector<std::string> policies;
   {
     std::stringstream ss(a.policies);
@@ -219,9 +242,11 @@ void run_offload(const run_args& a, CLI::App& sub) {
     trace = read_routing_trace_jsonl(path);
     MOEROUTE_CHECK(trace.size() > 0, errc::bad_input, path, ": the trace has no records");
     L = trace.num_layers();
-    E = sub.count("--experts") ? a.experts : trace.num_experts();
+    E = gguf ? gguf->shape().num_experts : sub.count("--experts") ? a.experts : trace.num_experts();
     MOEROUTE_CHECK(trace.num_experts() <= E, errc::bad_input, path, ": the trace names expert ",
-                   trace.num_experts() - 1, " but the model has ", E, " experts (--experts)");
+                   trace.num_experts() - 1, " but the model has ", E, " experts (", gguf ? a.model : "--experts", ")");
+    MOEROUTE_CHECK(!gguf || L <= gguf->num_layers(), errc::bad_input, path, ": the trace routes MoE layer ", L - 1,
+                   " but ", a.model, " has ", gguf ? gguf->num_layers() : 0, " MoE layers");
     // group records by token in order of first appearance; without token_idx a token ends when
     // the layer index stops increasing
     std::int64_t cur = -2;
@@ -247,13 +272,18 @@ void run_offload(const run_args& a, CLI::App& sub) {
     E = a.experts;
     K = a.topk;
     T = a.tokens;
+    if (gguf) {  // the model's layers (the first --layers of them), experts and experts per token
+      L = sub.count("--layers") ? std::min(a.layers, gguf->num_layers()) : gguf->num_layers();
+      E = gguf->shape().num_experts;
+      if (!sub.count("--topk") && gguf->experts_used() > 0) K = gguf->experts_used();
+    }
     MOEROUTE_CHECK(L > 0 && E > 0 && K > 0 && K <= E && T > 0, errc::invalid_argument,
                    "--router needs positive --layers, --experts, --tokens and 1 <= --topk <= --experts");
   }
   if (a.max_tokens > 0) T = std::min(T, a.max_tokens);
   MOEROUTE_CHECK(K > 0, errc::bad_input, "the trace routes no token to any expert");
 
-  const ffn_shape shape{E, a.hidden, a.ffn, type};
+  const ffn_shape shape{E, hidden, ffn, type};
   const std::string shape_why = check_ffn_shape(shape);
   MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
   const std::uint64_t cell_bytes = shape.expert_bytes();
@@ -271,17 +301,34 @@ void run_offload(const run_args& a, CLI::App& sub) {
 
   vulkan_context ctx;
   std::cerr << "moeroute run: " << T << " tokens, " << L << " layers x " << E << " experts (top-" << K << ", H "
-            << a.hidden << ", F " << a.ffn << ", " << a.type << ", " << std::fixed << std::setprecision(2)
+            << hidden << ", F " << ffn << ", " << weight_type_name(type) << ", " << std::fixed << std::setprecision(2)
             << cell_bytes / 1048576.0 << " MiB/expert) on " << ctx.device_name() << "; VRAM budget "
             << budget / 1048576.0 << " MiB = " << slots << " of " << L * E << " cells\n";
-  const host_model model = make_model(shape, L, a.seed);
+  if (gguf)
+    std::cerr << "  expert weights: " << a.model << " (" << (gguf->architecture().empty() ? "?" : gguf->architecture())
+              << ", MoE blocks " << gguf->layer(0).block << ".." << gguf->layer(L - 1).block << ", "
+              << static_cast<double>(all_bytes) / 1048576.0 << " MiB)\n";
+  const host_model model = gguf ? load_model(*gguf, L) : make_model(shape, L, a.seed);
 
+  int model_routers = 0;
   if (a.router) {
     std::mt19937 rng(a.seed + 1);
-    std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(a.hidden)));
-    router_w.assign(static_cast<std::size_t>(L), std::vector<float>(static_cast<std::size_t>(E) * a.hidden));
-    for (auto& w : router_w)
+    std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)));
+    router_w.assign(static_cast<std::size_t>(L), std::vector<float>(static_cast<std::size_t>(E) * hidden));
+    for (int l = 0; l < L; ++l) {
+      auto& w = router_w[static_cast<std::size_t>(l)];
+      if (gguf) {  // the model's own router (blk.N.ffn_gate_inp.weight) where it is stored as floats
+        std::vector<float> r = gguf->router_weights(l);
+        if (!r.empty()) {
+          w = std::move(r);
+          ++model_routers;
+          continue;
+        }
+      }
       for (auto& v : w) v = 2.5f * nd(rng);
+    }
+    if (gguf)
+      std::cerr << "  router weights: " << model_routers << " of " << L << " layers from the model, the rest random\n";
   }
   auto trace_route = [&](int t, int l, const std::vector<float>&, step& out) {
     const int i = by_token[static_cast<std::size_t>(t)][static_cast<std::size_t>(l)];
@@ -295,7 +342,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
       const auto& w = router_w[static_cast<std::size_t>(l)];
       for (int e = 0; e < E; ++e) {
         float acc = 0;
-        for (int h = 0; h < a.hidden; ++h) acc += w[static_cast<std::size_t>(e) * a.hidden + h] * x[static_cast<std::size_t>(h)];
+        for (int h = 0; h < hidden; ++h) acc += w[static_cast<std::size_t>(e) * hidden + h] * x[static_cast<std::size_t>(h)];
         logits[static_cast<std::size_t>(e)] = acc;
       }
       routing_result r = cum_prob > 0
@@ -369,6 +416,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   // ---- report ----
   nlohmann::ordered_json j;
   j["device"] = ctx.device_name();
+  if (gguf) j["model"] = a.model;
   j["tokens"] = T;
   j["layers"] = L;
   j["experts"] = E;
@@ -419,12 +467,14 @@ void setup_run(CLI::App& app, int&) {
   CLI::App* sub = app.add_subcommand("run", "Run an offloaded MoE layer stack on the Vulkan backend under a VRAM budget");
   sub->add_option("--trace", a->trace, "routing trace JSONL to replay (default: the shipped Mixtral-8x7B trace)");
   sub->add_flag("--router", a->router, "route with random router weights instead of a trace (--layers/--experts/--topk/--tokens)");
-  sub->add_option("--layers", a->layers, "router mode: MoE layers (16)");
+  sub->add_option("--layers", a->layers, "router mode: MoE layers (16; with --model: the first N of the model's)");
   sub->add_option("--experts", a->experts, "experts per layer (router mode: 64; trace mode: from the trace)");
   sub->add_option("--topk", a->topk, "router mode: experts per token (8)");
   sub->add_option("--tokens", a->tokens, "router mode: tokens (48)");
   sub->add_option("--cum-prob", a->cum_prob, "router mode: also run each policy zero-gated at this cumulative probability");
   sub->add_option("--min-k", a->min_k, "router mode: zero-gating min_k (1)");
+  sub->add_option("--model", a->model,
+                  "GGUF model whose ffn_{gate,up,down}_exps tensors (F32, F16, Q8_0, Q4_0) are the expert weights");
   sub->add_option("--hidden", a->hidden, "model width H (256)");
   sub->add_option("--ffn", a->ffn, "expert intermediate width F (512)");
   sub->add_option("--type", a->type, "expert weight type: f32, f16, q8_0 (default), q4_0");
