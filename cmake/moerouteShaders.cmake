@@ -12,14 +12,22 @@
 set(MOEROUTE_SHADER_VARIANTS
   "group|group|"
   "reduce|reduce|"
-  "matmul|gate_up_f32|-DGATE_UP=1:-DTYPE=0"
-  "matmul|gate_up_f16|-DGATE_UP=1:-DTYPE=1"
-  "matmul|gate_up_q8_0|-DGATE_UP=1:-DTYPE=2"
-  "matmul|gate_up_q4_0|-DGATE_UP=1:-DTYPE=3"
-  "matmul|down_f32|-DGATE_UP=0:-DTYPE=0"
-  "matmul|down_f16|-DGATE_UP=0:-DTYPE=1"
-  "matmul|down_q8_0|-DGATE_UP=0:-DTYPE=2"
-  "matmul|down_q4_0|-DGATE_UP=0:-DTYPE=3")
+  "matmul|gate_up_f32|-DGATE_UP=1:-DTYPE=0:-DMV=0"
+  "matmul|gate_up_f16|-DGATE_UP=1:-DTYPE=1:-DMV=0"
+  "matmul|gate_up_q8_0|-DGATE_UP=1:-DTYPE=2:-DMV=0"
+  "matmul|gate_up_q4_0|-DGATE_UP=1:-DTYPE=3:-DMV=0"
+  "matmul|gate_up_mv_f32|-DGATE_UP=1:-DTYPE=0:-DMV=1"
+  "matmul|gate_up_mv_f16|-DGATE_UP=1:-DTYPE=1:-DMV=1"
+  "matmul|gate_up_mv_q8_0|-DGATE_UP=1:-DTYPE=2:-DMV=1"
+  "matmul|gate_up_mv_q4_0|-DGATE_UP=1:-DTYPE=3:-DMV=1"
+  "matmul|down_f32|-DGATE_UP=0:-DTYPE=0:-DMV=0"
+  "matmul|down_f16|-DGATE_UP=0:-DTYPE=1:-DMV=0"
+  "matmul|down_q8_0|-DGATE_UP=0:-DTYPE=2:-DMV=0"
+  "matmul|down_q4_0|-DGATE_UP=0:-DTYPE=3:-DMV=0"
+  "matmul|down_mv_f32|-DGATE_UP=0:-DTYPE=0:-DMV=1"
+  "matmul|down_mv_f16|-DGATE_UP=0:-DTYPE=1:-DMV=1"
+  "matmul|down_mv_q8_0|-DGATE_UP=0:-DTYPE=2:-DMV=1"
+  "matmul|down_mv_q4_0|-DGATE_UP=0:-DTYPE=3:-DMV=1")
 
 if(NOT DEFINED CMAKE_SCRIPT_MODE_FILE)
   find_program(MOEROUTE_GLSLC glslc)

@@ -58,6 +58,10 @@ TEST(Shaders, EmbeddedWordsAreSpirv) {
   expect_spirv(sp::vk7_gate_up_f16_spv, "gate_up_f16");
   expect_spirv(sp::vk7_gate_up_q8_0_spv, "gate_up_q8_0");
   expect_spirv(sp::vk7_gate_up_q4_0_spv, "gate_up_q4_0");
+  expect_spirv(sp::vk7_gate_up_mv_f32_spv, "gate_up_mv_f32");
+  expect_spirv(sp::vk7_gate_up_mv_q4_0_spv, "gate_up_mv_q4_0");
+  expect_spirv(sp::vk7_down_mv_f16_spv, "down_mv_f16");
+  expect_spirv(sp::vk7_down_mv_q8_0_spv, "down_mv_q8_0");
   expect_spirv(sp::vk7_down_f32_spv, "down_f32");
   expect_spirv(sp::vk7_down_f16_spv, "down_f16");
   expect_spirv(sp::vk7_down_q8_0_spv, "down_q8_0");

@@ -303,14 +303,20 @@ class vulkan_ffn {
     vkCmdDispatch(cmd, 1, 1, 1);
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_INDIRECT_COMMAND_READ_BIT,
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT);
+    // Two variants per matmul, each returning early for the experts the other one runs: mat-vec
+    // (one entry) and tiled (more entries); see matmul.comp.
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
-      bind(gate_up_, b);
-      vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b);
+      for (VkPipeline pipe : {gate_up_mv_, gate_up_}) {
+        bind(pipe, b);
+        vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b);
+      }
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
-      bind(down_, b);
-      vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b + 12);
+      for (VkPipeline pipe : {down_mv_, down_}) {
+        bind(pipe, b);
+        vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b + 12);
+      }
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     bind(reduce_, 0);
@@ -411,18 +417,26 @@ class vulkan_ffn {
         case weight_type::f32:
           gate_up_ = make_pipeline(sp::vk7_gate_up_f32_spv, sizeof(sp::vk7_gate_up_f32_spv));
           down_ = make_pipeline(sp::vk7_down_f32_spv, sizeof(sp::vk7_down_f32_spv));
+          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_f32_spv, sizeof(sp::vk7_gate_up_mv_f32_spv));
+          down_mv_ = make_pipeline(sp::vk7_down_mv_f32_spv, sizeof(sp::vk7_down_mv_f32_spv));
           break;
         case weight_type::f16:
           gate_up_ = make_pipeline(sp::vk7_gate_up_f16_spv, sizeof(sp::vk7_gate_up_f16_spv));
           down_ = make_pipeline(sp::vk7_down_f16_spv, sizeof(sp::vk7_down_f16_spv));
+          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_f16_spv, sizeof(sp::vk7_gate_up_mv_f16_spv));
+          down_mv_ = make_pipeline(sp::vk7_down_mv_f16_spv, sizeof(sp::vk7_down_mv_f16_spv));
           break;
         case weight_type::q8_0:
           gate_up_ = make_pipeline(sp::vk7_gate_up_q8_0_spv, sizeof(sp::vk7_gate_up_q8_0_spv));
           down_ = make_pipeline(sp::vk7_down_q8_0_spv, sizeof(sp::vk7_down_q8_0_spv));
+          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_q8_0_spv, sizeof(sp::vk7_gate_up_mv_q8_0_spv));
+          down_mv_ = make_pipeline(sp::vk7_down_mv_q8_0_spv, sizeof(sp::vk7_down_mv_q8_0_spv));
           break;
         case weight_type::q4_0:
           gate_up_ = make_pipeline(sp::vk7_gate_up_q4_0_spv, sizeof(sp::vk7_gate_up_q4_0_spv));
           down_ = make_pipeline(sp::vk7_down_q4_0_spv, sizeof(sp::vk7_down_q4_0_spv));
+          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_q4_0_spv, sizeof(sp::vk7_gate_up_mv_q4_0_spv));
+          down_mv_ = make_pipeline(sp::vk7_down_mv_q4_0_spv, sizeof(sp::vk7_down_mv_q4_0_spv));
           break;
       }
     } catch (...) {
@@ -433,7 +447,7 @@ class vulkan_ffn {
 
   void destroy() noexcept {
     VkDevice d = st_->device;
-    for (VkPipeline* p : {&group_, &reduce_, &gate_up_, &down_}) {
+    for (VkPipeline* p : {&group_, &reduce_, &gate_up_, &down_, &gate_up_mv_, &down_mv_}) {
       if (*p != VK_NULL_HANDLE) vkDestroyPipeline(d, *p, nullptr);
       *p = VK_NULL_HANDLE;
     }
@@ -452,6 +466,7 @@ class vulkan_ffn {
   VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
   VkPipelineLayout pipe_layout_ = VK_NULL_HANDLE;
   VkPipeline group_ = VK_NULL_HANDLE, reduce_ = VK_NULL_HANDLE, gate_up_ = VK_NULL_HANDLE, down_ = VK_NULL_HANDLE;
+  VkPipeline gate_up_mv_ = VK_NULL_HANDLE, down_mv_ = VK_NULL_HANDLE;
   VkDescriptorPool dpool_ = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets_;
   vulkan_buffer io_;

@@ -1,25 +1,48 @@
 #version 450
-// Grouped expert matmul over the weight pool buffer `buf_index`. One workgroup per (64 output
-// rows, expert); it loops over the expert's routing entries in chunks of NT tokens and over the
-// reduction dimension in chunks of KC, staging activations in shared memory.
-// Activations are staged for NT tokens at a time (fewer tokens: longer K chunks, fewer barriers).
+#extension GL_EXT_control_flow_attributes : require
+// Grouped expert matmul over the weight pool buffer `buf_index`, K split across lanes.
+// One workgroup per (RB output rows, expert). Lane (g, kl) of the workgroup owns chunks
+// kl, kl + L, ... of CB blocks (CB * 32 values) of the reduction dimension; it keeps the
+// activations of NTV tokens for its chunk in registers and walks the rows g, g + G, ... of the
+// workgroup, so every weight block it loads (whole aligned 32-bit words, decoded in registers)
+// feeds NTV tokens and every activation it loads feeds RB / G rows. Per-lane partial sums go to
+// shared memory and are added in a fixed order (deterministic, no subgroup operations).
 //   GATE_UP = 1: act[j, f] = silu(Wg[f,:] . x[tok[j]]) * (Wu[f,:] . x[tok[j]])
 //   GATE_UP = 0: partial[j, h] = w[j] * (Wd[h,:] . act[j])
 // TYPE: 0 f32, 1 f16, 2 q8_0, 3 q4_0 (ggml blocks, read as they are stored).
+// MV = 1: mat-vec variant (NTV = 1), runs the experts with at most MV_MAX entries;
+// MV = 0: tiled variant (NTV tokens per pass), runs the experts with more.
 #ifndef GATE_UP
 #define GATE_UP 1
 #endif
 #ifndef TYPE
 #define TYPE 0
 #endif
+#ifndef MV
+#define MV 1
+#endif
+#define MV_MAX 1u
 #define WG 64
-#define NT 8
-#define KC 256
+#define RB 64
+#if MV
+#define NTV 1
+#define CB 4
+#define LMAX 32
+#else
+#define NTV 8
+#define CB 2
+#define LMAX 4
+#endif
+#if GATE_UP
+#define NACC 2
+#else
+#define NACC 1
+#endif
 
 layout(local_size_x = WG) in;
 
 layout(std430, set = 0, binding = 2) readonly buffer RWeights { float rweights[]; };
-layout(std430, set = 0, binding = 3) readonly buffer X { float x[]; };
+layout(std430, set = 0, binding = 3) readonly buffer X { vec4 x4[]; };
 layout(std430, set = 0, binding = 5) readonly buffer SlotTable { int slot_table[]; };
 layout(std430, set = 0, binding = 6) readonly buffer ExpertOffsets { uint eoff[]; };
 layout(std430, set = 0, binding = 7) readonly buffer List { uint list[]; };
@@ -27,10 +50,11 @@ layout(std430, set = 0, binding = 8) readonly buffer Tok { uint tok[]; };
 #if GATE_UP
 layout(std430, set = 0, binding = 9) writeonly buffer Act { float act[]; };
 #else
-layout(std430, set = 0, binding = 9) readonly buffer Act { float act[]; };
+layout(std430, set = 0, binding = 9) readonly buffer Act { vec4 act4[]; };
 layout(std430, set = 0, binding = 10) writeonly buffer Partial { float partial[]; };
 #endif
 layout(std430, set = 0, binding = 11) readonly buffer Weights { uint wpool[]; };
+layout(std430, set = 0, binding = 11) readonly buffer Weights4 { uvec4 wpool4[]; };
 
 layout(push_constant) uniform Params {
   uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
@@ -46,60 +70,64 @@ layout(push_constant) uniform Params {
 #define BB 18u
 #endif
 
-shared vec4 xs[NT * KC / 4];
+shared float part[RB * LMAX * NTV * NACC];
 
-// 32 bits starting at an even byte offset.
-uint load_u32(uint b) {
-  const uint w = b >> 2;
-  if ((b & 2u) == 0u) return wpool[w];
-  return (wpool[w] >> 16) | (wpool[w + 1] << 16);
-}
-
-float load_f16(uint b) {
-  const uint v = wpool[b >> 2] >> ((b & 2u) * 8u);
-  return unpackHalf2x16(v & 0xFFFFu).x;
-}
-
-// The 32 values of the block starting at byte b, as 8 vec4 (kept in named registers: llvmpipe
-// spills dynamically indexed arrays to memory).
+// The 32 values of the block starting at byte b, as 8 vec4 (named registers). f32 and f16 blocks
+// are 16-byte aligned; Q8_0 / Q4_0 blocks start at an even byte: the block is read as whole
+// 32-bit words from b rounded down to 4 bytes (at most 2 bytes past the block, inside the slot's
+// padding) and shifted by a select, so no lane branches on the alignment.
 #define BLOCK_ARGS out vec4 w0, out vec4 w1, out vec4 w2, out vec4 w3, out vec4 w4, out vec4 w5, out vec4 w6, out vec4 w7
 #if TYPE == 0
-#define F4(i) vec4(uintBitsToFloat(wpool[w + 4 * i]), uintBitsToFloat(wpool[w + 4 * i + 1]), uintBitsToFloat(wpool[w + 4 * i + 2]), uintBitsToFloat(wpool[w + 4 * i + 3]))
 void load_block(uint b, BLOCK_ARGS) {
-  const uint w = b >> 2;
-  w0 = F4(0); w1 = F4(1); w2 = F4(2); w3 = F4(3); w4 = F4(4); w5 = F4(5); w6 = F4(6); w7 = F4(7);
+  const uint w = b >> 4;
+  w0 = uintBitsToFloat(wpool4[w]); w1 = uintBitsToFloat(wpool4[w + 1]);
+  w2 = uintBitsToFloat(wpool4[w + 2]); w3 = uintBitsToFloat(wpool4[w + 3]);
+  w4 = uintBitsToFloat(wpool4[w + 4]); w5 = uintBitsToFloat(wpool4[w + 5]);
+  w6 = uintBitsToFloat(wpool4[w + 6]); w7 = uintBitsToFloat(wpool4[w + 7]);
 }
 #elif TYPE == 1
-#define H4(i) vec4(unpackHalf2x16(wpool[w + 2 * i]), unpackHalf2x16(wpool[w + 2 * i + 1]))
 void load_block(uint b, BLOCK_ARGS) {
-  const uint w = b >> 2;
-  w0 = H4(0); w1 = H4(1); w2 = H4(2); w3 = H4(3); w4 = H4(4); w5 = H4(5); w6 = H4(6); w7 = H4(7);
+  const uint w = b >> 4;
+  const uvec4 a = wpool4[w], c = wpool4[w + 1], d = wpool4[w + 2], e = wpool4[w + 3];
+  w0 = vec4(unpackHalf2x16(a.x), unpackHalf2x16(a.y)); w1 = vec4(unpackHalf2x16(a.z), unpackHalf2x16(a.w));
+  w2 = vec4(unpackHalf2x16(c.x), unpackHalf2x16(c.y)); w3 = vec4(unpackHalf2x16(c.z), unpackHalf2x16(c.w));
+  w4 = vec4(unpackHalf2x16(d.x), unpackHalf2x16(d.y)); w5 = vec4(unpackHalf2x16(d.z), unpackHalf2x16(d.w));
+  w6 = vec4(unpackHalf2x16(e.x), unpackHalf2x16(e.y)); w7 = vec4(unpackHalf2x16(e.z), unpackHalf2x16(e.w));
 }
 #elif TYPE == 2
 vec4 q8x4(uint q) {
   return vec4(bitfieldExtract(int(q), 0, 8), bitfieldExtract(int(q), 8, 8), bitfieldExtract(int(q), 16, 8),
               bitfieldExtract(int(q), 24, 8));
 }
+#define SEL(i) (odd ? W##i##n : ((W##i >> 16) | (W##i##n << 16)))
 void load_block(uint b, BLOCK_ARGS) {
-  const float d = load_f16(b);
-  w0 = d * q8x4(load_u32(b + 2)); w1 = d * q8x4(load_u32(b + 6));
-  w2 = d * q8x4(load_u32(b + 10)); w3 = d * q8x4(load_u32(b + 14));
-  w4 = d * q8x4(load_u32(b + 18)); w5 = d * q8x4(load_u32(b + 22));
-  w6 = d * q8x4(load_u32(b + 26)); w7 = d * q8x4(load_u32(b + 30));
+  const uint w = b >> 2;
+  const bool odd = (b & 2u) != 0u;
+  const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
+  const uint W5 = wpool[w + 5], W6 = wpool[w + 6], W7 = wpool[w + 7], W8 = wpool[w + 8];
+  const float d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
+  const uint W0n = W1, W1n = W2, W2n = W3, W3n = W4, W4n = W5, W5n = W6, W6n = W7, W7n = W8;
+  w0 = d * q8x4(SEL(0)); w1 = d * q8x4(SEL(1)); w2 = d * q8x4(SEL(2)); w3 = d * q8x4(SEL(3));
+  w4 = d * q8x4(SEL(4)); w5 = d * q8x4(SEL(5)); w6 = d * q8x4(SEL(6)); w7 = d * q8x4(SEL(7));
 }
 #else
 vec4 lo4(uint q) { return vec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u) - 8.0; }
 vec4 hi4(uint q) { return vec4((q >> 4) & 15u, (q >> 12) & 15u, (q >> 20) & 15u, q >> 28) - 8.0; }
 void load_block(uint b, BLOCK_ARGS) {
-  const float d = load_f16(b);
-  const uint q0 = load_u32(b + 2), q1 = load_u32(b + 6), q2 = load_u32(b + 10), q3 = load_u32(b + 14);
+  const uint w = b >> 2;
+  const bool odd = (b & 2u) != 0u;
+  const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
+  const float d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
+  const uint q0 = odd ? W1 : ((W0 >> 16) | (W1 << 16)), q1 = odd ? W2 : ((W1 >> 16) | (W2 << 16));
+  const uint q2 = odd ? W3 : ((W2 >> 16) | (W3 << 16)), q3 = odd ? W4 : ((W3 >> 16) | (W4 << 16));
   w0 = d * lo4(q0); w1 = d * lo4(q1); w2 = d * lo4(q2); w3 = d * lo4(q3);
   w4 = d * hi4(q0); w5 = d * hi4(q1); w6 = d * hi4(q2); w7 = d * hi4(q3);
 }
 #endif
 
-#define DOT8(W, o) (dot(W##0, xs[(o)]) + dot(W##1, xs[(o) + 1]) + dot(W##2, xs[(o) + 2]) + dot(W##3, xs[(o) + 3]) + \
-                    dot(W##4, xs[(o) + 4]) + dot(W##5, xs[(o) + 5]) + dot(W##6, xs[(o) + 6]) + dot(W##7, xs[(o) + 7]))
+#define XN (CB * 8)
+#define DOT8(W, o) (dot(W##0, xr[(o)]) + dot(W##1, xr[(o) + 1]) + dot(W##2, xr[(o) + 2]) + dot(W##3, xr[(o) + 3]) + \
+                    dot(W##4, xr[(o) + 4]) + dot(W##5, xr[(o) + 5]) + dot(W##6, xr[(o) + 6]) + dot(W##7, xr[(o) + 7]))
 
 void main() {
   // Dispatched indirectly over the experts with entries in this pool buffer (group.comp).
@@ -107,83 +135,123 @@ void main() {
   const int slot = slot_table[e];
   const uint beg = eoff[e];
   const uint n = eoff[e + 1] - beg;
-  if (n == 0u) return;
+#if MV
+  if (n == 0u || n > MV_MAX) return;
+#else
+  if (n <= MV_MAX) return;
+#endif
   const uint tid = gl_LocalInvocationID.x;
   const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
 #if GATE_UP
   const uint rows = pc.F, K = pc.H, rb = pc.rbh;
   const uint row_a = slot_base;
+  const uint row_u = slot_base + pc.up_off;
 #else
   const uint rows = pc.H, K = pc.F, rb = pc.rbf;
   const uint row_a = slot_base + pc.down_off;
 #endif
-  const uint r = gl_WorkGroupID.x * WG + tid;
-  const bool valid = r < rows;
-  const uint ra = row_a + (valid ? r : 0u) * rb;
-#if GATE_UP
-  const uint ru = slot_base + pc.up_off + (valid ? r : 0u) * rb;
-#endif
+  const uint nbk = K / 32u;                      // blocks per row
+  const uint NC = (nbk + CB - 1u) / CB;          // chunks per row
+  const uint L = min(NC, uint(LMAX));            // lanes splitting a row
+  const uint G = WG / L;                         // row groups
+  const uint g = tid / L, kl = tid % L;
+  const uint row0 = gl_WorkGroupID.x * RB;
+  const uint nr = min(uint(RB), rows - row0);
 
-  for (uint c0 = 0; c0 < n; c0 += NT) {
-    const uint nt = min(uint(NT), n - c0);
-    vec4 a_lo = vec4(0.0), a_hi = vec4(0.0);
+  for (uint c0 = 0; c0 < n; c0 += NTV) {
+    const uint nt = min(uint(NTV), n - c0);
+    uint xb[NTV];
+    [[unroll]] for (uint t = 0; t < NTV; ++t) {
+      const uint j = list[beg + c0 + min(t, nt - 1u)];
 #if GATE_UP
-    vec4 u_lo = vec4(0.0), u_hi = vec4(0.0);
-#endif
-    const uint ntp = nt == 1u ? 1u : (nt <= 4u ? 4u : 8u);
-    const uint kce = NT * KC / ntp;  // K chunk for ntp staged tokens
-    for (uint k0 = 0; k0 < K; k0 += kce) {
-      const uint kc = min(kce, K - k0);
-      for (uint i = tid; i < NT * KC / 4; i += WG) {
-        const uint tk = i / (kce / 4), kk = (i % (kce / 4)) * 4;
-        vec4 v = vec4(0.0);
-        if (tk < nt && kk < kc) {
-          const uint j = list[beg + c0 + tk];
-#if GATE_UP
-          const uint base = tok[j] * pc.H + k0 + kk;
-          v = vec4(x[base], x[base + 1], x[base + 2], x[base + 3]);
+      xb[t] = tok[j] * (pc.H / 4u);
 #else
-          const uint base = j * pc.F + k0 + kk;
-          v = vec4(act[base], act[base + 1], act[base + 2], act[base + 3]);
+      xb[t] = j * (pc.F / 4u);
 #endif
+    }
+    if (g < G) {
+      for (uint c = kl; c < NC; c += L) {
+        vec4 xr[NTV * XN];
+        [[unroll]] for (uint i = 0; i < XN; ++i) {
+          const uint k4 = c * (CB * 8u) + i;        // vec4 index inside the row
+          const bool kv = k4 < K / 4u;
+          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+#if GATE_UP
+            const vec4 v = x4[xb[t] + (kv ? k4 : 0u)];
+#else
+            const vec4 v = act4[xb[t] + (kv ? k4 : 0u)];
+#endif
+            xr[t * XN + i] = kv ? v : vec4(0.0);
+          }
         }
-        xs[i] = v;
-      }
-      barrier();
-      if (valid) {
-        for (uint c = 0; c < kc / 32; ++c) {
-          const uint cb = (k0 / 32 + c) * BB;
-          vec4 a0, a1, a2, a3, a4, a5, a6, a7;
-          load_block(ra + cb, a0, a1, a2, a3, a4, a5, a6, a7);
+        for (uint r = g; r < nr; r += G) {
+          float sa[NTV];
 #if GATE_UP
-          vec4 u0, u1, u2, u3, u4, u5, u6, u7;
-          load_block(ru + cb, u0, u1, u2, u3, u4, u5, u6, u7);
-#define ACC(comp, tk) a_##comp += DOT8(a, (tk) * (kce / 4) + c * 8); u_##comp += DOT8(u, (tk) * (kce / 4) + c * 8);
-#else
-#define ACC(comp, tk) a_##comp += DOT8(a, (tk) * (kce / 4) + c * 8);
+          float su[NTV];
 #endif
-          ACC(lo.x, 0)
-          if (nt > 1u) {
-            ACC(lo.y, 1) ACC(lo.z, 2) ACC(lo.w, 3)
-            if (nt > 4u) {
-              ACC(hi.x, 4) ACC(hi.y, 5) ACC(hi.z, 6) ACC(hi.w, 7)
+          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+            sa[t] = 0.0;
+#if GATE_UP
+            su[t] = 0.0;
+#endif
+          }
+          [[unroll]] for (uint bi = 0; bi < CB; ++bi) {
+            const uint blk = c * CB + bi;
+            const bool bv = blk < nbk;
+            const uint cb = (bv ? blk : 0u) * BB;
+            vec4 a0, a1, a2, a3, a4, a5, a6, a7;
+            load_block(row_a + (row0 + r) * rb + cb, a0, a1, a2, a3, a4, a5, a6, a7);
+#if GATE_UP
+            vec4 u0, u1, u2, u3, u4, u5, u6, u7;
+            load_block(row_u + (row0 + r) * rb + cb, u0, u1, u2, u3, u4, u5, u6, u7);
+#endif
+            [[unroll]] for (uint t = 0; t < NTV; ++t) {
+              const float da = DOT8(a, t * XN + bi * 8);
+              sa[t] += bv ? da : 0.0;
+#if GATE_UP
+              const float du = DOT8(u, t * XN + bi * 8);
+              su[t] += bv ? du : 0.0;
+#endif
+            }
+          }
+          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+            const uint p = ((r * LMAX + kl) * NTV + t) * NACC;
+            if (c == kl) {
+              part[p] = sa[t];
+#if GATE_UP
+              part[p + 1] = su[t];
+#endif
+            } else {
+              part[p] += sa[t];
+#if GATE_UP
+              part[p + 1] += su[t];
+#endif
             }
           }
         }
       }
-      barrier();
     }
-    if (valid) {
-      for (uint tk = 0; tk < nt; ++tk) {
-        const uint j = list[beg + c0 + tk];
-        const float av = tk < 4u ? a_lo[tk] : a_hi[tk - 4u];
+    barrier();
+    for (uint i = tid; i < nr * nt; i += WG) {
+      const uint r = i / nt, t = i % nt;
+      float a = 0.0;
 #if GATE_UP
-        const float uv = tk < 4u ? u_lo[tk] : u_hi[tk - 4u];
-        act[j * pc.F + r] = av / (1.0 + exp(-av)) * uv;
-#else
-        partial[j * pc.H + r] = rweights[j] * av;
+      float u = 0.0;
+#endif
+      for (uint q = 0; q < L; ++q) {
+        const uint p = ((r * LMAX + q) * NTV + t) * NACC;
+        a += part[p];
+#if GATE_UP
+        u += part[p + 1];
 #endif
       }
+      const uint j = list[beg + c0 + t];
+#if GATE_UP
+      act[j * pc.F + row0 + r] = a / (1.0 + exp(-a)) * u;
+#else
+      partial[j * pc.H + row0 + r] = rweights[j] * a;
+#endif
     }
+    barrier();
   }
 }
