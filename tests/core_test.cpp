@@ -175,6 +175,7 @@ TEST(RoutingTrace, MalformedLinesNameTheLine) {
       {"{\"layer\": 0, \"experts\": [1.5]}\n", "mem:1: experts[0] is not an integer"},
       {"[1, 2]\n", "mem:1: expected a JSON object"},
       {"{\"layer\": 0, \"experts\": [70000]}\n", "mem:1: experts[0] = 70000 out of range"},
+      {"{\"layer\": 0, \"experts\": [1], \"weights\": [1e39]}\n", "mem:1: weights[0] is not a finite float32"},
   };
   for (auto& c : cases) {
     std::istringstream in(c.first);
@@ -203,4 +204,22 @@ TEST(TraceCounts, CountsAndMassMatchAPlainLoop) {
   auto m = trace_weight_mass(t);
   EXPECT_EQ(m[1].counts, (std::vector<double>{0.25, 0.5, 0, 1.25}));
   EXPECT_THROW(trace_activation_counts(t, 3), error);  // expert 3 does not fit E = 3
+}
+
+TEST(TraceCounts, RefusesTablesBeyondTheCellLimit) {
+  // 1025 layers present x 65536 experts (inferred from id 65535) = 67,174,400 cells > 2^26, from a
+  // trace of a few kilobytes: refused before allocating.
+  std::string text = "{\"layer\": 0, \"experts\": [65535]}\n";
+  for (int l = 1; l < 1025; ++l) text += "{\"layer\": " + std::to_string(l) + ", \"experts\": [0]}\n";
+  std::istringstream in(text);
+  auto t = parse_routing_trace_jsonl(in, "mem");
+  try {
+    trace_activation_counts(t);
+    ADD_FAILURE() << "a 67M-cell table was accepted";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), errc::capacity);
+    EXPECT_NE(e.message().find("67174400 (layer, expert) cells"), std::string::npos) << e.message();
+  }
+  std::istringstream in2("{\"layer\": 1024, \"experts\": [65535]}\n");  // one layer present: 65536 cells
+  EXPECT_EQ(trace_activation_counts(parse_routing_trace_jsonl(in2, "mem")).at(0).counts.size(), 65536u);
 }

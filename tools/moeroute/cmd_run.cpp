@@ -253,7 +253,11 @@ void run_offload(const run_args& a, CLI::App& sub) {
     int last_layer = -1;
     for (std::size_t r = 0; r < trace.size(); ++r) {
       const bool new_token = trace.token[r] >= 0 ? trace.token[r] != cur : trace.layer[r] <= last_layer;
-      if (new_token || by_token.empty()) by_token.emplace_back(static_cast<std::size_t>(L), -1);
+      if (new_token || by_token.empty()) {
+        MOEROUTE_CHECK((by_token.size() + 1) * static_cast<std::size_t>(L) <= (std::size_t{1} << 26), errc::capacity, path,
+                       ": more than ", by_token.size(), " tokens x ", L, " layers of steps; replay a shorter trace");
+        by_token.emplace_back(static_cast<std::size_t>(L), -1);
+      }
       cur = trace.token[r];
       last_layer = trace.layer[r];
       step st;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <fstream>
 #include <istream>
 #include <ostream>
@@ -95,8 +96,8 @@ inline routing_trace parse_routing_trace_jsonl(std::istream& in, const std::stri
         MOEROUTE_CHECK(wv[i].is_number(), errc::parse_error, where, ": ", wkey, "[", i,
                        "] is not a number");
         const double x = wv[i].get<double>();
-        MOEROUTE_CHECK(std::isfinite(x), errc::bad_input, where, ": ", wkey, "[", i,
-                       "] is not finite");
+        MOEROUTE_CHECK(std::isfinite(x) && std::fabs(x) <= static_cast<double>(std::numeric_limits<float>::max()),
+                       errc::bad_input, where, ": ", wkey, "[", i, "] is not a finite float32 (", x, ")");
         w.push_back(static_cast<float>(x));
       }
       any_weights = true;

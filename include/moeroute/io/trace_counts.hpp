@@ -3,6 +3,7 @@
 // to (activation counts) and, when the trace carries gating probabilities, the router-weight mass.
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "moeroute/error.hpp"
@@ -16,6 +17,10 @@ struct layer_counts {
   std::vector<double> counts;
 };
 
+/// Most (layer, expert) cells one count table may hold (layers present in the trace x E): bounds
+/// the memory a small, hostile trace can make the counters allocate.
+inline constexpr std::uint64_t max_count_cells = std::uint64_t{1} << 26;
+
 namespace detail {
 template <bool Weighted>
 std::vector<layer_counts> trace_per_layer(const routing_trace& t, int num_experts) {
@@ -23,6 +28,12 @@ std::vector<layer_counts> trace_per_layer(const routing_trace& t, int num_expert
   MOEROUTE_CHECK(E >= t.num_experts(), errc::bad_input, "trace names expert ", t.num_experts() - 1,
                  " but the model has ", E, " experts");
   const int L = t.num_layers();
+  std::vector<char> present(static_cast<std::size_t>(L), 0);
+  for (std::size_t r = 0; r < t.size(); ++r) present[static_cast<std::size_t>(t.layer[r])] = 1;
+  std::uint64_t cells = 0;
+  for (char p : present) cells += p ? static_cast<std::uint64_t>(E) : 0;
+  MOEROUTE_CHECK(cells <= max_count_cells, errc::capacity, "trace has ", cells, " (layer, expert) cells to count, more than ",
+                 max_count_cells);
   std::vector<std::vector<double>> acc(static_cast<std::size_t>(L));
   for (std::size_t r = 0; r < t.size(); ++r) {
     auto& row = acc[static_cast<std::size_t>(t.layer[r])];
