@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -69,9 +70,13 @@ TEST(CliRun, NoCacheUploadsEveryRoutedExpertOfEveryStep) {
   std::ifstream f(mixtral);
   std::string line;
   std::uint64_t accesses = 0;
+  std::vector<std::uint64_t> layer_accesses(32, 0);
   while (std::getline(f, line)) {
     auto rec = nlohmann::json::parse(line);
-    if (rec["token_idx"].get<int>() < 3) accesses += rec["experts"].size();
+    if (rec["token_idx"].get<int>() < 3) {
+      accesses += rec["experts"].size();
+      layer_accesses.at(rec["layer"].get<std::size_t>()) += rec["experts"].size();
+    }
   }
   const std::uint64_t expert_bytes = 3ull * 32 * 64 * 4;  // gate, up, down of f32 32 x 64
   EXPECT_EQ(j["expert_bytes"].get<std::uint64_t>(), expert_bytes);
@@ -82,6 +87,21 @@ TEST(CliRun, NoCacheUploadsEveryRoutedExpertOfEveryStep) {
   const auto& lru = j["policies"][1];
   EXPECT_EQ(lru["accesses"].get<std::uint64_t>(), accesses);
   EXPECT_EQ(lru["bytes_uploaded"].get<std::uint64_t>(), (accesses - lru["hits"].get<std::uint64_t>()) * expert_bytes);
+  // per-layer figures: accesses as counted from the trace; hits and bytes add up to the totals
+  for (const auto* p : {&none, &lru}) {
+    const auto& pl = (*p)["per_layer"];
+    ASSERT_EQ(pl.size(), 32u);
+    std::uint64_t hits = 0, bytes = 0;
+    for (std::size_t l = 0; l < 32; ++l) {
+      EXPECT_EQ(pl[l]["accesses"].get<std::uint64_t>(), layer_accesses[l]) << "layer " << l;
+      EXPECT_EQ(pl[l]["bytes_uploaded"].get<std::uint64_t>(),
+                (layer_accesses[l] - pl[l]["hits"].get<std::uint64_t>()) * expert_bytes) << "layer " << l;
+      hits += pl[l]["hits"].get<std::uint64_t>();
+      bytes += pl[l]["bytes_uploaded"].get<std::uint64_t>();
+    }
+    EXPECT_EQ(hits, (*p)["hits"].get<std::uint64_t>());
+    EXPECT_EQ(bytes, (*p)["bytes_uploaded"].get<std::uint64_t>());
+  }
   // the optimum never hits less than LRU
   EXPECT_GE(j["policies"][2]["hit_rate"].get<double>(), lru["hit_rate"].get<double>());
 }

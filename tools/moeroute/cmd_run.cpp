@@ -43,6 +43,7 @@ struct run_args {
   double vram_mib = 0, cum_prob = 0;
   unsigned seed = 1;
   int max_tokens = 0;
+  bool per_layer = false;
 };
 
 #if MOEROUTE_CLI_HAS_VULKAN
@@ -107,6 +108,12 @@ weight_type parse_type(const std::string& t) {
   detail::fail(errc::invalid_argument, "--type '", t, "' (expected f32, f16, q8_0 or q4_0)");
 }
 
+/// One layer's share of a policy's run.
+struct layer_row {
+  std::uint64_t accesses = 0, hits = 0, bytes = 0;
+  double seconds = 0;  // uploads + FFN of this layer
+};
+
 /// What one policy's run measured.
 struct run_row {
   std::string name;
@@ -114,6 +121,7 @@ struct run_row {
   std::uint64_t accesses = 0, hits = 0, bytes = 0, routed = 0;
   std::uint64_t preload_bytes = 0;  // pinned cells loaded before the timed run
   bool measured = true;  // false: a bound from the simulator, not a timed run
+  std::vector<layer_row> layers;
 };
 
 class progress {
@@ -166,6 +174,7 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
         if (cache->is_pinned(l, e))
           pool.upload_expert(static_cast<int>(cache->slot_of(l, e)), m.blob(l, e), s.expert_bytes());
   row.preload_bytes = pool.transfer_bytes();
+  row.layers.assign(static_cast<std::size_t>(m.layers), layer_row{});
   progress bar(static_cast<std::size_t>(num_tokens), name);
   const auto t0 = std::chrono::steady_clock::now();
   for (int t = 0; t < num_tokens; ++t) {
@@ -176,6 +185,9 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
       if (!route_fn(t, l, x, st)) continue;  // no routing recorded for this (token, layer)
       const std::size_t k = st.ids.size();
       if (k == 0) continue;
+      layer_row& lr = row.layers[static_cast<std::size_t>(l)];
+      const auto ls = std::chrono::steady_clock::now();
+      const std::uint64_t lb = pool.transfer_bytes();
       if (cache) {
         const auto& loads = cache->request(l, st.ids.data(), k, slot.data());
         for (const auto& ld : loads) pool.upload_expert(static_cast<int>(ld.slot), m.blob(l, ld.expert), s.expert_bytes());
@@ -192,6 +204,9 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
       for (std::size_t i = 0; i < k; ++i) table[static_cast<std::size_t>(st.ids[i])] = -1;
       for (std::size_t h = 0; h < H; ++h) x[h] += y[h];  // residual
       row.routed += k;
+      lr.accesses += k;
+      lr.bytes += pool.transfer_bytes() - lb;
+      lr.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ls).count();
     }
     bar.tick(static_cast<std::size_t>(t + 1));
   }
@@ -201,6 +216,7 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
   if (cache) {
     row.accesses = cache->stats().total.accesses;
     row.hits = cache->stats().total.hits;
+    for (std::size_t l = 0; l < row.layers.size(); ++l) row.layers[l].hits = cache->stats().per_layer[l].hits;
   } else {
     row.accesses = row.routed;
   }
@@ -453,7 +469,41 @@ void run_offload(const run_args& a, CLI::App& sub) {
     o["bytes_preloaded"] = r.preload_bytes;
     o["bytes_per_token"] = bpt;
     o["mean_active_per_layer"] = active;
+    if (!r.layers.empty()) {
+      o["per_layer"] = nlohmann::ordered_json::array();
+      for (std::size_t l = 0; l < r.layers.size(); ++l) {
+        const layer_row& lr = r.layers[l];
+        nlohmann::ordered_json q;
+        q["layer"] = l;
+        q["accesses"] = lr.accesses;
+        q["hits"] = lr.hits;
+        q["hit_rate"] = lr.accesses ? static_cast<double>(lr.hits) / static_cast<double>(lr.accesses) : 0.0;
+        q["bytes_uploaded"] = lr.bytes;
+        q["mean_active"] = r.tokens > 0 ? static_cast<double>(lr.accesses) / r.tokens : 0.0;
+        q["seconds"] = lr.seconds;
+        o["per_layer"].push_back(q);
+      }
+    }
     j["policies"].push_back(o);
+  }
+  if (a.per_layer) {  // hit rate and MiB uploaded per token, per layer and measured policy
+    std::cout << "\nper layer: hit rate / MiB per token\n" << std::left << std::setw(7) << "layer";
+    for (const auto& r : rows)
+      if (r.measured) std::cout << std::right << std::setw(22) << r.name.substr(0, 21);
+    std::cout << "\n";
+    for (int l = 0; l < L; ++l) {
+      std::cout << std::left << std::setw(7) << l << std::right;
+      for (const auto& r : rows) {
+        if (!r.measured) continue;
+        const layer_row& lr = r.layers[static_cast<std::size_t>(l)];
+        std::ostringstream c;
+        c << std::fixed << std::setprecision(1)
+          << (lr.accesses ? 100.0 * static_cast<double>(lr.hits) / static_cast<double>(lr.accesses) : 0.0) << "% / "
+          << std::setprecision(2) << (r.tokens > 0 ? static_cast<double>(lr.bytes) / r.tokens / 1048576.0 : 0.0);
+        std::cout << std::setw(22) << c.str();
+      }
+      std::cout << "\n";
+    }
   }
   if (!a.json.empty()) cli::write_output(a.json, j.dump(2) + "\n");
   if (!a.report.empty()) {
@@ -486,6 +536,7 @@ void setup_run(CLI::App& app, int&) {
   sub->add_option("--pin", a->pin, "ATX residency policy whose cells are pinned (the 'pinned' row)");
   sub->add_option("--policies", a->policies, "comma list: none, lru, fifo, lfu, layer-cycle, pinned, belady");
   sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens");
+  sub->add_flag("--per-layer", a->per_layer, "also print hit rate and bytes per token for each layer (always in --json)");
   sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)");
   sub->add_option("--json", a->json, "write the results as JSON (input of `moeroute report --run`)");
   sub->add_option("--report", a->report, "write an HTML report of this run");
