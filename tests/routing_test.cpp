@@ -460,3 +460,45 @@ TEST(Scoring, VectorAndScalarPathsAgreeBitForBit) {
   sg.prepare(x.data(), key.data(), 37);
   for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sg.unnormalized(x[e], 0)) << e;
 }
+
+// topk_selection's branch-light path (chunk maxima, counting threshold, ranked candidates) and its
+// fallbacks, against a plain sort: every shape and data kind that changes which path runs.
+TEST(TopKSelection, MatchesAPlainSortOnEveryPathAndDataKind) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::uniform_int_distribution<int> small(0, 3);
+  std::uniform_int_distribution<int> coin(0, 1);
+  const int Es[] = {16, 64, 100, 128, 256, 264, 512, 1024, 1032, 2048};
+  const int Ks[] = {1, 2, 7, 8, 16, 32, 33};
+  for (int E : Es)
+    for (int K : Ks) {
+      if (K > E) continue;
+      for (int kind = 0; kind < 7; ++kind) {
+        std::vector<float> s(static_cast<std::size_t>(E));
+        for (int e = 0; e < E; ++e) {
+          switch (kind) {
+            case 0: s[e] = nd(rng); break;                                    // random
+            case 1: s[e] = static_cast<float>(small(rng)); break;             // many ties
+            case 2: s[e] = 1.5f; break;                                       // all equal
+            case 3: s[e] = coin(rng) ? ninf : nd(rng); break;                 // half masked
+            case 4: s[e] = e < E - K ? ninf : nd(rng); break;                 // only K unmasked, at the end
+            case 5: s[e] = static_cast<float>(e); break;                      // ascending
+            default: s[e] = static_cast<float>(E - e) * 0.25f; break;         // descending
+          }
+        }
+        std::vector<int> order;
+        for (int e = 0; e < E; ++e)
+          if (s[e] != ninf) order.push_back(e);
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return s[a] > s[b]; });
+        const int want = std::min<int>(K, static_cast<int>(order.size()));
+        std::vector<float> tv(static_cast<std::size_t>(K));
+        std::vector<std::int32_t> ti(static_cast<std::size_t>(K));
+        const int got = topk_selection{}.select(s.data(), E, K, tv.data(), ti.data(), nullptr);
+        ASSERT_EQ(got, want) << "E " << E << " K " << K << " kind " << kind;
+        for (int i = 0; i < want; ++i) {
+          ASSERT_EQ(ti[i], order[i]) << "E " << E << " K " << K << " kind " << kind << " slot " << i;
+          ASSERT_EQ(tv[i], s[order[i]]);
+        }
+      }
+    }
+}

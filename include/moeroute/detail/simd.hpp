@@ -30,6 +30,12 @@ inline float vf4_hmax(vf4 v) noexcept {
   return a > b ? a : b;
 }
 
+inline float vf4_hmin(vf4 v) noexcept {
+  const float a = v[0] < v[1] ? v[0] : v[1];
+  const float b = v[2] < v[3] ? v[2] : v[3];
+  return a < b ? a : b;
+}
+
 /// exp(x) lane-wise for x <= 0 (and -inf): relative error below 2e-7 on [-87, 0], smooth
 /// underflow through the subnormals, exp(-inf) == 0.
 inline vf4 vf4_exp_nonpos(vf4 x) noexcept {

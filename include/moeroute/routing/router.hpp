@@ -20,6 +20,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "moeroute/detail/float16.hpp"
@@ -232,7 +233,16 @@ class router {
       } else {
         // without the normalizer: renormalization below removes the common factor
         const float m = topv[0];
-        for (int i = 0; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
+        int i = 0;
+#if MOEROUTE_VECTOR_EXT
+        if constexpr (std::is_same_v<Scoring, softmax_scoring>) {  // 4 lanes, each exactly the scalar exp
+          for (; i + 4 <= K_; i += 4) {
+            const detail::vf4 v = {x[topid[i]] - m, x[topid[i + 1]] - m, x[topid[i + 2]] - m, x[topid[i + 3]] - m};
+            detail::vf4_store(topv + i, detail::vf4_exp_nonpos(v));
+          }
+        }
+#endif
+        for (; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
       }
     } else {
       norm = scoring_.prepare(x, key, E_);

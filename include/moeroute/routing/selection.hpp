@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "moeroute/detail/simd.hpp"
@@ -50,31 +51,113 @@ struct routing_topk {
 
   /// Pushes score[b..end) in ascending id order, skipping -inf (masked) entries.
   void push_range(const float* score, int b, int end) noexcept {
-    constexpr float ninf = -std::numeric_limits<float>::infinity();
     int e = b;
 #if MOEROUTE_VECTOR_EXT
-    constexpr int max_k_fast = 32;
-    if (k <= max_k_fast && n == 0 && end - b >= 16 * k) {
-      // Pass 1: the K-th largest of the chunk maxima is a lower bound of the K-th largest score
-      // (K chunks each hold a score at least that large). Pass 2 visits only chunks that reach it.
-      float cval[max_k_fast];
-      std::int32_t cid[max_k_fast];
-      routing_topk chunks{cval, cid, k};
-      const int full_end = b + (end - b) / 8 * 8;
-      for (int c = b; c < full_end; c += 8) chunks.push(chunk_max(score + c), c);
-      const float thr = chunks.n == k ? cval[k - 1] : ninf;
-      for (; e < full_end; e += 8) {
-        if (chunk_max(score + e) < thr) continue;
-        for (int j = e; j < e + 8; ++j)
-          if (score[j] >= thr && score[j] != ninf) push(score[j], j);
-      }
-    }
+    if (k <= max_k_fast && n == 0 && end - b >= 16 * k && (end - b) / 8 <= max_chunks) e = select_fast(score, b, end);
 #endif
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
     for (; e < end; ++e)
       if (score[e] != ninf) push(score[e], e);
   }
 
 #if MOEROUTE_VECTOR_EXT
+  static constexpr int max_k_fast = 32;
+  static constexpr int max_chunks = 128;  // chunks of 8 scores: E <= 1024 (+ a tail) takes the fast path
+  static constexpr int max_rank = 32;     // candidates ranked by counting; more go through push()
+
+  // Top-K of an empty set over [b, end) with few unpredictable branches (they dominate the cost of
+  // a plain insertion top-K on random scores):
+  //  1. chunk maxima of 8 scores; thr = the K-th largest maximum of K or more disjoint groups of
+  //     chunks, found by counting (a lower bound of the K-th largest score: K groups hold a score
+  //     >= thr);
+  //  2. the scores >= thr of the chunks whose maximum reaches thr, compacted without branches;
+  //  3. their order by counting: rank = #(greater) + #(equal with a lower id).
+  // Returns the first index not yet visited (the tail after the last full chunk), or b when thr
+  // is -inf (fewer than K groups with an unmasked score), leaving everything to push().
+  int select_fast(const float* score, int b, int end) noexcept {
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const int nc = (end - b) / 8, nc4 = (nc + 3) / 4 * 4;
+    alignas(16) float cmax[max_chunks + 8];
+    for (int i = 0; i < nc; ++i) cmax[i] = chunk_max(score + b + 8 * i);
+    for (int i = nc; i < nc4 + 8; ++i) cmax[i] = ninf;
+    // thr: the K-th largest of the maxima of disjoint groups of chunks (pairs when there are at
+    // least 4K chunks: a quarter of the counting work for a slightly lower bound), found as the
+    // smallest value with fewer than K values above it
+    const bool pairs = nc >= 4 * k;
+    const int np = pairs ? (nc + 1) / 2 : nc, np4 = (np + 3) / 4 * 4;
+    alignas(16) float pbuf[max_chunks / 2];
+    const float* pmax = cmax;
+    if (pairs) {  // chunk 8j + l pairs with 8j + 4 + l
+      for (int i = 0; i < np4; i += 4) vf4_store(pbuf + i, vf4_max(vf4_load(cmax + 2 * i), vf4_load(cmax + 2 * i + 4)));
+      pmax = pbuf;
+    }
+    vf4 thr4 = vf4_splat(pinf);
+    const vi4 kk = {k, k, k, k};
+    for (int i = 0; i < np4; i += 4) {
+      const vf4 v = vf4_load(pmax + i);
+      vi4 above = {0, 0, 0, 0};
+      for (int j = 0; j < np; ++j) above -= (vf4_splat(pmax[j]) > v);  // true lanes are -1
+      thr4 = (above < kk) & (v < thr4) ? v : thr4;
+    }
+    const float thr = vf4_hmin(thr4);
+    if (!(thr > ninf)) return b;
+    // candidates: scores >= thr in ascending id order (thr > -inf excludes masked scores)
+    float cv[256 + 4];  // + padding to a multiple of 4 for the ranking
+    std::int32_t ci[sizeof cv / sizeof cv[0]];
+    constexpr int cap = 256;
+    int m = 0;
+    bool spilled = false;
+    std::uint64_t pass[max_chunks / 64] = {};  // chunks whose maximum reaches thr, as bits
+    for (int i = 0; i < nc; ++i) pass[i >> 6] |= static_cast<std::uint64_t>(cmax[i] >= thr) << (i & 63);
+    for (int i = 0; i < nc; ++i) {
+      std::uint64_t rest = pass[i >> 6] >> (i & 63);
+      if (rest == 0) {
+        i |= 63;
+        continue;
+      }
+      i += __builtin_ctzll(rest);
+      if (m > cap - 8) {  // many ties at the threshold: hand the candidates so far to push()
+        for (int j = 0; j < m; ++j) push(cv[j], ci[j]);
+        m = 0;
+        spilled = true;
+      }
+      const int c = b + 8 * i;
+      for (int j = 0; j < 8; ++j) {
+        const float x = score[c + j];
+        cv[m] = x;
+        ci[m] = c + j;
+        m += x >= thr;
+      }
+    }
+    if (spilled || m > max_rank) {
+      for (int j = 0; j < m; ++j) push(cv[j], ci[j]);
+      return b + 8 * nc;
+    }
+    const int m4 = (m + 3) / 4 * 4;
+    for (int j = m; j < m4; ++j) {  // padding that ranks below every candidate
+      cv[j] = ninf;
+      ci[j] = ci[m - 1] + 1;
+    }
+    for (int i = 0; i < m; ++i) {
+      const vf4 v = vf4_splat(cv[i]);
+      const vi4 idv = {ci[i], ci[i], ci[i], ci[i]};
+      vi4 before = {0, 0, 0, 0};
+      for (int j = 0; j < m4; j += 4) {
+        vi4 cj;
+        std::memcpy(&cj, ci + j, sizeof cj);
+        const vf4 w = vf4_load(cv + j);
+        before -= (w > v) | ((w == v) & (cj < idv));  // true lanes are -1
+      }
+      const int rank = before[0] + before[1] + before[2] + before[3];
+      if (rank < k) {
+        val[rank] = cv[i];
+        id[rank] = ci[i];
+      }
+    }
+    n = m < k ? m : k;
+    return b + 8 * nc;
+  }
   static float chunk_max(const float* p) noexcept {
     return vf4_hmax(vf4_max(vf4_load(p), vf4_load(p + 4)));
   }
