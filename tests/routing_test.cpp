@@ -502,3 +502,43 @@ TEST(TopKSelection, MatchesAPlainSortOnEveryPathAndDataKind) {
       }
     }
 }
+
+// grouped_topk_selection (top-2 sums without branches, one top-K over the kept groups) against a
+// plain computation: group score = sum of its two largest (its only one when a group has one).
+TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> small(0, 2);
+  struct shape { int E, G, TG, K; };
+  const shape shapes[] = {{256, 8, 4, 8}, {256, 8, 8, 32}, {64, 8, 2, 4}, {160, 20, 3, 6}, {8, 8, 3, 2}, {128, 4, 1, 8}};
+  for (const auto& sh : shapes)
+    for (int kind = 0; kind < 4; ++kind)
+      for (int rep = 0; rep < 20; ++rep) {
+        const int per = sh.E / sh.G;
+        std::vector<float> s(static_cast<std::size_t>(sh.E));
+        for (auto& v : s) v = kind == 0 ? nd(rng) : kind == 1 ? static_cast<float>(small(rng)) : kind == 2 ? 0.5f : nd(rng);
+        if (kind == 3)
+          for (int e = 0; e < sh.E; e += 3) s[e] = ninf;  // masked experts, some in every group
+        std::vector<std::pair<double, int>> gs;
+        for (int g = 0; g < sh.G; ++g) {
+          std::vector<float> v(s.begin() + g * per, s.begin() + (g + 1) * per);
+          std::sort(v.begin(), v.end(), std::greater<float>());
+          const double sum = per == 1 ? v[0] : static_cast<double>(v[0]) + v[1];
+          gs.push_back({std::isinf(sum) ? -1e300 : sum, g});
+        }
+        std::stable_sort(gs.begin(), gs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+        std::vector<int> order;
+        for (int e = 0; e < sh.E; ++e)
+          for (int i = 0; i < sh.TG; ++i)
+            if (e / per == gs[static_cast<std::size_t>(i)].second && s[e] != ninf) order.push_back(e);
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return s[a] > s[b]; });
+        const int want = std::min<int>(sh.K, static_cast<int>(order.size()));
+        grouped_topk_selection sel{sh.G, sh.TG};
+        std::vector<unsigned char> ws(sel.workspace_bytes(sh.E));
+        std::vector<float> tv(static_cast<std::size_t>(sh.K));
+        std::vector<std::int32_t> ti(static_cast<std::size_t>(sh.K));
+        const int got = sel.select(s.data(), sh.E, sh.K, tv.data(), ti.data(), ws.data());
+        ASSERT_EQ(got, want) << "E " << sh.E << " kind " << kind;
+        for (int i = 0; i < want; ++i) ASSERT_EQ(ti[i], order[i]) << "E " << sh.E << " kind " << kind << " slot " << i;
+      }
+}

@@ -204,9 +204,10 @@ struct grouped_topk_selection {
                    "grouped top-k: K = ", K, " exceeds the ", (E / groups) * topk_groups,
                    " experts of ", topk_groups, " groups of ", E / groups);
   }
-  /// group scores, the best groups' scores and ids
-  std::size_t workspace_bytes(int) const noexcept {
-    return static_cast<std::size_t>(groups) * (2 * sizeof(float) + sizeof(std::int32_t));
+  /// group scores, the best groups' scores and ids, the kept groups' scores side by side
+  std::size_t workspace_bytes(int E) const noexcept {
+    return static_cast<std::size_t>(groups) * (2 * sizeof(float) + sizeof(std::int32_t)) +
+           static_cast<std::size_t>(E) * sizeof(float);
   }
 
   int select(const float* score, int E, int K, float* top_score, std::int32_t* top_id,
@@ -218,14 +219,30 @@ struct grouped_topk_selection {
     auto* gid = reinterpret_cast<std::int32_t*>(gval + groups);
     for (int g = 0; g < groups; ++g) {
       const float* s = score + static_cast<std::ptrdiff_t>(g) * per;
-      float a = ninf, b = ninf;  // the two largest, a >= b
-      for (int j = 0; j < per; ++j) {
-        if (s[j] > a) {
-          b = a;
-          a = s[j];
-        } else if (s[j] > b) {
-          b = s[j];
+      float a = ninf, b = ninf;  // the two largest, a >= b (no branches: b = max(b, min(a, v)))
+      int j = 0;
+#if MOEROUTE_VECTOR_EXT
+      if (per >= 8) {  // the two largest of each lane, then of the 8 lane values
+        detail::vf4 a4 = detail::vf4_splat(ninf), b4 = a4;
+        for (; j + 4 <= per; j += 4) {
+          const detail::vf4 v = detail::vf4_load(s + j);
+          const detail::vf4 lo = a4 < v ? a4 : v;
+          b4 = b4 > lo ? b4 : lo;
+          a4 = a4 > v ? a4 : v;
         }
+        for (int l = 0; l < 4; ++l)
+          for (const float v : {a4[l], b4[l]}) {
+            const float lo = a < v ? a : v;
+            b = b > lo ? b : lo;
+            a = a > v ? a : v;
+          }
+      }
+#endif
+      for (; j < per; ++j) {
+        const float v = s[j];
+        const float lo = a < v ? a : v;
+        b = b > lo ? b : lo;
+        a = a > v ? a : v;
       }
       // -inf sums rank below every finite group, and among themselves by index
       const float sum = per == 1 ? a : a + b;
@@ -240,8 +257,14 @@ struct grouped_topk_selection {
       for (; j > 0 && gid[j - 1] > v; --j) gid[j] = gid[j - 1];
       gid[j] = v;
     }
+    // the kept groups side by side, in ascending id order: one top-K over them, ids mapped back
+    auto* kept = reinterpret_cast<float*>(gid + groups);
+    for (int i = 0; i < tg.n; ++i)
+      std::memcpy(kept + static_cast<std::ptrdiff_t>(i) * per, score + static_cast<std::ptrdiff_t>(gid[i]) * per,
+                  static_cast<std::size_t>(per) * sizeof(float));
     detail::routing_topk t{top_score, top_id, K};
-    for (int i = 0; i < tg.n; ++i) t.push_range(score, gid[i] * per, gid[i] * per + per);
+    t.push_range(kept, 0, tg.n * per);
+    for (int i = 0; i < t.n; ++i) top_id[i] = gid[top_id[i] / per] * per + top_id[i] % per;
     return t.n;
   }
 };
