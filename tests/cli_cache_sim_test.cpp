@@ -55,12 +55,7 @@ std::vector<std::string> keys(const nlohmann::ordered_json& j) {
 // Exit 2, one line on stderr containing `needle`, and no output file.
 void expect_bad(const std::string& args, const std::string& needle) {
   const std::string out = kTmp + "/cli_cache_sim_bad.json";
-  std::remove(out.c_str());
-  const auto r = cli(args + " -o \"" + out + "\"");
-  EXPECT_EQ(r.code, 2) << args;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << args << " -> " << r.err;
-  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "one line: " << r.err;
-  EXPECT_FALSE(exists(out)) << args;
+  clitest::expect_bad("cache-sim " + args + " -o \"" + out + "\"", out, needle, "cli_cache_sim");
 }
 
 }  // namespace

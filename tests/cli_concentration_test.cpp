@@ -127,14 +127,7 @@ void expect_matches(const nlohmann::json& j, const ref_summary& s) {
 // Expects exit 2, a single "moeroute: ..." line naming `needle`, and no output file.
 void expect_bad(const std::string& args, const std::string& needle) {
   const std::string out = tmp("bad_out.json");
-  std::remove(out.c_str());
-  const result r = run(args + " -o " + out);
-  EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
-  EXPECT_EQ(r.err.rfind("moeroute: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
-  EXPECT_FALSE(exists(out)) << args;
-  EXPECT_FALSE(exists(out + ".moeroute-tmp")) << args;
+  clitest::expect_bad("concentration " + args + " -o " + out, out, needle, "cliconc");
 }
 
 }  // namespace

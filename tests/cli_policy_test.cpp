@@ -42,13 +42,7 @@ nlohmann::json load_json(const std::string& path) { return nlohmann::json::parse
 
 // Bad input: exit 2, one "moeroute: ..." line containing `needle`, and no output file.
 void expect_bad(const std::string& args, const std::string& out_path, const std::string& needle) {
-  std::remove(out_path.c_str());
-  const result r = run(args);
-  EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
-  EXPECT_EQ(r.err.rfind("moeroute: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
-  EXPECT_FALSE(exists(out_path)) << out_path;
+  clitest::expect_bad(args, out_path, needle, "cli_policy");
 }
 
 TEST(CliPolicy, ParetoReproducesAtxGlobalRows) {

@@ -108,16 +108,8 @@ TEST(CliRoute, BadInputExitsTwoWithOneLineAndNoOutput) {
       {"--logits " + good, "--topk is required"},
       {"--logits " + good + " --topk 2 --bias " + good, "bias has shape (4, 8)"},
   };
-  int i = 0;
-  for (const auto& c : cases) {
-    const auto out = tmp_path("route_bad_" + std::to_string(i) + ".json");
-    std::remove(out.c_str());
-    auto r = run_cli("route " + c.first + " -o " + out, "route_bad_" + std::to_string(i++));
-    EXPECT_EQ(r.code, 2) << c.first << "\n" << r.err;
-    EXPECT_NE(r.err.find(c.second), std::string::npos) << c.first << "\n" << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_FALSE(file_exists(out)) << c.first;
-  }
+  const auto out = tmp_path("route_bad.json");
+  for (const auto& c : cases) expect_bad("route " + c.first + " -o " + out, out, c.second, "route_bad");
   auto u = run_cli("route --frobnicate", "route_unknown_flag");
   EXPECT_EQ(u.code, 2);
   auto none = run_cli("", "route_no_sub");

@@ -119,14 +119,7 @@ TEST(CliRun, BadArgumentsExitTwoWithOneLine) {
       {"--trace /nonexistent.jsonl", "/nonexistent.jsonl: cannot open"},
       {"--router --topk 9 --experts 8", "--topk"},
   };
-  int i = 0;
-  for (const auto& c : cases) {
-    std::remove(out.c_str());
-    auto r = run_cli("run " + c.first + " --json " + out, "run_bad_" + std::to_string(i++));
-    EXPECT_EQ(r.code, 2) << c.first << "\n" << r.err;
-    EXPECT_NE(r.err.find(c.second), std::string::npos) << c.first << "\n" << r.err;
-    EXPECT_FALSE(file_exists(out)) << c.first;
-  }
+  for (const auto& c : cases) expect_bad("run " + c.first + " --json " + out, out, c.second, "run_bad");
 }
 
 TEST(CliRun, ModelGgufSuppliesShapeExpertsPerTokenAndWeights) {
@@ -169,13 +162,5 @@ TEST(CliRun, BadModelFilesExitTwoWithOneLine) {
       {"--model " + two_layers + " --hidden 128", "--hidden cannot be combined with --model"},
       {"--model " + tmp_path("missing.gguf"), "missing.gguf: cannot open"},
   };
-  int i = 0;
-  for (const auto& c : cases) {
-    std::remove(out.c_str());
-    auto r = run_cli("run " + c.first + " --json " + out, "run_badmodel_" + std::to_string(i++));
-    EXPECT_EQ(r.code, 2) << c.first << "\n" << r.err;
-    EXPECT_NE(r.err.find(c.second), std::string::npos) << c.first << "\n" << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_FALSE(file_exists(out)) << c.first;
-  }
+  for (const auto& c : cases) expect_bad("run " + c.first + " --json " + out, out, c.second, "run_badmodel");
 }

@@ -2,11 +2,15 @@
 // Helpers for tests that run the moeroute CLI: run a command line, capture exit code and stderr,
 // read and write small files in the test temporary directory.
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
+
+#include <gtest/gtest.h>
 
 namespace clitest {
 
@@ -44,6 +48,21 @@ inline run_result run_cli(const std::string& args, const std::string& tag) {
   r.out = read_text(out_path);
   r.err = read_text(err_path);
   return r;
+}
+
+/// The bad-input contract of every subcommand: `moeroute <args>` (which names `out_path` as its
+/// output) exits 2 with one "moeroute: ..." line on stderr containing `needle`, and leaves no
+/// output file (nor its temporary).
+inline void expect_bad(const std::string& args, const std::string& out_path, const std::string& needle,
+                       const std::string& tag = "bad") {
+  std::remove(out_path.c_str());
+  const run_result r = run_cli(args, tag);
+  EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+  EXPECT_EQ(r.err.rfind("moeroute: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
+  EXPECT_FALSE(file_exists(out_path)) << args;
+  EXPECT_FALSE(file_exists(out_path + ".moeroute-tmp")) << args;
 }
 
 }  // namespace clitest
