@@ -303,20 +303,20 @@ class vulkan_ffn {
     vkCmdDispatch(cmd, 1, 1, 1);
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_INDIRECT_COMMAND_READ_BIT,
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT);
-    // Two variants per matmul, each returning early for the experts the other one runs: mat-vec
-    // (one entry) and tiled (more entries); see matmul.comp.
+    // Two variants per matmul over the expert lists of group.comp: mat-vec (experts with one
+    // entry) and tiled (more entries); see matmul.comp.
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
-      for (VkPipeline pipe : {gate_up_mv_, gate_up_}) {
-        bind(pipe, b);
-        vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b);
-      }
+      bind(gate_up_mv_, b);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 48 * b);
+      bind(gate_up_, b);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 48 * b + 24);
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     for (std::uint32_t b = 0; b < sets_.size(); ++b) {
-      for (VkPipeline pipe : {down_mv_, down_}) {
-        bind(pipe, b);
-        vkCmdDispatchIndirect(cmd, workspace_, ind + 24 * b + 12);
-      }
+      bind(down_mv_, b);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 48 * b + 12);
+      bind(down_, b);
+      vkCmdDispatchIndirect(cmd, workspace_, ind + 48 * b + 36);
     }
     barrier(cmd, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
     bind(reduce_, 0);
@@ -359,7 +359,7 @@ class vulkan_ffn {
     const ffn_shape& s = pool_->shape();
     const VkDeviceSize a = align(), nnz = c.max_nnz;
     const VkDeviceSize E = static_cast<VkDeviceSize>(s.num_experts), nb = static_cast<VkDeviceSize>(pool_->num_buffers());
-    const VkDeviceSize sizes[5] = {(E + 1 + nb * E + 6 * nb) * 4, nnz * 4, nnz * 4,
+    const VkDeviceSize sizes[5] = {(E + 1 + nb * E + 12 * nb) * 4, nnz * 4, nnz * 4,
                                    nnz * static_cast<VkDeviceSize>(s.ffn) * 4, nnz * static_cast<VkDeviceSize>(s.hidden) * 4};
     std::array<VkDeviceSize, 6> off{};
     for (int i = 0; i < 5; ++i) off[static_cast<std::size_t>(i) + 1] = detail::vk7_round_up(off[static_cast<std::size_t>(i)] + sizes[i], a);

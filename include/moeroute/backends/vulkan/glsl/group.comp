@@ -3,8 +3,11 @@
 //   eoff[0..E]    prefix offsets of each expert's entries in list
 //   list[]        entry indices j grouped by expert (order inside a group is unspecified)
 //   tok[j]        the token of entry j
-//   eoff[E+1 + b*E + i]          the i-th expert with entries whose slot is in pool buffer b
-//   eoff[E+1 + nb*E + 6*b ...]   indirect dispatch sizes for buffer b: gate+up (x = F/64), down (x = H/64)
+//   eoff[E+1 + b*E + i]          experts with entries whose slot is in pool buffer b: those with at
+//                                most MV_MAX entries (mat-vec kernels) from i = 0 up, the others (tiled
+//                                kernels) from i = E-1 down
+//   eoff[E+1 + nb*E + 12*b ...]  indirect dispatch sizes for buffer b: mat-vec gate+up (x = F/64),
+//                                mat-vec down (x = H/64), tiled gate+up (x = F/128), tiled down (x = H/128)
 // Results do not depend on the order inside a group: each entry has its own output row.
 layout(local_size_x = 256) in;
 
@@ -20,6 +23,7 @@ layout(push_constant) uniform Params {
 } pc;
 
 const uint MAX_E = 4096;
+const uint MV_MAX = 4;  // must match matmul.comp
 shared uint cnt[MAX_E];
 
 void main() {
@@ -45,17 +49,24 @@ void main() {
     eoff[pc.E] = acc;
     const uint act_base = pc.E + 1, ind_base = pc.E + 1 + pc.nb * pc.E;
     for (uint b = 0; b < pc.nb; ++b) {
-      uint na = 0;
+      uint na = 0, nt = 0;
       for (uint e = 0; e < pc.E; ++e) {
         const int s = slot_table[e];
-        if (eoff[e + 1] > eoff[e] && s >= 0 && uint(s) / pc.spb == b) eoff[act_base + b * pc.E + na++] = e;
+        const uint c = eoff[e + 1] - eoff[e];
+        if (c > 0 && s >= 0 && uint(s) / pc.spb == b) {
+          if (c <= MV_MAX) eoff[act_base + b * pc.E + na++] = e;
+          else eoff[act_base + b * pc.E + pc.E - 1 - nt++] = e;
+        }
       }
-      eoff[ind_base + 6 * b + 0] = (pc.F + 63) / 64;
-      eoff[ind_base + 6 * b + 1] = na;
-      eoff[ind_base + 6 * b + 2] = 1;
-      eoff[ind_base + 6 * b + 3] = (pc.H + 63) / 64;
-      eoff[ind_base + 6 * b + 4] = na;
-      eoff[ind_base + 6 * b + 5] = 1;
+      const uint d = ind_base + 12 * b;
+      eoff[d + 0] = (pc.F + 63) / 64;
+      eoff[d + 3] = (pc.H + 63) / 64;
+      eoff[d + 6] = (pc.F + 127) / 128;
+      eoff[d + 9] = (pc.H + 127) / 128;
+      for (uint i = 0; i < 4; ++i) {
+        eoff[d + 3 * i + 1] = i < 2 ? na : nt;
+        eoff[d + 3 * i + 2] = 1;
+      }
     }
   }
   barrier();

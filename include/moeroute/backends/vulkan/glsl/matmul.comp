@@ -11,7 +11,8 @@
 //   GATE_UP = 0: partial[j, h] = w[j] * (Wd[h,:] . act[j])
 // TYPE: 0 f32, 1 f16, 2 q8_0, 3 q4_0 (ggml blocks, read as they are stored).
 // MV = 1: mat-vec variant (NTV = 1), runs the experts with at most MV_MAX entries;
-// MV = 0: tiled variant (NTV tokens per pass), runs the experts with more.
+// MV = 0: tiled variant (NTV tokens per pass), runs the experts with more. group.comp lists the
+// two sets of experts separately (MV_MAX must match there) and sizes each dispatch.
 #ifndef GATE_UP
 #define GATE_UP 1
 #endif
@@ -21,17 +22,20 @@
 #ifndef MV
 #define MV 1
 #endif
-#define MV_MAX 1u
+#define MV_MAX 4u
 #define WG 64
-#define RB 64
 #if MV
-#define NTV 1
-#define CB 4
-#define LMAX 32
+#define RB 64   // rows per workgroup
+#define NTV 1   // tokens per pass
+#define CB 4    // blocks of 32 values per lane chunk
+#define LMAX 32 // most lanes splitting one row
 #else
-#define NTV 8
-#define CB 2
-#define LMAX 4
+#define RB 128
+#define NTV 16
+#define CB 1
+#define LMAX 8
+#define RPL 16  // rows per lane per row sub-block (accumulated in registers over all chunks)
+#define TR 2    // tokens per round of the shared-memory reduction
 #endif
 #if GATE_UP
 #define NACC 2
@@ -70,7 +74,11 @@ layout(push_constant) uniform Params {
 #define BB 18u
 #endif
 
+#if MV
 shared float part[RB * LMAX * NTV * NACC];
+#else
+shared float part[WG * RPL * TR * NACC];
+#endif
 
 // The 32 values of the block starting at byte b, as 8 vec4 (named registers). f32 and f16 blocks
 // are 16-byte aligned; Q8_0 / Q4_0 blocks start at an even byte: the block is read as whole
@@ -129,17 +137,13 @@ void load_block(uint b, BLOCK_ARGS) {
 #define DOT8(W, o) (dot(W##0, xr[(o)]) + dot(W##1, xr[(o) + 1]) + dot(W##2, xr[(o) + 2]) + dot(W##3, xr[(o) + 3]) + \
                     dot(W##4, xr[(o) + 4]) + dot(W##5, xr[(o) + 5]) + dot(W##6, xr[(o) + 6]) + dot(W##7, xr[(o) + 7]))
 
+#if MV
 void main() {
   // Dispatched indirectly over the experts with entries in this pool buffer (group.comp).
   const uint e = eoff[pc.E + 1 + pc.buf_index * pc.E + gl_WorkGroupID.y];
   const int slot = slot_table[e];
   const uint beg = eoff[e];
   const uint n = eoff[e + 1] - beg;
-#if MV
-  if (n == 0u || n > MV_MAX) return;
-#else
-  if (n <= MV_MAX) return;
-#endif
   const uint tid = gl_LocalInvocationID.x;
   const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
 #if GATE_UP
@@ -255,3 +259,126 @@ void main() {
     barrier();
   }
 }
+#else
+void main() {
+  // Dispatched indirectly over the experts with entries in this pool buffer (group.comp).
+  const uint e = eoff[pc.E + 1 + pc.buf_index * pc.E + pc.E - 1u - gl_WorkGroupID.y];
+  const int slot = slot_table[e];
+  const uint beg = eoff[e];
+  const uint n = eoff[e + 1] - beg;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
+#if GATE_UP
+  const uint rows = pc.F, K = pc.H, rb = pc.rbh;
+  const uint row_a = slot_base;
+  const uint row_u = slot_base + pc.up_off;
+#else
+  const uint rows = pc.H, K = pc.F, rb = pc.rbf;
+  const uint row_a = slot_base + pc.down_off;
+#endif
+  const uint NC = K / 32u;  // chunks (one block each) per row
+  // L lanes split a row: the largest power of two <= LMAX that divides the chunks or leaves
+  // every lane at least 4 of them (balanced work).
+  uint L = 1u;
+  for (uint l = LMAX; l > 1u; l >>= 1) {
+    if (NC % l == 0u || NC >= 4u * l) {
+      L = l;
+      break;
+    }
+  }
+  const uint G = WG / L;  // row groups of RPL rows each
+  const uint g = tid / L, kl = tid % L;
+  const uint row0 = gl_WorkGroupID.x * RB;
+  const uint nr = min(uint(RB), rows - row0);
+
+  for (uint c0 = 0; c0 < n; c0 += NTV) {
+    const uint nt = min(uint(NTV), n - c0);
+    uint xb[NTV];
+    [[unroll]] for (uint t = 0; t < NTV; ++t) {
+      const uint j = list[beg + c0 + min(t, nt - 1u)];
+#if GATE_UP
+      xb[t] = tok[j] * (pc.H / 4u);
+#else
+      xb[t] = j * (pc.F / 4u);
+#endif
+    }
+    for (uint rs = 0; rs < nr; rs += G * RPL) {
+      const uint rl0 = rs + g * RPL;  // first row (inside the workgroup's block) of this lane
+      float acc[RPL * NTV];
+#if GATE_UP
+      float accu[RPL * NTV];
+#endif
+      [[unroll]] for (uint i = 0; i < RPL * NTV; ++i) {
+        acc[i] = 0.0;
+#if GATE_UP
+        accu[i] = 0.0;
+#endif
+      }
+      for (uint c = kl; c < NC; c += L) {
+        vec4 xr[NTV * 8];
+        [[unroll]] for (uint i = 0; i < 8; ++i) {
+          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+#if GATE_UP
+            xr[t * 8 + i] = x4[xb[t] + c * 8u + i];
+#else
+            xr[t * 8 + i] = act4[xb[t] + c * 8u + i];
+#endif
+          }
+        }
+        [[unroll]] for (uint i = 0; i < RPL; ++i) {
+          const uint r = row0 + min(rl0 + i, nr - 1u);
+          vec4 a0, a1, a2, a3, a4, a5, a6, a7;
+          load_block(row_a + r * rb + c * BB, a0, a1, a2, a3, a4, a5, a6, a7);
+#if GATE_UP
+          vec4 u0, u1, u2, u3, u4, u5, u6, u7;
+          load_block(row_u + r * rb + c * BB, u0, u1, u2, u3, u4, u5, u6, u7);
+#endif
+          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+            acc[i * NTV + t] += DOT8(a, t * 8);
+#if GATE_UP
+            accu[i * NTV + t] += DOT8(u, t * 8);
+#endif
+          }
+        }
+      }
+      // Sum the L lanes of each row in shared memory, TR tokens per round, lanes in order.
+      [[unroll]] for (uint tr = 0; tr < NTV; tr += TR) {
+        [[unroll]] for (uint i = 0; i < RPL; ++i) {
+          [[unroll]] for (uint t = 0; t < TR; ++t) {
+            const uint p = (((g * RPL + i) * L + kl) * TR + t) * NACC;
+            part[p] = acc[i * NTV + tr + t];
+#if GATE_UP
+            part[p + 1] = accu[i * NTV + tr + t];
+#endif
+          }
+        }
+        barrier();
+        const uint ntr = tr < nt ? min(uint(TR), nt - tr) : 0u;
+        const uint nrs = min(G * RPL, nr - rs);
+        for (uint idx = tid; idx < nrs * ntr; idx += WG) {
+          const uint rl = idx / ntr, t = idx % ntr;
+          float a = 0.0;
+#if GATE_UP
+          float u = 0.0;
+#endif
+          for (uint q = 0; q < L; ++q) {
+            const uint p = ((rl * L + q) * TR + t) * NACC;
+            a += part[p];
+#if GATE_UP
+            u += part[p + 1];
+#endif
+          }
+          const uint j = list[beg + c0 + tr + t];
+          const uint row = row0 + rs + rl;
+#if GATE_UP
+          act[j * pc.F + row] = a / (1.0 + exp(-a)) * u;
+#else
+          partial[j * pc.H + row] = rweights[j] * a;
+#endif
+        }
+        barrier();
+      }
+    }
+  }
+}
+#endif
