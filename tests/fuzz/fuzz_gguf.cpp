@@ -1,4 +1,5 @@
-// Fuzz target: GGUF header parser, metadata walk, tensor reads (see fuzz_target.hpp).
+// Fuzz target: GGUF header parser, metadata walk, tensor reads, MoE expert tensor indexing and
+// slices (see fuzz_target.hpp).
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -6,6 +7,7 @@
 #include "fuzz_target.hpp"
 #include "gguf_writer.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/gguf_experts.hpp"
 
 namespace {
 void walk(const moeroute::gguf_value& v, int depth) {
@@ -42,6 +44,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   } catch (const moeroute::error&) {
   }
+  try {  // the expert view: every check before any slice is read
+    moeroute::gguf_expert_weights w(
+        moeroute::gguf_file::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz.gguf"));
+    if (w.shape().expert_bytes() <= (1u << 20)) {
+      std::vector<unsigned char> blob(w.shape().expert_bytes());
+      w.read_expert(w.num_layers() - 1, w.shape().num_experts - 1, blob.data());
+      (void)w.router_weights(0);
+    }
+  } catch (const moeroute::error&) {
+  }
   return 0;
 }
 
@@ -72,5 +84,10 @@ std::vector<std::string> moeroute_fuzz_seeds() {
   b.tensor_raw("q8", 8, {32}, std::string(34, '\x02'));
   s.push_back(b.bytes());
   s.push_back(make_imatrix({0, 1}, {{1, 2, 3}, {4, 5, 6}}).bytes());
+  gguf_writer m = make_moe_model({0, 2}, 2, 32, 32, 8, [](int bl, int p, int e) {  // a small Q8_0 MoE model
+    return std::string(32 * 34, static_cast<char>(bl + 3 * p + 7 * e));
+  });
+  m.tensor_f32("blk.2.ffn_gate_inp.weight", {32, 2}, std::vector<float>(64, 0.25f));
+  s.push_back(m.bytes());
   return s;
 }
