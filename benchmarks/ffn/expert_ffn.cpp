@@ -4,7 +4,9 @@
 // F = 512: Qwen3.6-35B-A3B / DeepSeek-like expert count). T = 1, 8, 32, 512. Each case runs with
 // the full top-8 routing and with the same routing zero-gated to a mean of 5.4 experts per token.
 // Counters: GFLOPS (2 * 3 * H * F per routed pair), weight_GBps (bytes of the distinct experts a
-// call reads / time), active (routed pairs per token).
+// call reads / time), active (routed pairs per token). Times are wall-clock; the CPU column of the
+// Vulkan cases is the CPU time of the whole process (all driver threads: on a CPU device such as
+// lavapipe it is the work done, and is steadier than wall time on a shared machine).
 //
 //   bench_ffn_expert_ffn --benchmark_format=json --benchmark_out=ffn.json
 // Options: MOEROUTE_BENCH_FFN_QUICK=1 runs only T = 1 and 512 of the qwen3 shape.
@@ -235,7 +237,8 @@ void register_all() {
       for (int T : tokens)
         for (int g = 0; g < 2; ++g)
           benchmark::RegisterBenchmark(name("vulkan", si, t, T, g).c_str(), BM_vulkan)
-              ->Args({si, t, T, g})->Iterations(iters(T))->UseRealTime()->Unit(benchmark::kMillisecond);
+              ->Args({si, t, T, g})->Iterations(iters(T))->MeasureProcessCPUTime()->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
 #endif
 #ifdef MOEROUTE_BENCH_EIGEN
   for (int si : shapes)

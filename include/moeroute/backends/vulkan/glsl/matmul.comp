@@ -80,14 +80,17 @@ shared float part[RB * LMAX * NTV * NACC];
 shared float part[WG * RPL * TR * NACC];
 #endif
 
-// The 32 values of the block starting at byte b, as 8 vec4 (named registers). f32 and f16 blocks
+// The 32 values of the block starting at byte b, as a scale d and 8 vec4 (named registers): the
+// block's values are d * (w + BIAS) (BIAS = -8 for Q4_0, else 0; the dot products apply d and the
+// bias once per block and token: d * (w . x + BIAS * sum(x))). f32 and f16 blocks
 // are 16-byte aligned; Q8_0 / Q4_0 blocks start at an even byte: the block is read as whole
 // 32-bit words from b rounded down to 4 bytes (at most 2 bytes past the block, inside the slot's
 // padding) and shifted by a select, so no lane branches on the alignment.
-#define BLOCK_ARGS out vec4 w0, out vec4 w1, out vec4 w2, out vec4 w3, out vec4 w4, out vec4 w5, out vec4 w6, out vec4 w7
+#define BLOCK_ARGS out float d, out vec4 w0, out vec4 w1, out vec4 w2, out vec4 w3, out vec4 w4, out vec4 w5, out vec4 w6, out vec4 w7
 #if TYPE == 0
 void load_block(uint b, BLOCK_ARGS) {
   const uint w = b >> 4;
+  d = 1.0;
   w0 = uintBitsToFloat(wpool4[w]); w1 = uintBitsToFloat(wpool4[w + 1]);
   w2 = uintBitsToFloat(wpool4[w + 2]); w3 = uintBitsToFloat(wpool4[w + 3]);
   w4 = uintBitsToFloat(wpool4[w + 4]); w5 = uintBitsToFloat(wpool4[w + 5]);
@@ -96,10 +99,11 @@ void load_block(uint b, BLOCK_ARGS) {
 #elif TYPE == 1
 void load_block(uint b, BLOCK_ARGS) {
   const uint w = b >> 4;
-  const uvec4 a = wpool4[w], c = wpool4[w + 1], d = wpool4[w + 2], e = wpool4[w + 3];
+  const uvec4 a = wpool4[w], c = wpool4[w + 1], f = wpool4[w + 2], e = wpool4[w + 3];
+  d = 1.0;
   w0 = vec4(unpackHalf2x16(a.x), unpackHalf2x16(a.y)); w1 = vec4(unpackHalf2x16(a.z), unpackHalf2x16(a.w));
   w2 = vec4(unpackHalf2x16(c.x), unpackHalf2x16(c.y)); w3 = vec4(unpackHalf2x16(c.z), unpackHalf2x16(c.w));
-  w4 = vec4(unpackHalf2x16(d.x), unpackHalf2x16(d.y)); w5 = vec4(unpackHalf2x16(d.z), unpackHalf2x16(d.w));
+  w4 = vec4(unpackHalf2x16(f.x), unpackHalf2x16(f.y)); w5 = vec4(unpackHalf2x16(f.z), unpackHalf2x16(f.w));
   w6 = vec4(unpackHalf2x16(e.x), unpackHalf2x16(e.y)); w7 = vec4(unpackHalf2x16(e.z), unpackHalf2x16(e.w));
 }
 #elif TYPE == 2
@@ -113,25 +117,32 @@ void load_block(uint b, BLOCK_ARGS) {
   const bool odd = (b & 2u) != 0u;
   const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
   const uint W5 = wpool[w + 5], W6 = wpool[w + 6], W7 = wpool[w + 7], W8 = wpool[w + 8];
-  const float d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
+  d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
   const uint W0n = W1, W1n = W2, W2n = W3, W3n = W4, W4n = W5, W5n = W6, W6n = W7, W7n = W8;
-  w0 = d * q8x4(SEL(0)); w1 = d * q8x4(SEL(1)); w2 = d * q8x4(SEL(2)); w3 = d * q8x4(SEL(3));
-  w4 = d * q8x4(SEL(4)); w5 = d * q8x4(SEL(5)); w6 = d * q8x4(SEL(6)); w7 = d * q8x4(SEL(7));
+  w0 = q8x4(SEL(0)); w1 = q8x4(SEL(1)); w2 = q8x4(SEL(2)); w3 = q8x4(SEL(3));
+  w4 = q8x4(SEL(4)); w5 = q8x4(SEL(5)); w6 = q8x4(SEL(6)); w7 = q8x4(SEL(7));
 }
 #else
-vec4 lo4(uint q) { return vec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u) - 8.0; }
-vec4 hi4(uint q) { return vec4((q >> 4) & 15u, (q >> 12) & 15u, (q >> 20) & 15u, q >> 28) - 8.0; }
+vec4 lo4(uint q) { return vec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u); }
+vec4 hi4(uint q) { return vec4((q >> 4) & 15u, (q >> 12) & 15u, (q >> 20) & 15u, q >> 28); }
 void load_block(uint b, BLOCK_ARGS) {
   const uint w = b >> 2;
   const bool odd = (b & 2u) != 0u;
   const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
-  const float d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
+  d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
   const uint q0 = odd ? W1 : ((W0 >> 16) | (W1 << 16)), q1 = odd ? W2 : ((W1 >> 16) | (W2 << 16));
   const uint q2 = odd ? W3 : ((W2 >> 16) | (W3 << 16)), q3 = odd ? W4 : ((W3 >> 16) | (W4 << 16));
-  w0 = d * lo4(q0); w1 = d * lo4(q1); w2 = d * lo4(q2); w3 = d * lo4(q3);
-  w4 = d * hi4(q0); w5 = d * hi4(q1); w6 = d * hi4(q2); w7 = d * hi4(q3);
+  w0 = lo4(q0); w1 = lo4(q1); w2 = lo4(q2); w3 = lo4(q3);
+  w4 = hi4(q0); w5 = hi4(q1); w6 = hi4(q2); w7 = hi4(q3);
 }
 #endif
+
+#if TYPE == 3
+#define BIAS(s) (-8.0 * (s))
+#else
+#define BIAS(s) 0.0
+#endif
+#define XSUM(o) dot(xr[(o)] + xr[(o) + 1] + xr[(o) + 2] + xr[(o) + 3] + xr[(o) + 4] + xr[(o) + 5] + xr[(o) + 6] + xr[(o) + 7], vec4(1.0))
 
 #define XN (CB * 8)
 #define DOT8(W, o) (dot(W##0, xr[(o)]) + dot(W##1, xr[(o) + 1]) + dot(W##2, xr[(o) + 2]) + dot(W##3, xr[(o) + 3]) + \
@@ -188,6 +199,10 @@ void main() {
             xr[t * XN + i] = kv ? v : vec4(0.0);
           }
         }
+        float xs[NTV * CB];
+        [[unroll]] for (uint t = 0; t < NTV; ++t) {
+          [[unroll]] for (uint bi = 0; bi < CB; ++bi) xs[t * CB + bi] = BIAS(XSUM(t * XN + bi * 8));
+        }
         for (uint r = g; r < nr; r += G) {
           float sa[NTV];
 #if GATE_UP
@@ -203,17 +218,18 @@ void main() {
             const uint blk = c * CB + bi;
             const bool bv = blk < nbk;
             const uint cb = (bv ? blk : 0u) * BB;
+            float ad, ud;
             vec4 a0, a1, a2, a3, a4, a5, a6, a7;
-            load_block(row_a + (row0 + r) * rb + cb, a0, a1, a2, a3, a4, a5, a6, a7);
+            load_block(row_a + (row0 + r) * rb + cb, ad, a0, a1, a2, a3, a4, a5, a6, a7);
 #if GATE_UP
             vec4 u0, u1, u2, u3, u4, u5, u6, u7;
-            load_block(row_u + (row0 + r) * rb + cb, u0, u1, u2, u3, u4, u5, u6, u7);
+            load_block(row_u + (row0 + r) * rb + cb, ud, u0, u1, u2, u3, u4, u5, u6, u7);
 #endif
             [[unroll]] for (uint t = 0; t < NTV; ++t) {
-              const float da = DOT8(a, t * XN + bi * 8);
+              const float da = ad * (DOT8(a, t * XN + bi * 8) + xs[t * CB + bi]);
               sa[t] += bv ? da : 0.0;
 #if GATE_UP
-              const float du = DOT8(u, t * XN + bi * 8);
+              const float du = ud * (DOT8(u, t * XN + bi * 8) + xs[t * CB + bi]);
               su[t] += bv ? du : 0.0;
 #endif
             }
@@ -325,18 +341,21 @@ void main() {
 #endif
           }
         }
+        float xs[NTV];
+        [[unroll]] for (uint t = 0; t < NTV; ++t) xs[t] = BIAS(XSUM(t * 8));
         [[unroll]] for (uint i = 0; i < RPL; ++i) {
           const uint r = row0 + min(rl0 + i, nr - 1u);
+          float ad, ud;
           vec4 a0, a1, a2, a3, a4, a5, a6, a7;
-          load_block(row_a + r * rb + c * BB, a0, a1, a2, a3, a4, a5, a6, a7);
+          load_block(row_a + r * rb + c * BB, ad, a0, a1, a2, a3, a4, a5, a6, a7);
 #if GATE_UP
           vec4 u0, u1, u2, u3, u4, u5, u6, u7;
-          load_block(row_u + r * rb + c * BB, u0, u1, u2, u3, u4, u5, u6, u7);
+          load_block(row_u + r * rb + c * BB, ud, u0, u1, u2, u3, u4, u5, u6, u7);
 #endif
           [[unroll]] for (uint t = 0; t < NTV; ++t) {
-            acc[i * NTV + t] += DOT8(a, t * 8);
+            acc[i * NTV + t] += ad * (DOT8(a, t * 8) + xs[t]);
 #if GATE_UP
-            accu[i * NTV + t] += DOT8(u, t * 8);
+            accu[i * NTV + t] += ud * (DOT8(u, t * 8) + xs[t]);
 #endif
           }
         }
