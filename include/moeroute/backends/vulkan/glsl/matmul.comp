@@ -83,9 +83,7 @@ shared float part[WG * RPL * TR * NACC];
 // The 32 values of the block starting at byte b, as a scale d and 8 vec4 (named registers): the
 // block's values are d * (w + BIAS) (BIAS = -8 for Q4_0, else 0; the dot products apply d and the
 // bias once per block and token: d * (w . x + BIAS * sum(x))). f32 and f16 blocks
-// are 16-byte aligned; Q8_0 / Q4_0 blocks start at an even byte: the block is read as whole
-// 32-bit words from b rounded down to 4 bytes (at most 2 bytes past the block, inside the slot's
-// padding) and shifted by a select, so no lane branches on the alignment.
+// are 16-byte aligned (read as uvec4); Q8_0 / Q4_0 blocks start at an even byte (see load_words).
 #define BLOCK_ARGS out float d, out vec4 w0, out vec4 w1, out vec4 w2, out vec4 w3, out vec4 w4, out vec4 w5, out vec4 w6, out vec4 w7
 #if TYPE == 0
 void load_block(uint b, BLOCK_ARGS) {
@@ -106,34 +104,52 @@ void load_block(uint b, BLOCK_ARGS) {
   w4 = vec4(unpackHalf2x16(f.x), unpackHalf2x16(f.y)); w5 = vec4(unpackHalf2x16(f.z), unpackHalf2x16(f.w));
   w6 = vec4(unpackHalf2x16(e.x), unpackHalf2x16(e.y)); w7 = vec4(unpackHalf2x16(e.z), unpackHalf2x16(e.w));
 }
-#elif TYPE == 2
+#else
+// Q8_0 / Q4_0: the NW 32-bit words from the block's first byte b (even) rounded down to 4 bytes,
+// read as NV uvec4 from b rounded down to 16 bytes (clamped to the buffer: a clamped load only
+// ever replaces bytes past the end of the pool buffer, which no block uses) and realigned with
+// selects, so each lane issues NV vector loads and no lane branches on the alignment.
+#if TYPE == 2
+#define NW 9
+#define NV 3
+#else
+#define NW 5
+#define NV 2
+#endif
+void load_words(uint b, out uint E[NW]) {
+  const uint v = b >> 4, last = uint(wpool4.length()) - 1u;
+  uint W[NV * 4];
+  [[unroll]] for (uint i = 0; i < NV; ++i) {
+    const uvec4 q = wpool4[min(v + i, last)];
+    W[4 * i] = q.x; W[4 * i + 1] = q.y; W[4 * i + 2] = q.z; W[4 * i + 3] = q.w;
+  }
+  const uint a = (b >> 2) & 3u;
+  [[unroll]] for (uint k = 0; k < NW; ++k)
+    E[k] = a < 2u ? (a == 0u ? W[k] : W[k + 1]) : (a == 2u ? W[k + 2] : W[k + 3]);
+}
+#if TYPE == 2
 vec4 q8x4(uint q) {
   return vec4(bitfieldExtract(int(q), 0, 8), bitfieldExtract(int(q), 8, 8), bitfieldExtract(int(q), 16, 8),
               bitfieldExtract(int(q), 24, 8));
 }
-#define SEL(i) (odd ? W##i##n : ((W##i >> 16) | (W##i##n << 16)))
-void load_block(uint b, BLOCK_ARGS) {
-  const uint w = b >> 2;
-  const bool odd = (b & 2u) != 0u;
-  const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
-  const uint W5 = wpool[w + 5], W6 = wpool[w + 6], W7 = wpool[w + 7], W8 = wpool[w + 8];
-  d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
-  const uint W0n = W1, W1n = W2, W2n = W3, W3n = W4, W4n = W5, W5n = W6, W6n = W7, W7n = W8;
-  w0 = q8x4(SEL(0)); w1 = q8x4(SEL(1)); w2 = q8x4(SEL(2)); w3 = q8x4(SEL(3));
-  w4 = q8x4(SEL(4)); w5 = q8x4(SEL(5)); w6 = q8x4(SEL(6)); w7 = q8x4(SEL(7));
-}
 #else
 vec4 lo4(uint q) { return vec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u); }
 vec4 hi4(uint q) { return vec4((q >> 4) & 15u, (q >> 12) & 15u, (q >> 20) & 15u, q >> 28); }
+#endif
 void load_block(uint b, BLOCK_ARGS) {
-  const uint w = b >> 2;
+  uint E[NW];
+  load_words(b, E);
   const bool odd = (b & 2u) != 0u;
-  const uint W0 = wpool[w], W1 = wpool[w + 1], W2 = wpool[w + 2], W3 = wpool[w + 3], W4 = wpool[w + 4];
-  d = unpackHalf2x16(odd ? (W0 >> 16) : W0).x;
-  const uint q0 = odd ? W1 : ((W0 >> 16) | (W1 << 16)), q1 = odd ? W2 : ((W1 >> 16) | (W2 << 16));
-  const uint q2 = odd ? W3 : ((W2 >> 16) | (W3 << 16)), q3 = odd ? W4 : ((W3 >> 16) | (W4 << 16));
-  w0 = lo4(q0); w1 = lo4(q1); w2 = lo4(q2); w3 = lo4(q3);
-  w4 = hi4(q0); w5 = hi4(q1); w6 = hi4(q2); w7 = hi4(q3);
+  d = unpackHalf2x16(odd ? (E[0] >> 16) : E[0]).x;
+  uint q[NW - 1];  // the block's quants as words
+  [[unroll]] for (uint k = 0; k + 1 < NW; ++k) q[k] = odd ? E[k + 1] : ((E[k] >> 16) | (E[k + 1] << 16));
+#if TYPE == 2
+  w0 = q8x4(q[0]); w1 = q8x4(q[1]); w2 = q8x4(q[2]); w3 = q8x4(q[3]);
+  w4 = q8x4(q[4]); w5 = q8x4(q[5]); w6 = q8x4(q[6]); w7 = q8x4(q[7]);
+#else
+  w0 = lo4(q[0]); w1 = lo4(q[1]); w2 = lo4(q[2]); w3 = lo4(q[3]);
+  w4 = hi4(q[0]); w5 = hi4(q[1]); w6 = hi4(q[2]); w7 = hi4(q[3]);
+#endif
 }
 #endif
 
