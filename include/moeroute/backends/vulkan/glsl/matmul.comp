@@ -153,6 +153,37 @@ void load_block(uint b, BLOCK_ARGS) {
 }
 #endif
 
+#if TYPE == 3 && MV
+// Four consecutive Q4_0 blocks (72 bytes from the even byte b): 6 uvec4 loads instead of 8.
+void load_chunk(uint b, out float dv[4], out vec4 wv[32]) {
+  const uint v = b >> 4, last = uint(wpool4.length()) - 1u;
+  uint W[24];
+  [[unroll]] for (uint i = 0; i < 6; ++i) {
+    const uvec4 q = wpool4[min(v + i, last)];
+    W[4 * i] = q.x; W[4 * i + 1] = q.y; W[4 * i + 2] = q.z; W[4 * i + 3] = q.w;
+  }
+  const uint a = (b >> 2) & 3u;
+  const bool odd = (b & 2u) != 0u;
+  uint E[19], Q[18];  // words from b rounded down to 4 bytes; words from b
+  [[unroll]] for (uint k = 0; k < 19; ++k)
+    E[k] = a < 2u ? (a == 0u ? W[k] : W[k + 1]) : (a == 2u ? W[k + 2] : W[k + 3]);
+  [[unroll]] for (uint k = 0; k < 18; ++k) Q[k] = odd ? ((E[k] >> 16) | (E[k + 1] << 16)) : E[k];
+  // Blocks at bytes 0 and 36 (words 0 and 9) start word-aligned, blocks at 18 and 54 half-way.
+  [[unroll]] for (uint h = 0; h < 2; ++h) {
+    const uint o = 9 * h;
+    dv[2 * h] = unpackHalf2x16(Q[o]).x;
+    dv[2 * h + 1] = unpackHalf2x16(Q[o + 4] >> 16).x;
+    [[unroll]] for (uint k = 0; k < 4; ++k) {
+      const uint q0 = (Q[o + k] >> 16) | (Q[o + k + 1] << 16), q1 = Q[o + 5 + k];
+      wv[16 * h + k] = lo4(q0);
+      wv[16 * h + 4 + k] = hi4(q0);
+      wv[16 * h + 8 + k] = lo4(q1);
+      wv[16 * h + 12 + k] = hi4(q1);
+    }
+  }
+}
+#endif
+
 #if TYPE == 3
 #define BIAS(s) (-8.0 * (s))
 #else
@@ -161,6 +192,9 @@ void load_block(uint b, BLOCK_ARGS) {
 #define XSUM(o) dot(xr[(o)] + xr[(o) + 1] + xr[(o) + 2] + xr[(o) + 3] + xr[(o) + 4] + xr[(o) + 5] + xr[(o) + 6] + xr[(o) + 7], vec4(1.0))
 
 #define XN (CB * 8)
+#define DOTV(W, w, o) (dot(W[(w)], xr[(o)]) + dot(W[(w) + 1], xr[(o) + 1]) + dot(W[(w) + 2], xr[(o) + 2]) + \
+                       dot(W[(w) + 3], xr[(o) + 3]) + dot(W[(w) + 4], xr[(o) + 4]) + dot(W[(w) + 5], xr[(o) + 5]) + \
+                       dot(W[(w) + 6], xr[(o) + 6]) + dot(W[(w) + 7], xr[(o) + 7]))
 #define DOT8(W, o) (dot(W##0, xr[(o)]) + dot(W##1, xr[(o) + 1]) + dot(W##2, xr[(o) + 2]) + dot(W##3, xr[(o) + 3]) + \
                     dot(W##4, xr[(o) + 4]) + dot(W##5, xr[(o) + 5]) + dot(W##6, xr[(o) + 6]) + dot(W##7, xr[(o) + 7]))
 
@@ -230,6 +264,25 @@ void main() {
             su[t] = 0.0;
 #endif
           }
+#if TYPE == 3
+          float adv[4], udv[4];
+          vec4 awv[32], uwv[32];
+          load_chunk(row_a + (row0 + r) * rb + c * (CB * BB), adv, awv);
+#if GATE_UP
+          load_chunk(row_u + (row0 + r) * rb + c * (CB * BB), udv, uwv);
+#endif
+          [[unroll]] for (uint bi = 0; bi < CB; ++bi) {
+            const bool bv = c * CB + bi < nbk;  // blocks past the row: read, not used
+            [[unroll]] for (uint t = 0; t < NTV; ++t) {
+              const float da = adv[bi] * (DOTV(awv, bi * 8, t * XN + bi * 8) + xs[t * CB + bi]);
+              sa[t] += bv ? da : 0.0;
+#if GATE_UP
+              const float du = udv[bi] * (DOTV(uwv, bi * 8, t * XN + bi * 8) + xs[t * CB + bi]);
+              su[t] += bv ? du : 0.0;
+#endif
+            }
+          }
+#else
           [[unroll]] for (uint bi = 0; bi < CB; ++bi) {
             const uint blk = c * CB + bi;
             const bool bv = blk < nbk;
@@ -250,6 +303,7 @@ void main() {
 #endif
             }
           }
+#endif
           [[unroll]] for (uint t = 0; t < NTV; ++t) {
             const uint p = ((r * LMAX + kl) * NTV + t) * NACC;
             if (c == kl) {
