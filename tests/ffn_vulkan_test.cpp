@@ -170,6 +170,35 @@ TEST_F(VulkanFfn, AdversarialRouting) {
   }
 }
 
+TEST_F(VulkanFfn, MatVecAndTiledKernelBoundaries) {
+  // Experts with 1, 4 (mat-vec kernel), 5, 16, 17 and 40 entries (tiled kernel: partial and full
+  // token tiles, several passes); H = 160 and F = 224 are 5 and 7 blocks, so the lanes' chunks of
+  // the reduction dimension end part-way through a row.
+  const int counts[6] = {1, 4, 5, 16, 17, 40};
+  for (weight_type type : {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0}) {
+    ffn_test::problem p;
+    p.shape = {6, 160, 224, type};
+    ffn_test::random_weights(p, 500 + static_cast<std::uint32_t>(type));
+    const std::size_t T = 40;
+    ffn_test::random_x(p, T, 600 + static_cast<std::uint32_t>(type));
+    p.routing.num_tokens = T;
+    p.routing.num_experts = 6;
+    for (std::size_t t = 0; t < T; ++t) {
+      for (int e = 5; e >= 0; --e) {
+        if (static_cast<int>(t) < counts[e]) {
+          p.routing.ids.push_back(e);
+          p.routing.weights.push_back(0.1f + 0.05f * static_cast<float>(e) + 0.001f * static_cast<float>(t));
+        }
+      }
+      p.routing.offsets.push_back(static_cast<std::uint32_t>(p.routing.ids.size()));
+    }
+    const std::vector<std::int32_t> table{5, 3, 1, 0, 2, 4};
+    const auto y = run_vk(p, table, 6);
+    const auto ref = ffn_test::reference(p);
+    EXPECT_LE(ffn_test::nmse(y, ref), bound(type)) << moeroute::weight_type_name(type);
+  }
+}
+
 TEST_F(VulkanFfn, OneTokenAndDeterministicRuns) {
   ffn_test::problem p;
   p.shape = {16, 128, 64, weight_type::q4_0};

@@ -7,7 +7,7 @@
 //                                most MV_MAX entries (mat-vec kernels) from i = 0 up, the others (tiled
 //                                kernels) from i = E-1 down
 //   eoff[E+1 + nb*E + 12*b ...]  indirect dispatch sizes for buffer b: mat-vec gate+up (x = F/64),
-//                                mat-vec down (x = H/64), tiled gate+up (x = F/128), tiled down (x = H/128)
+//                                mat-vec down (x = H/64), tiled gate+up (x = F/256), tiled down (x = H/256)
 // Results do not depend on the order inside a group: each entry has its own output row.
 layout(local_size_x = 256) in;
 
@@ -61,8 +61,8 @@ void main() {
       const uint d = ind_base + 12 * b;
       eoff[d + 0] = (pc.F + 63) / 64;
       eoff[d + 3] = (pc.H + 63) / 64;
-      eoff[d + 6] = (pc.F + 127) / 128;
-      eoff[d + 9] = (pc.H + 127) / 128;
+      eoff[d + 6] = (pc.F + 255) / 256;
+      eoff[d + 9] = (pc.H + 255) / 256;
       for (uint i = 0; i < 4; ++i) {
         eoff[d + 3 * i + 1] = i < 2 ? na : nt;
         eoff[d + 3 * i + 2] = 1;

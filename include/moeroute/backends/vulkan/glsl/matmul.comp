@@ -30,12 +30,12 @@
 #define CB 4    // blocks of 32 values per lane chunk
 #define LMAX 32 // most lanes splitting one row
 #else
-#define RB 128
-#define NTV 16
+#define RB 256
+#define NTV 8
 #define CB 1
 #define LMAX 8
-#define RPL 16  // rows per lane per row sub-block (accumulated in registers over all chunks)
-#define TR 2    // tokens per round of the shared-memory reduction
+#define RPL 32  // rows per lane per row sub-block (accumulated in registers over all chunks)
+#define TR 1    // tokens per round of the shared-memory reduction
 #endif
 #if GATE_UP
 #define NACC 2
