@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.hpp"
 #include "fuzz/gguf_writer.hpp"
 #include "moeroute/io/gguf.hpp"
 #include "moeroute/io/gguf_experts.hpp"
@@ -28,13 +29,7 @@ std::string u64b(std::uint64_t v) {
 
 // Expects parse to throw moeroute::error whose message contains `needle`.
 void expect_error(const std::string& bytes, const std::string& needle) {
-  try {
-    gguf_file::parse(bytes, "x.gguf");
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const moeroute::error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
-    EXPECT_EQ(e.message().rfind("x.gguf", 0), 0u) << e.message();
-  }
+  expect_error_message([&] { gguf_file::parse(bytes, "x.gguf"); }, needle, "x.gguf");
 }
 
 gguf_writer all_types_file() {
@@ -291,13 +286,7 @@ gguf_writer pattern_model(const type_case& tc, std::uint64_t E = 3) {
 }
 
 void expect_experts_error(const gguf_writer& w, const std::string& needle) {
-  try {
-    gguf_expert_weights g(gguf_file::parse(w.bytes(), "m.gguf"));
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const moeroute::error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos) << e.message();
-    EXPECT_EQ(e.message().rfind("m.gguf", 0), 0u) << e.message();
-  }
+  expect_error_message([&] { gguf_expert_weights g(gguf_file::parse(w.bytes(), "m.gguf")); }, needle, "m.gguf");
 }
 
 }  // namespace
