@@ -305,15 +305,20 @@ TEST(GgufExperts, BlobIsTheThreeStoredSlicesOfEachType) {
     EXPECT_EQ(g.layer(1).block, 3);
     EXPECT_EQ(g.architecture(), "qwen3moe");
     EXPECT_EQ(g.experts_used(), 2);
-    std::vector<unsigned char> blob(g.shape().expert_bytes());
-    for (int l = 0; l < 2; ++l)
+    std::vector<unsigned char> blob(g.shape().expert_bytes()), all(3 * g.shape().expert_bytes());
+    for (int l = 0; l < 2; ++l) {
+      const int b = l == 0 ? 1 : 3;
+      std::string want_layer;
       for (int e = 0; e < 3; ++e) {
-        const int b = l == 0 ? 1 : 3;
         g.read_expert(l, e, blob.data());
         const std::string want = pattern_slice(b, 0, e, tc.gate_slice) + pattern_slice(b, 1, e, tc.gate_slice) +
                                  pattern_slice(b, 2, e, tc.down_slice);
         ASSERT_EQ(std::string(blob.begin(), blob.end()), want) << "layer " << l << " expert " << e;
+        want_layer += want;
       }
+      g.read_layer(l, all.data());  // every expert's blob, side by side
+      ASSERT_EQ(std::string(all.begin(), all.end()), want_layer) << "layer " << l;
+    }
     EXPECT_THROW(g.read_expert(0, 3, blob.data()), moeroute::error);
     EXPECT_THROW(g.read_expert(2, 0, blob.data()), moeroute::error);
     EXPECT_TRUE(g.router_weights(0).empty());

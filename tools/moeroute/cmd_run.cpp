@@ -95,8 +95,7 @@ host_model load_model(const gguf_expert_weights& w, int layers) {
   m.layers = layers;
   const std::size_t eb = m.shape.expert_bytes();
   m.blobs.resize(static_cast<std::size_t>(layers) * static_cast<std::size_t>(m.shape.num_experts) * eb);
-  for (int l = 0; l < layers; ++l)
-    for (int e = 0; e < m.shape.num_experts; ++e) w.read_expert(l, e, const_cast<unsigned char*>(m.blob(l, e)));
+  for (int l = 0; l < layers; ++l) w.read_layer(l, const_cast<unsigned char*>(m.blob(l, 0)));
   return m;
 }
 

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <string>
@@ -90,6 +91,25 @@ class gguf_expert_weights {
     file_.read_tensor_range(*t.gate, e * gb, gb, out);
     file_.read_tensor_range(*t.up, e * gb, gb, out + gb);
     file_.read_tensor_range(*t.down, e * db, db, out + 2 * gb);
+  }
+
+  /// Copies the blobs of every expert of MoE layer `layer` into out (num_experts x
+  /// shape().expert_bytes() bytes, expert e at e * expert_bytes), reading each of the three
+  /// tensors once instead of once per expert.
+  void read_layer(int layer_index, unsigned char* out) const {
+    const layer_tensors& t = layer(layer_index);
+    const std::size_t gb = shape_.gate_bytes(), db = shape_.down_bytes(), eb = shape_.expert_bytes();
+    const auto E = static_cast<std::size_t>(shape_.num_experts);
+    const struct {
+      const gguf_tensor_info* tensor;
+      std::size_t at, slice;
+    } parts[3] = {{t.gate, 0, gb}, {t.up, gb, gb}, {t.down, 2 * gb, db}};
+    std::vector<unsigned char> buf;
+    for (const auto& p : parts) {
+      buf.resize(E * p.slice);
+      file_.read_tensor_range(*p.tensor, 0, buf.size(), buf.data());
+      for (std::size_t e = 0; e < E; ++e) std::memcpy(out + e * eb + p.at, buf.data() + e * p.slice, p.slice);
+    }
   }
 
   /// The router matrix of MoE layer `layer` as E x H floats (row e = expert e's logit weights),
