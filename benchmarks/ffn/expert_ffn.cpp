@@ -12,6 +12,8 @@
 // Options: MOEROUTE_BENCH_FFN_QUICK=1 runs only T = 1 and 512 of the qwen3 shape.
 #include <moeroute/backends/ffn_types.hpp>
 
+#include "ffn_test_common.hpp"  // tests/: the random routing and activations of the FFN tests
+
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -59,41 +61,32 @@ std::vector<unsigned char> make_blob(const moeroute::ffn_shape& s) {
   return blob;
 }
 
-// Top-K routing with distinct random experts; with gated, token t keeps its first
-// floor(5.4 (t + 1)) - floor(5.4 t) experts (mean 5.4 of 8), renormalized.
+// Top-K routing with distinct random experts (the tests' generator); with gated, token t keeps
+// its first floor(5.4 (t + 1)) - floor(5.4 t) experts (mean 5.4 of 8). Weights renormalized.
 moeroute::routing_result make_routing(std::size_t T, int E, int K, bool gated) {
-  std::mt19937 rng(1234);
-  std::uniform_real_distribution<float> ud(0.1f, 1.0f);
+  const moeroute::routing_result full = ffn_test::random_routing(T, E, K, 1234);
   moeroute::routing_result r;
   r.num_tokens = T;
   r.num_experts = E;
-  std::vector<int> perm(static_cast<std::size_t>(E));
   for (std::size_t t = 0; t < T; ++t) {
-    for (int e = 0; e < E; ++e) perm[static_cast<std::size_t>(e)] = e;
+    const std::uint32_t b = full.offsets[t];
     const int keep = gated ? static_cast<int>(std::floor(5.4 * static_cast<double>(t + 1)) - std::floor(5.4 * static_cast<double>(t))) : K;
-    std::vector<float> w;
-    for (int i = 0; i < K; ++i) {
-      std::uniform_int_distribution<int> pick(i, E - 1);
-      std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(pick(rng))]);
-      w.push_back(ud(rng));
-    }
     float sum = 0;
-    for (int i = 0; i < keep; ++i) sum += w[static_cast<std::size_t>(i)];
+    for (int i = 0; i < keep; ++i) sum += full.weights[b + static_cast<std::uint32_t>(i)];
     for (int i = 0; i < keep; ++i) {
-      r.ids.push_back(perm[static_cast<std::size_t>(i)]);
-      r.weights.push_back(w[static_cast<std::size_t>(i)] / sum);
+      r.ids.push_back(full.ids[b + static_cast<std::uint32_t>(i)]);
+      r.weights.push_back(full.weights[b + static_cast<std::uint32_t>(i)] / sum);
     }
     r.offsets.push_back(static_cast<std::uint32_t>(r.ids.size()));
   }
   return r;
 }
 
-std::vector<float> make_x(std::size_t T, int H) {
-  std::mt19937 rng(99);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x(T * static_cast<std::size_t>(H));
-  for (auto& v : x) v = nd(rng);
-  return x;
+std::vector<float> make_x(std::size_t T, const moeroute::ffn_shape& s) {
+  ffn_test::problem p;
+  p.shape = s;
+  ffn_test::random_x(p, T, 99);
+  return std::move(p.x);
 }
 
 void set_counters(benchmark::State& state, const moeroute::ffn_shape& s, const moeroute::routing_result& r) {
@@ -164,7 +157,7 @@ void BM_vulkan(benchmark::State& state) {
     c.type = type;
   }
   const auto r = make_routing(T, kShapes[si].E, kShapes[si].K, gated);
-  const auto x = make_x(T, s.hidden);
+  const auto x = make_x(T, s);
   std::vector<float> y(x.size());
   const moeroute::ffn_args a{r.view(), x.data(), y.data()};
   c.op->forward(a);  // warm-up
@@ -207,7 +200,7 @@ void BM_eigen(benchmark::State& state) {
     cached_si = si;
   }
   const auto r = make_routing(T, kShapes[si].E, kShapes[si].K, gated);
-  const auto x = make_x(T, s.hidden);
+  const auto x = make_x(T, s);
   std::vector<float> y(x.size());
   const moeroute::ffn_args a{r.view(), x.data(), y.data()};
   std::vector<float> ws(op->workspace_size(a) / 4 + 1);
