@@ -20,8 +20,9 @@
 // reduction dimension split across lanes (glsl/matmul.comp). Experts with no tokens cost nothing:
 // the grouping pass lists the experts with entries per pool buffer (one list per kernel) and
 // writes the indirect dispatch sizes; zero-gated experts are simply absent from the CSR.
-// The weight pool is split into buffers of at most maxStorageBufferRange bytes with slots never
-// straddling two; the matmuls are dispatched once per pool buffer.
+// The weight pool is split into buffers of at most maxTexelBufferElements x 16 bytes (and
+// maxMemoryAllocationSize, and 2 GiB) with slots never straddling two; the matmuls read them as
+// uniform texel buffers and are dispatched once per pool buffer.
 
 #include <moeroute/backends/ffn_types.hpp>
 #include <moeroute/backends/vulkan/context.hpp>
@@ -53,23 +54,28 @@ struct vk7_params {
 class vulkan_expert_pool {
  public:
   /// num_slots experts of `shape` can be resident at once. max_buffer_bytes (0 = device limit)
-  /// caps each pool buffer below maxStorageBufferRange and maxMemoryAllocationSize.
+  /// caps each pool buffer below the device's limits (maxTexelBufferElements x 16 bytes,
+  /// maxMemoryAllocationSize) and 2 GiB.
   vulkan_expert_pool(const vulkan_context& ctx, const ffn_shape& shape, int num_slots, VkDeviceSize max_buffer_bytes = 0)
       : st_(ctx.state()), shape_(shape), cmds_(ctx.state()) {
     const std::string why = check_ffn_shape(shape);
     MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "vulkan_expert_pool: ", why);
     MOEROUTE_CHECK(num_slots > 0, errc::invalid_argument, "vulkan_expert_pool: num_slots must be positive");
     stride_ = detail::vk7_round_up(shape.expert_bytes() + 2, 16);
-    VkDeviceSize cap = std::min<VkDeviceSize>(ctx.limits().maxStorageBufferRange, ctx.max_allocation());
+    // The kernels read a pool buffer as a texel buffer of 16-byte texels with 32-bit byte offsets.
+    const VkDeviceSize texel_cap = static_cast<VkDeviceSize>(ctx.limits().maxTexelBufferElements) * 16;
+    VkDeviceSize cap = std::min<VkDeviceSize>({texel_cap, ctx.max_allocation(), VkDeviceSize{1} << 31});
     if (max_buffer_bytes != 0) cap = std::min(cap, max_buffer_bytes);
     spb_ = cap / stride_;
     MOEROUTE_CHECK(spb_ > 0, errc::unsupported, "vulkan_expert_pool: one expert slot (", stride_,
-                   " bytes) exceeds the per-buffer limit of ", cap, " bytes (maxStorageBufferRange)");
+                   " bytes) exceeds the per-buffer limit of ", cap,
+                   " bytes (maxTexelBufferElements x 16, maxMemoryAllocationSize, 2 GiB)");
     num_slots_ = num_slots;
     const VkDeviceSize n = static_cast<VkDeviceSize>(num_slots);
     for (VkDeviceSize first = 0; first < n; first += spb_) {
       const VkDeviceSize slots = std::min(spb_, n - first);
       buffers_.push_back(ctx.make_buffer(slots * stride_, false));
+      views_.emplace_back(st_, buffers_.back().handle(), VK_FORMAT_R32G32B32A32_UINT);
     }
     staging_ = ctx.make_buffer(stride_, true);
     table_buf_ = ctx.make_buffer(static_cast<VkDeviceSize>(shape.num_experts) * 4, true);
@@ -122,6 +128,8 @@ class vulkan_expert_pool {
   bool slot_loaded(int s) const { return loaded_[static_cast<std::size_t>(s)]; }
 
   const vulkan_buffer& buffer(int i) const { return buffers_[static_cast<std::size_t>(i)]; }
+  /// Pool buffer i as a uniform texel buffer of uvec4 texels (how the kernels read weights).
+  const vulkan_buffer_view& view(int i) const { return views_[static_cast<std::size_t>(i)]; }
   const vulkan_buffer& table_buffer() const noexcept { return table_buf_; }
 
  private:
@@ -131,6 +139,7 @@ class vulkan_expert_pool {
   VkDeviceSize stride_ = 0, spb_ = 0;
   int num_slots_ = 0;
   std::vector<vulkan_buffer> buffers_;
+  std::vector<vulkan_buffer_view> views_;
   vulkan_buffer staging_, table_buf_;
   std::vector<std::int32_t> table_;
   std::vector<bool> loaded_;
@@ -178,6 +187,9 @@ class vulkan_ffn {
     if (biggest > lim.maxStorageBufferRange)
       return detail::concat("a per-call buffer needs ", biggest, " bytes > maxStorageBufferRange ", lim.maxStorageBufferRange,
                             ": split the batch into smaller calls");
+    if (std::max(c.max_tokens * H, c.max_nnz * F) / 4 > lim.maxTexelBufferElements)
+      return detail::concat("x or the activations need more than maxTexelBufferElements = ", lim.maxTexelBufferElements,
+                            " texels: split the batch into smaller calls");
     if (c.max_nnz * std::max(H, F) >= (1ull << 32) || c.max_tokens * H >= (1ull << 32)) return "indices exceed 32 bits";
     return {};
   }
@@ -201,14 +213,17 @@ class vulkan_ffn {
     const auto ws = workspace_layout(c);
     const auto io = io_layout(c);
     io_ = vulkan_buffer(st_, io.back(), true);
+    x_view_ = vulkan_buffer_view(st_, io_.handle(), VK_FORMAT_R32G32B32A32_SFLOAT, io[3], io[4] - io[3]);
+    act_view_ = vulkan_buffer_view(st_, workspace.handle(), VK_FORMAT_R32G32B32A32_SFLOAT, ws[3], ws[4] - ws[3]);
     if (dpool_ != VK_NULL_HANDLE) vkDestroyDescriptorPool(st_->device, dpool_, nullptr);
     dpool_ = VK_NULL_HANDLE;
     const auto nb = static_cast<std::uint32_t>(pool_->num_buffers());
-    VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kBindings * nb};
+    const VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (kBindings - 3) * nb},
+                                        {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3 * nb}};
     auto pi = detail::vk7_make<VkDescriptorPoolCreateInfo>(VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO);
     pi.maxSets = nb;
-    pi.poolSizeCount = 1;
-    pi.pPoolSizes = &ps;
+    pi.poolSizeCount = 2;
+    pi.pPoolSizes = ps;
     detail::vk7_check(vkCreateDescriptorPool(st_->device, &pi, nullptr, &dpool_), "vkCreateDescriptorPool");
     sets_.assign(nb, VK_NULL_HANDLE);
     std::vector<VkDescriptorSetLayout> layouts(nb, set_layout_);
@@ -222,15 +237,21 @@ class vulkan_ffn {
       for (int i = 0; i < 5; ++i) info[static_cast<std::size_t>(i)] = {io_.handle(), io[static_cast<std::size_t>(i)], io[static_cast<std::size_t>(i) + 1] - io[static_cast<std::size_t>(i)]};
       info[5] = {pool_->table_buffer().handle(), 0, VK_WHOLE_SIZE};
       for (int i = 0; i < 5; ++i) info[static_cast<std::size_t>(6 + i)] = {workspace.handle(), ws[static_cast<std::size_t>(i)], ws[static_cast<std::size_t>(i) + 1] - ws[static_cast<std::size_t>(i)]};
-      info[11] = {pool_->buffer(static_cast<int>(b)).handle(), 0, VK_WHOLE_SIZE};
       std::array<VkWriteDescriptorSet, kBindings> w{};
       for (std::uint32_t i = 0; i < kBindings; ++i) {
         w[i] = detail::vk7_make<VkWriteDescriptorSet>(VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET);
         w[i].dstSet = sets_[b];
         w[i].dstBinding = i;
         w[i].descriptorCount = 1;
-        w[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-        w[i].pBufferInfo = &info[i];
+        w[i].descriptorType = binding_type(i);
+        if (i == kWeights)
+          w[i].pTexelBufferView = pool_->view(static_cast<int>(b)).handle_ptr();
+        else if (i == kXTexels)
+          w[i].pTexelBufferView = x_view_.handle_ptr();
+        else if (i == kActTexels)
+          w[i].pTexelBufferView = act_view_.handle_ptr();
+        else
+          w[i].pBufferInfo = &info[i];
       }
       vkUpdateDescriptorSets(st_->device, kBindings, w.data(), 0, nullptr);
     }
@@ -343,7 +364,17 @@ class vulkan_ffn {
   }
 
  private:
-  static constexpr std::uint32_t kBindings = 12;
+  // Bindings of the GLSL sources: storage buffers, except three uniform texel buffers read by the
+  // matmuls (lavapipe issues a texel fetch as one vector load per lane, a storage-buffer load as
+  // one bounds-checked scalar load per component and lane).
+  static constexpr std::uint32_t kBindings = 13;
+  static constexpr std::uint32_t kXTexels = 3;     // x, vec4 texels
+  static constexpr std::uint32_t kWeights = 11;    // the pool buffer, uvec4 texels
+  static constexpr std::uint32_t kActTexels = 12;  // act (read by down), vec4 texels
+  static VkDescriptorType binding_type(std::uint32_t i) noexcept {
+    return i == kXTexels || i == kWeights || i == kActTexels ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                             : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+  }
 
   static void barrier(VkCommandBuffer cmd, VkAccessFlags dst_access, VkPipelineStageFlags dst_stage) {
     auto mb = detail::vk7_make<VkMemoryBarrier>(VK_STRUCTURE_TYPE_MEMORY_BARRIER);
@@ -353,7 +384,7 @@ class vulkan_ffn {
   }
 
   VkDeviceSize align() const noexcept {
-    return std::max<VkDeviceSize>(16, ctx_limits_.minStorageBufferOffsetAlignment);
+    return std::max<VkDeviceSize>({16, ctx_limits_.minStorageBufferOffsetAlignment, ctx_limits_.minTexelBufferOffsetAlignment});
   }
 
   // Offsets of eoff, list, tok, act, partial, then the end.
@@ -399,7 +430,7 @@ class vulkan_ffn {
   void create_pipelines() {
     std::array<VkDescriptorSetLayoutBinding, kBindings> b{};
     for (std::uint32_t i = 0; i < kBindings; ++i)
-      b[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+      b[i] = {i, binding_type(i), 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
     auto li = detail::vk7_make<VkDescriptorSetLayoutCreateInfo>(VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO);
     li.bindingCount = kBindings;
     li.pBindings = b.data();
@@ -472,6 +503,7 @@ class vulkan_ffn {
   VkDescriptorPool dpool_ = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets_;
   vulkan_buffer io_;
+  vulkan_buffer_view x_view_, act_view_;
   VkBuffer workspace_ = VK_NULL_HANDLE;
   std::array<VkDeviceSize, 6> io_off_{};
   vulkan_ffn_config cfg_{};

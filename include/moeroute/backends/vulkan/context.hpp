@@ -134,7 +134,7 @@ class vulkan_buffer {
     auto bi = detail::vk7_make<VkBufferCreateInfo>(VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO);
     bi.size = size;
     bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-               VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
+               VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
     bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
     detail::vk7_check(vkCreateBuffer(dev, &bi, nullptr, &buffer_), "vkCreateBuffer");
     VkMemoryRequirements req;
@@ -210,6 +210,54 @@ class vulkan_buffer {
   VkDeviceMemory memory_ = VK_NULL_HANDLE;
   void* mapped_ = nullptr;
   VkDeviceSize size_ = 0;
+};
+
+/// A texel-buffer view of (part of) a buffer, in `format` texels. Movable, not copyable.
+class vulkan_buffer_view {
+ public:
+  vulkan_buffer_view() = default;
+  /// View of bytes [offset, offset + range) of buf (range VK_WHOLE_SIZE: to the end).
+  vulkan_buffer_view(std::shared_ptr<detail::vk7_device_state> st, VkBuffer buf, VkFormat format, VkDeviceSize offset = 0,
+                     VkDeviceSize range = VK_WHOLE_SIZE)
+      : st_(std::move(st)) {
+    auto vi = detail::vk7_make<VkBufferViewCreateInfo>(VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO);
+    vi.buffer = buf;
+    vi.format = format;
+    vi.offset = offset;
+    vi.range = range;
+    const VkResult r = vkCreateBufferView(st_->device, &vi, nullptr, &view_);
+    if (r != VK_SUCCESS) {
+      st_.reset();
+      detail::vk7_check(r, "vkCreateBufferView");
+    }
+  }
+  vulkan_buffer_view(const vulkan_buffer_view&) = delete;
+  vulkan_buffer_view& operator=(const vulkan_buffer_view&) = delete;
+  vulkan_buffer_view(vulkan_buffer_view&& o) noexcept { swap(o); }
+  vulkan_buffer_view& operator=(vulkan_buffer_view&& o) noexcept {
+    if (this != &o) {
+      reset();
+      swap(o);
+    }
+    return *this;
+  }
+  ~vulkan_buffer_view() { reset(); }
+
+  const VkBufferView* handle_ptr() const noexcept { return &view_; }
+
+ private:
+  void swap(vulkan_buffer_view& o) noexcept {
+    std::swap(st_, o.st_);
+    std::swap(view_, o.view_);
+  }
+  void reset() noexcept {
+    if (st_ && view_ != VK_NULL_HANDLE) vkDestroyBufferView(st_->device, view_, nullptr);
+    view_ = VK_NULL_HANDLE;
+    st_.reset();
+  }
+
+  std::shared_ptr<detail::vk7_device_state> st_;
+  VkBufferView view_ = VK_NULL_HANDLE;
 };
 
 /// A command pool with one primary command buffer and a fence, for record-submit-wait cycles.

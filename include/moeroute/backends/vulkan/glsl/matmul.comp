@@ -1,18 +1,24 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
-// Grouped expert matmul over the weight pool buffer `buf_index`, K split across lanes.
-// One workgroup per (RB output rows, expert). Lane (g, kl) of the workgroup owns chunks
-// kl, kl + L, ... of CB blocks (CB * 32 values) of the reduction dimension; it keeps the
-// activations of NTV tokens for its chunk in registers and walks the rows g, g + G, ... of the
-// workgroup, so every weight block it loads (whole aligned 32-bit words, decoded in registers)
-// feeds NTV tokens and every activation it loads feeds RB / G rows. Per-lane partial sums go to
-// shared memory and are added in a fixed order (deterministic, no subgroup operations).
+// Grouped expert matmul over the weight pool buffer `buf_index`. One workgroup per (RB output
+// rows, expert). Weights, x and the activations are read as uniform texel buffers (uvec4 / vec4
+// texels): lavapipe fetches a texel with one vector load per lane, a storage-buffer element with
+// one bounds-checked scalar load per component and lane.
 //   GATE_UP = 1: act[j, f] = silu(Wg[f,:] . x[tok[j]]) * (Wu[f,:] . x[tok[j]])
 //   GATE_UP = 0: partial[j, h] = w[j] * (Wd[h,:] . act[j])
 // TYPE: 0 f32, 1 f16, 2 q8_0, 3 q4_0 (ggml blocks, read as they are stored).
-// MV = 1: mat-vec variant (NTV = 1), runs the experts with at most MV_MAX entries;
-// MV = 0: tiled variant (NTV tokens per pass), runs the experts with more. group.comp lists the
-// two sets of experts separately (MV_MAX must match there) and sizes each dispatch.
+// MV = 1: mat-vec variant, runs the experts with at most MV_MAX entries, one token per pass. The
+//   reduction dimension K is split across lanes: lane (g, kl) owns chunks kl, kl + L, ... of CB
+//   blocks (CB * 32 values), keeps the activations of its chunk in registers and walks the rows
+//   g, g + G, ... of the workgroup; per-lane partial sums go to shared memory and are added in a
+//   fixed lane order (deterministic, no subgroup operations).
+// MV = 0: tiled variant, runs the experts with more entries, NTV tokens per pass. Each lane owns
+//   RPL whole rows and accumulates RPL x NTV dot products in registers over all of K: every
+//   weight block it loads feeds NTV tokens, every activation block feeds RPL rows, and there is
+//   no cross-lane reduction. The cost of an expert is ceil(entries / NTV) passes, so zero-gated
+//   experts save passes; NTV = 8 keeps that quantization small.
+// group.comp lists the two sets of experts separately (MV_MAX must match there) and sizes each
+// dispatch (RB of each variant must match there).
 #ifndef GATE_UP
 #define GATE_UP 1
 #endif
@@ -30,12 +36,9 @@
 #define CB 4    // blocks of 32 values per lane chunk
 #define LMAX 32 // most lanes splitting one row
 #else
-#define RB 256
-#define NTV 8
-#define CB 1
-#define LMAX 8
-#define RPL 32  // rows per lane per row sub-block (accumulated in registers over all chunks)
-#define TR 1    // tokens per round of the shared-memory reduction
+#define RB 256  // rows per workgroup: RPL per lane
+#define NTV 8   // tokens per pass
+#define RPL 4   // rows per lane (accumulated in registers over the whole row)
 #endif
 #if GATE_UP
 #define NACC 2
@@ -46,7 +49,7 @@
 layout(local_size_x = WG) in;
 
 layout(std430, set = 0, binding = 2) readonly buffer RWeights { float rweights[]; };
-layout(std430, set = 0, binding = 3) readonly buffer X { vec4 x4[]; };
+layout(set = 0, binding = 3) uniform samplerBuffer xtex;  // x as vec4 texels
 layout(std430, set = 0, binding = 5) readonly buffer SlotTable { int slot_table[]; };
 layout(std430, set = 0, binding = 6) readonly buffer ExpertOffsets { uint eoff[]; };
 layout(std430, set = 0, binding = 7) readonly buffer List { uint list[]; };
@@ -54,11 +57,11 @@ layout(std430, set = 0, binding = 8) readonly buffer Tok { uint tok[]; };
 #if GATE_UP
 layout(std430, set = 0, binding = 9) writeonly buffer Act { float act[]; };
 #else
-layout(std430, set = 0, binding = 9) readonly buffer Act { vec4 act4[]; };
+layout(set = 0, binding = 12) uniform samplerBuffer acttex;  // act as vec4 texels
 layout(std430, set = 0, binding = 10) writeonly buffer Partial { float partial[]; };
 #endif
-layout(std430, set = 0, binding = 11) readonly buffer Weights { uint wpool[]; };
-layout(std430, set = 0, binding = 11) readonly buffer Weights4 { uvec4 wpool4[]; };
+layout(set = 0, binding = 11) uniform usamplerBuffer wtex;  // the pool buffer as uvec4 texels
+#define WLOAD(i) texelFetch(wtex, int(i))
 
 layout(push_constant) uniform Params {
   uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
@@ -76,8 +79,6 @@ layout(push_constant) uniform Params {
 
 #if MV
 shared float part[RB * LMAX * NTV * NACC];
-#else
-shared float part[WG * RPL * TR * NACC];
 #endif
 
 // The 32 values of the block starting at byte b, as a scale d and 8 vec4 (named registers): the
@@ -89,15 +90,15 @@ shared float part[WG * RPL * TR * NACC];
 void load_block(uint b, BLOCK_ARGS) {
   const uint w = b >> 4;
   d = 1.0;
-  w0 = uintBitsToFloat(wpool4[w]); w1 = uintBitsToFloat(wpool4[w + 1]);
-  w2 = uintBitsToFloat(wpool4[w + 2]); w3 = uintBitsToFloat(wpool4[w + 3]);
-  w4 = uintBitsToFloat(wpool4[w + 4]); w5 = uintBitsToFloat(wpool4[w + 5]);
-  w6 = uintBitsToFloat(wpool4[w + 6]); w7 = uintBitsToFloat(wpool4[w + 7]);
+  w0 = uintBitsToFloat(WLOAD(w)); w1 = uintBitsToFloat(WLOAD(w + 1));
+  w2 = uintBitsToFloat(WLOAD(w + 2)); w3 = uintBitsToFloat(WLOAD(w + 3));
+  w4 = uintBitsToFloat(WLOAD(w + 4)); w5 = uintBitsToFloat(WLOAD(w + 5));
+  w6 = uintBitsToFloat(WLOAD(w + 6)); w7 = uintBitsToFloat(WLOAD(w + 7));
 }
 #elif TYPE == 1
 void load_block(uint b, BLOCK_ARGS) {
   const uint w = b >> 4;
-  const uvec4 a = wpool4[w], c = wpool4[w + 1], f = wpool4[w + 2], e = wpool4[w + 3];
+  const uvec4 a = WLOAD(w), c = WLOAD(w + 1), f = WLOAD(w + 2), e = WLOAD(w + 3);
   d = 1.0;
   w0 = vec4(unpackHalf2x16(a.x), unpackHalf2x16(a.y)); w1 = vec4(unpackHalf2x16(a.z), unpackHalf2x16(a.w));
   w2 = vec4(unpackHalf2x16(c.x), unpackHalf2x16(c.y)); w3 = vec4(unpackHalf2x16(c.z), unpackHalf2x16(c.w));
@@ -117,10 +118,10 @@ void load_block(uint b, BLOCK_ARGS) {
 #define NV 2
 #endif
 void load_words(uint b, out uint E[NW]) {
-  const uint v = b >> 4, last = uint(wpool4.length()) - 1u;
+  const uint v = b >> 4, last = uint(textureSize(wtex)) - 1u;
   uint W[NV * 4];
   [[unroll]] for (uint i = 0; i < NV; ++i) {
-    const uvec4 q = wpool4[min(v + i, last)];
+    const uvec4 q = WLOAD(min(v + i, last));
     W[4 * i] = q.x; W[4 * i + 1] = q.y; W[4 * i + 2] = q.z; W[4 * i + 3] = q.w;
   }
   const uint a = (b >> 2) & 3u;
@@ -156,10 +157,10 @@ void load_block(uint b, BLOCK_ARGS) {
 #if TYPE == 3 && MV
 // Four consecutive Q4_0 blocks (72 bytes from the even byte b): 6 uvec4 loads instead of 8.
 void load_chunk(uint b, out float dv[4], out vec4 wv[32]) {
-  const uint v = b >> 4, last = uint(wpool4.length()) - 1u;
+  const uint v = b >> 4, last = uint(textureSize(wtex)) - 1u;
   uint W[24];
   [[unroll]] for (uint i = 0; i < 6; ++i) {
-    const uvec4 q = wpool4[min(v + i, last)];
+    const uvec4 q = WLOAD(min(v + i, last));
     W[4 * i] = q.x; W[4 * i + 1] = q.y; W[4 * i + 2] = q.z; W[4 * i + 3] = q.w;
   }
   const uint a = (b >> 2) & 3u;
@@ -242,9 +243,9 @@ void main() {
           const bool kv = k4 < K / 4u;
           [[unroll]] for (uint t = 0; t < NTV; ++t) {
 #if GATE_UP
-            const vec4 v = x4[xb[t] + (kv ? k4 : 0u)];
+            const vec4 v = texelFetch(xtex, int(xb[t] + (kv ? k4 : 0u)));
 #else
-            const vec4 v = act4[xb[t] + (kv ? k4 : 0u)];
+            const vec4 v = texelFetch(acttex, int(xb[t] + (kv ? k4 : 0u)));
 #endif
             xr[t * XN + i] = kv ? v : vec4(0.0);
           }
@@ -352,7 +353,6 @@ void main() {
   const int slot = slot_table[e];
   const uint beg = eoff[e];
   const uint n = eoff[e + 1] - beg;
-  const uint tid = gl_LocalInvocationID.x;
   const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
 #if GATE_UP
   const uint rows = pc.F, K = pc.H, rb = pc.rbh;
@@ -362,20 +362,9 @@ void main() {
   const uint rows = pc.H, K = pc.F, rb = pc.rbf;
   const uint row_a = slot_base + pc.down_off;
 #endif
-  const uint NC = K / 32u;  // chunks (one block each) per row
-  // L lanes split a row: the largest power of two <= LMAX that divides the chunks or leaves
-  // every lane at least 4 of them (balanced work).
-  uint L = 1u;
-  for (uint l = LMAX; l > 1u; l >>= 1) {
-    if (NC % l == 0u || NC >= 4u * l) {
-      L = l;
-      break;
-    }
-  }
-  const uint G = WG / L;  // row groups of RPL rows each
-  const uint g = tid / L, kl = tid % L;
-  const uint row0 = gl_WorkGroupID.x * RB;
-  const uint nr = min(uint(RB), rows - row0);
+  const uint nbk = K / 32u;  // blocks per row
+  const uint row0 = gl_WorkGroupID.x * RB + gl_LocalInvocationID.x * RPL;
+  if (row0 >= rows) return;  // rows is a multiple of 32, so rows row0 .. row0 + RPL - 1 all exist
 
   for (uint c0 = 0; c0 < n; c0 += NTV) {
     const uint nt = min(uint(NTV), n - c0);
@@ -388,84 +377,54 @@ void main() {
       xb[t] = j * (pc.F / 4u);
 #endif
     }
-    for (uint rs = 0; rs < nr; rs += G * RPL) {
-      const uint rl0 = rs + g * RPL;  // first row (inside the workgroup's block) of this lane
-      float acc[RPL * NTV];
+    float acc[RPL * NTV];
 #if GATE_UP
-      float accu[RPL * NTV];
+    float accu[RPL * NTV];
 #endif
-      [[unroll]] for (uint i = 0; i < RPL * NTV; ++i) {
-        acc[i] = 0.0;
+    [[unroll]] for (uint i = 0; i < RPL * NTV; ++i) {
+      acc[i] = 0.0;
 #if GATE_UP
-        accu[i] = 0.0;
+      accu[i] = 0.0;
 #endif
-      }
-      for (uint c = kl; c < NC; c += L) {
-        vec4 xr[NTV * 8];
-        [[unroll]] for (uint i = 0; i < 8; ++i) {
-          [[unroll]] for (uint t = 0; t < NTV; ++t) {
+    }
+    for (uint c = 0; c < nbk; ++c) {
+      vec4 xr[NTV * 8];
+      [[unroll]] for (uint i = 0; i < 8; ++i) {
+        [[unroll]] for (uint t = 0; t < NTV; ++t) {
 #if GATE_UP
-            xr[t * 8 + i] = x4[xb[t] + c * 8u + i];
+          xr[t * 8 + i] = texelFetch(xtex, int(xb[t] + c * 8u + i));
 #else
-            xr[t * 8 + i] = act4[xb[t] + c * 8u + i];
+          xr[t * 8 + i] = texelFetch(acttex, int(xb[t] + c * 8u + i));
 #endif
-          }
-        }
-        float xs[NTV];
-        [[unroll]] for (uint t = 0; t < NTV; ++t) xs[t] = BIAS(XSUM(t * 8));
-        [[unroll]] for (uint i = 0; i < RPL; ++i) {
-          const uint r = row0 + min(rl0 + i, nr - 1u);
-          float ad, ud;
-          vec4 a0, a1, a2, a3, a4, a5, a6, a7;
-          load_block(row_a + r * rb + c * BB, ad, a0, a1, a2, a3, a4, a5, a6, a7);
-#if GATE_UP
-          vec4 u0, u1, u2, u3, u4, u5, u6, u7;
-          load_block(row_u + r * rb + c * BB, ud, u0, u1, u2, u3, u4, u5, u6, u7);
-#endif
-          [[unroll]] for (uint t = 0; t < NTV; ++t) {
-            acc[i * NTV + t] += ad * (DOT8(a, t * 8) + xs[t]);
-#if GATE_UP
-            accu[i * NTV + t] += ud * (DOT8(u, t * 8) + xs[t]);
-#endif
-          }
         }
       }
-      // Sum the L lanes of each row in shared memory, TR tokens per round, lanes in order.
-      [[unroll]] for (uint tr = 0; tr < NTV; tr += TR) {
-        [[unroll]] for (uint i = 0; i < RPL; ++i) {
-          [[unroll]] for (uint t = 0; t < TR; ++t) {
-            const uint p = (((g * RPL + i) * L + kl) * TR + t) * NACC;
-            part[p] = acc[i * NTV + tr + t];
+      float xs[NTV];
+      [[unroll]] for (uint t = 0; t < NTV; ++t) xs[t] = BIAS(XSUM(t * 8));
+      [[unroll]] for (uint i = 0; i < RPL; ++i) {
+        float ad, ud;
+        vec4 a0, a1, a2, a3, a4, a5, a6, a7;
+        load_block(row_a + (row0 + i) * rb + c * BB, ad, a0, a1, a2, a3, a4, a5, a6, a7);
 #if GATE_UP
-            part[p + 1] = accu[i * NTV + tr + t];
+        vec4 u0, u1, u2, u3, u4, u5, u6, u7;
+        load_block(row_u + (row0 + i) * rb + c * BB, ud, u0, u1, u2, u3, u4, u5, u6, u7);
 #endif
-          }
+        [[unroll]] for (uint t = 0; t < NTV; ++t) {
+          acc[i * NTV + t] += ad * (DOT8(a, t * 8) + xs[t]);
+#if GATE_UP
+          accu[i * NTV + t] += ud * (DOT8(u, t * 8) + xs[t]);
+#endif
         }
-        barrier();
-        const uint ntr = tr < nt ? min(uint(TR), nt - tr) : 0u;
-        const uint nrs = min(G * RPL, nr - rs);
-        for (uint idx = tid; idx < nrs * ntr; idx += WG) {
-          const uint rl = idx / ntr, t = idx % ntr;
-          float a = 0.0;
+      }
+    }
+    for (uint t = 0; t < nt; ++t) {
+      const uint j = list[beg + c0 + t];
+      [[unroll]] for (uint i = 0; i < RPL; ++i) {
+        const float a = acc[i * NTV + t];
 #if GATE_UP
-          float u = 0.0;
-#endif
-          for (uint q = 0; q < L; ++q) {
-            const uint p = ((rl * L + q) * TR + t) * NACC;
-            a += part[p];
-#if GATE_UP
-            u += part[p + 1];
-#endif
-          }
-          const uint j = list[beg + c0 + tr + t];
-          const uint row = row0 + rs + rl;
-#if GATE_UP
-          act[j * pc.F + row] = a / (1.0 + exp(-a)) * u;
+        act[j * pc.F + row0 + i] = a / (1.0 + exp(-a)) * accu[i * NTV + t];
 #else
-          partial[j * pc.H + row] = rweights[j] * a;
+        partial[j * pc.H + row0 + i] = rweights[j] * a;
 #endif
-        }
-        barrier();
       }
     }
   }
