@@ -16,8 +16,9 @@
 // Kernels: a grouping pre-pass on the device (per-expert entry lists from the CSR result), a fused
 // gate+up matmul with SiLU * up, a down matmul that writes w * (W_down a) per (token, slot) entry,
 // and a per-token reduction in slot order (deterministic: no float atomics). Each matmul has a
-// mat-vec kernel (experts with at most 4 entries) and a tiled kernel (more entries), both with the
-// reduction dimension split across lanes (glsl/matmul.comp). Experts with no tokens cost nothing:
+// mat-vec kernel (experts with at most 4 entries; the reduction dimension split across lanes) and
+// a tiled kernel (more entries; 4 whole rows x 8 tokens per lane), see glsl/matmul.comp. Weights,
+// x and the activations are read as uniform texel buffers. Experts with no tokens cost nothing:
 // the grouping pass lists the experts with entries per pool buffer (one list per kernel) and
 // writes the indirect dispatch sizes; zero-gated experts are simply absent from the CSR.
 // The weight pool is split into buffers of at most maxTexelBufferElements x 16 bytes (and
