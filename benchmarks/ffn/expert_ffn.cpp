@@ -9,6 +9,7 @@
 // lavapipe it is the work done, and is steadier than wall time on a shared machine).
 //
 //   bench_ffn_expert_ffn --benchmark_format=json --benchmark_out=ffn.json
+// At the end it prints the ratios between cases of the same run to stderr (see ratio_reporter).
 // Options: MOEROUTE_BENCH_FFN_QUICK=1 runs only T = 1 and 512 of the qwen3 shape.
 #include <moeroute/backends/ffn_types.hpp>
 
@@ -16,8 +17,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -223,7 +227,7 @@ void register_all() {
     return std::string(impl) + "/" + kShapes[si].name + "/" + type_names[t] + "/T:" + std::to_string(T) +
            (g ? "/gated_5.4" : "/full");
   };
-  auto iters = [](int T) { return T >= 512 ? 2 : (T >= 32 ? 5 : 20); };
+  auto iters = [](int T) { return T >= 512 ? 2 : (T >= 32 ? 5 : (T >= 8 ? 20 : 100)); };
 #ifdef MOEROUTE_BENCH_VULKAN
   for (int si : shapes)
     for (int t = 0; t < 4; ++t)
@@ -242,13 +246,90 @@ void register_all() {
 #endif
 }
 
+// Forwards everything to the display reporter chosen by --benchmark_format and, at the end,
+// prints the ratios between cases of this run to stderr (stdout stays valid JSON):
+// Vulkan / Eigen time (target <= 2 at T = 512 f32), zero-gated / full time (bound 5.4/8 + 0.1),
+// and q4_0 T = 1 GFLOPS against ggml's Vulkan MUL_MAT_ID on lavapipe (2.39 GFLOPS, measured on
+// the development machine; only meaningful on that device). With repetitions, medians.
+class ratio_reporter : public benchmark::BenchmarkReporter {
+ public:
+  explicit ratio_reporter(benchmark::BenchmarkReporter* display) : display_(display) {}
+  bool ReportContext(const Context& c) override { return display_->ReportContext(c); }
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      const std::string key = case_key(r.benchmark_name());
+      times_[key].push_back(r.GetAdjustedRealTime());
+      const auto g = r.counters.find("GFLOPS");
+      if (g != r.counters.end()) gflops_[key].push_back(g->second.value);
+      if (!r.report_label.empty()) label_[key] = r.report_label;
+    }
+    display_->ReportRuns(runs);
+  }
+  void Finalize() override {
+    display_->Finalize();
+    std::ostream& out = GetErrorStream();
+    bool header = false;
+    auto line = [&](const std::string& what, double v, const char* unit, const std::string& verdict) {
+      if (!header) out << "ratios between cases of this run (medians):\n";
+      header = true;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f%s", v, unit);
+      out << "  " << what << ": " << buf << (verdict.empty() ? "" : "  " + verdict) << "\n";
+    };
+    for (const auto& [key, t] : times_) {
+      if (key.rfind("vulkan/", 0) != 0) continue;
+      const std::string rest = key.substr(7);  // shape/type/T:n/variant
+      const auto eig = times_.find("eigen/" + rest);
+      if (eig != times_.end()) {
+        const bool target = rest.find("/f32/T:512/full") != std::string::npos;
+        line("vulkan / eigen time, " + rest, median(t) / median(eig->second), "x",
+             target ? (median(t) <= 2 * median(eig->second) ? "(target <= 2x: met)" : "(target <= 2x: NOT met)") : "");
+      }
+      const std::string full_suffix = "/full";
+      if (key.size() > full_suffix.size() && key.compare(key.size() - full_suffix.size(), full_suffix.size(), full_suffix) == 0) {
+        const std::string base = key.substr(0, key.size() - full_suffix.size());
+        const auto gated = times_.find(base + "/gated_5.4");
+        if (gated != times_.end()) {
+          const double q = median(gated->second) / median(t);
+          line("zero-gated (5.4 of 8) / full time, " + base.substr(7), q, "",
+               q <= 5.4 / 8 + 0.1 ? "(bound 0.775: met)" : "(bound 0.775: NOT met)");
+        }
+        if (base.find("/q4_0/T:1") != std::string::npos && gflops_.count(key)) {
+          const bool lavapipe = label_[key].find("llvmpipe") != std::string::npos;
+          const double g = median(gflops_[key]);
+          line("q4_0 T=1 GFLOPS / ggml MUL_MAT_ID on lavapipe (2.39), " + base.substr(7), g / 2.39, "x",
+               lavapipe ? (g >= 2.39 ? "(target >= 1x: met)" : "(target >= 1x: NOT met)") : "(not lavapipe: no target)");
+        }
+      }
+    }
+  }
+
+ private:
+  static std::string case_key(const std::string& name) {  // impl/shape/type/T:n/variant
+    std::size_t pos = 0;
+    for (int i = 0; i < 5 && pos != std::string::npos; ++i) pos = name.find('/', pos + (i ? 1 : 0));
+    return pos == std::string::npos ? name : name.substr(0, pos);
+  }
+  static double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  }
+
+  std::unique_ptr<benchmark::BenchmarkReporter> display_;
+  std::map<std::string, std::vector<double>> times_, gflops_;
+  std::map<std::string, std::string> label_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
+  ratio_reporter reporter(benchmark::CreateDefaultDisplayReporter());
+  benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;
 }

@@ -224,7 +224,9 @@ void main() {
   const uint row0 = gl_WorkGroupID.x * RB;
   const uint nr = min(uint(RB), rows - row0);
 
-  for (uint c0 = 0; c0 < n; c0 += NTV) {
+  // do-while where a loop runs at least once (see the tiled kernel).
+  uint c0 = 0;  // experts in the list have entries
+  do {
     const uint nt = min(uint(NTV), n - c0);
     uint xb[NTV];
     [[unroll]] for (uint t = 0; t < NTV; ++t) {
@@ -236,7 +238,8 @@ void main() {
 #endif
     }
     if (g < G) {
-      for (uint c = kl; c < NC; c += L) {
+      uint c = kl;  // kl < L <= NC
+      do {
         vec4 xr[NTV * XN];
         [[unroll]] for (uint i = 0; i < XN; ++i) {
           const uint k4 = c * (CB * 8u) + i;        // vec4 index inside the row
@@ -320,7 +323,8 @@ void main() {
             }
           }
         }
-      }
+        c += L;
+      } while (c < NC);
     }
     barrier();
     for (uint i = tid; i < nr * nt; i += WG) {
@@ -344,7 +348,8 @@ void main() {
 #endif
     }
     barrier();
-  }
+    c0 += NTV;
+  } while (c0 < n);
 }
 #else
 void main() {
@@ -366,7 +371,11 @@ void main() {
   const uint row0 = gl_WorkGroupID.x * RB + gl_LocalInvocationID.x * RPL;
   if (row0 >= rows) return;  // rows is a multiple of 32, so rows row0 .. row0 + RPL - 1 all exist
 
-  for (uint c0 = 0; c0 < n; c0 += NTV) {
+  // Loops are written as do-while where they run at least once: on lavapipe a loop ends with a
+  // whole iteration under an all-off lane mask after its exit test fails, and at the head of a
+  // pass loop that iteration costs as much as a real pass.
+  uint c0 = 0;  // the tiled kernel only sees experts with entries
+  do {
     const uint nt = min(uint(NTV), n - c0);
     uint xb[NTV];
     [[unroll]] for (uint t = 0; t < NTV; ++t) {
@@ -387,7 +396,8 @@ void main() {
       accu[i] = 0.0;
 #endif
     }
-    for (uint c = 0; c < nbk; ++c) {
+    uint c = 0;  // K >= 32: at least one block
+    do {
       vec4 xr[NTV * 8];
       [[unroll]] for (uint i = 0; i < 8; ++i) {
         [[unroll]] for (uint t = 0; t < NTV; ++t) {
@@ -415,18 +425,21 @@ void main() {
 #endif
         }
       }
-    }
-    for (uint t = 0; t < nt; ++t) {
-      const uint j = list[beg + c0 + t];
-      [[unroll]] for (uint i = 0; i < RPL; ++i) {
-        const float a = acc[i * NTV + t];
+    } while (++c < nbk);
+    [[unroll]] for (uint t = 0; t < NTV; ++t) {
+      if (t < nt) {
+        const uint j = list[beg + c0 + t];
+        [[unroll]] for (uint i = 0; i < RPL; ++i) {
+          const float a = acc[i * NTV + t];
 #if GATE_UP
-        act[j * pc.F + row0 + i] = a / (1.0 + exp(-a)) * accu[i * NTV + t];
+          act[j * pc.F + row0 + i] = a / (1.0 + exp(-a)) * accu[i * NTV + t];
 #else
-        partial[j * pc.H + row0 + i] = rweights[j] * a;
+          partial[j * pc.H + row0 + i] = rweights[j] * a;
 #endif
+        }
       }
     }
-  }
+    c0 += NTV;
+  } while (c0 < n);
 }
 #endif
