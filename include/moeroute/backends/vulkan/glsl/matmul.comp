@@ -199,23 +199,32 @@ void load_chunk(uint b, out float dv[4], out vec4 wv[32]) {
 #define DOT8(W, o) (dot(W##0, xr[(o)]) + dot(W##1, xr[(o) + 1]) + dot(W##2, xr[(o) + 2]) + dot(W##3, xr[(o) + 3]) + \
                     dot(W##4, xr[(o) + 4]) + dot(W##5, xr[(o) + 5]) + dot(W##6, xr[(o) + 6]) + dot(W##7, xr[(o) + 7]))
 
+// Expert number li of this pool buffer's list (group.comp): its entries [beg, beg + n) of `list`,
+// the output rows and reduction length of this matmul, the bytes per weight row, and the byte
+// offsets of its first (gate or down) and up matrix in the pool buffer (row_u = row_a for down).
+void expert_at(uint li, out uint beg, out uint n, out uint rows, out uint K, out uint rb, out uint row_a,
+               out uint row_u) {
+  const uint e = eoff[pc.E + 1 + pc.buf_index * pc.E + li];
+  beg = eoff[e];
+  n = eoff[e + 1] - beg;
+  const uint slot_base = (uint(slot_table[e]) % pc.spb) * pc.stride;
+#if GATE_UP
+  rows = pc.F; K = pc.H; rb = pc.rbh;
+  row_a = slot_base;
+  row_u = slot_base + pc.up_off;
+#else
+  rows = pc.H; K = pc.F; rb = pc.rbf;
+  row_a = slot_base + pc.down_off;
+  row_u = row_a;
+#endif
+}
+
 #if MV
 void main() {
-  // Dispatched indirectly over the experts with entries in this pool buffer (group.comp).
-  const uint e = eoff[pc.E + 1 + pc.buf_index * pc.E + gl_WorkGroupID.y];
-  const int slot = slot_table[e];
-  const uint beg = eoff[e];
-  const uint n = eoff[e + 1] - beg;
+  // Dispatched indirectly over the experts of this pool buffer with at most MV_MAX entries.
+  uint beg, n, rows, K, rb, row_a, row_u;
+  expert_at(gl_WorkGroupID.y, beg, n, rows, K, rb, row_a, row_u);
   const uint tid = gl_LocalInvocationID.x;
-  const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
-#if GATE_UP
-  const uint rows = pc.F, K = pc.H, rb = pc.rbh;
-  const uint row_a = slot_base;
-  const uint row_u = slot_base + pc.up_off;
-#else
-  const uint rows = pc.H, K = pc.F, rb = pc.rbf;
-  const uint row_a = slot_base + pc.down_off;
-#endif
   const uint nbk = K / 32u;                      // blocks per row
   const uint NC = (nbk + CB - 1u) / CB;          // chunks per row
   const uint L = min(NC, uint(LMAX));            // lanes splitting a row
@@ -353,20 +362,9 @@ void main() {
 }
 #else
 void main() {
-  // Dispatched indirectly over the experts with entries in this pool buffer (group.comp).
-  const uint e = eoff[pc.E + 1 + pc.buf_index * pc.E + pc.E - 1u - gl_WorkGroupID.y];
-  const int slot = slot_table[e];
-  const uint beg = eoff[e];
-  const uint n = eoff[e + 1] - beg;
-  const uint slot_base = (uint(slot) % pc.spb) * pc.stride;
-#if GATE_UP
-  const uint rows = pc.F, K = pc.H, rb = pc.rbh;
-  const uint row_a = slot_base;
-  const uint row_u = slot_base + pc.up_off;
-#else
-  const uint rows = pc.H, K = pc.F, rb = pc.rbf;
-  const uint row_a = slot_base + pc.down_off;
-#endif
+  // Dispatched indirectly over the experts of this pool buffer with more entries (listed from the end).
+  uint beg, n, rows, K, rb, row_a, row_u;
+  expert_at(pc.E - 1u - gl_WorkGroupID.y, beg, n, rows, K, rb, row_a, row_u);
   const uint nbk = K / 32u;  // blocks per row
   const uint row0 = gl_WorkGroupID.x * RB + gl_LocalInvocationID.x * RPL;
   if (row0 >= rows) return;  // rows is a multiple of 32, so rows row0 .. row0 + RPL - 1 all exist
