@@ -65,7 +65,8 @@ ref_summary reference(const std::vector<std::vector<double>>& counts, double cov
     for (double x : c)
       if (x > 0) h -= x / total * std::log(x / total);
     s.layer_hot.push_back(double(k) / double(c.size()));
-    s.layer_conc.push_back(c.size() <= 1 || nz <= 1 ? 0.0 : 1.0 - h / std::log(double(c.size())));
+    // 1 - normalized entropy; the normalized entropy of one active expert (or E = 1) is 0.
+    s.layer_conc.push_back(c.size() <= 1 || nz <= 1 ? 1.0 : 1.0 - h / std::log(double(c.size())));
     s.layer_top1.push_back(mx / total);
   }
   auto median = [](std::vector<double> v) {
@@ -202,7 +203,7 @@ TEST(CliConcentration, ContainerTraceJsonExitCodes) {
 
   // All-zero trace: valid, hot 1.0, concentration 0, top1 0, exit 0.
   const std::string zero = tmp("zero.json");
-  spit(zero, R"({"model": "z", "num_experts": 4, "n_tokens": 0,
+  spit(zero, R"({"model": "z", "num_experts": 4, "experts_per_token": 1, "n_tokens": 0,
     "layers": [{"layer_index": 0, "expert_counts": [0, 0, 0, 0]}]})");
   const result z = run("--trace " + zero);
   EXPECT_EQ(z.code, 0) << z.err;
@@ -211,6 +212,21 @@ TEST(CliConcentration, ContainerTraceJsonExitCodes) {
   EXPECT_EQ(zj["concentration_score"], 0.0);
   EXPECT_EQ(zj["top1_share"], 0.0);
   EXPECT_EQ(zj["cache_helps"], false);
+  EXPECT_EQ(zj["n_layers"], 0);  // no layer was analyzed
+
+  // n_layers counts analyzed layers only; a one-expert layer scores concentration 1.0, so the
+  // mean over the two analyzed layers is (1 + 0) / 2 (the uniform layer's score is 0).
+  const std::string mixed = tmp("mixed.json");
+  spit(mixed, R"({"model": "x", "num_experts": 4, "experts_per_token": 1, "n_tokens": 8,
+    "layers": [{"layer_index": 0, "expert_counts": [0, 0, 0, 0]},
+               {"layer_index": 1, "expert_counts": [0, 8, 0, 0]},
+               {"layer_index": 2, "expert_counts": [2, 2, 2, 2]}]})");
+  const result m = run("--trace " + mixed);
+  ASSERT_EQ(m.code, 0) << m.err;
+  const auto mj = nlohmann::json::parse(m.out);
+  EXPECT_EQ(mj["n_layers"], 2);
+  EXPECT_EQ(mj["per_layer"][0]["concentration_score"], 1.0);
+  EXPECT_NEAR(mj["concentration_score"].get<double>(), 0.5, 1e-12);
 }
 
 TEST(CliConcentration, ImatrixPath) {
@@ -226,7 +242,9 @@ TEST(CliConcentration, ImatrixPath) {
   EXPECT_EQ(j["n_tokens"], 4);
   EXPECT_EQ(j["num_experts"], 4);
   EXPECT_EQ(j["n_layers"], 2);
-  EXPECT_EQ(j["model"], "cliconc_moe.imatrix");  // file stem
+  EXPECT_EQ(j["model"], "model");  // gpu-container's default without --model-name
+  EXPECT_EQ(j["input"]["file_stem"], "cliconc_moe.imatrix");
+  EXPECT_EQ(nlohmann::json::parse(run("--imatrix " + path + " --model-name q3").out)["model"], "q3");
   EXPECT_EQ(j["per_layer"][0]["layer_index"], 2);
   EXPECT_EQ(j["per_layer"][0]["total_mass"], 16.0);
   expect_matches(j, s);
@@ -238,10 +256,18 @@ TEST(CliConcentration, MalformedInputsExitTwoWithoutOutput) {
   expect_bad("--trace " + dir + "missing.json", "missing.json: cannot open file");
   spit(dir + "syntax.json", "{\n \"layers\": [\n  {\"layer_index\": 0,, }]}");
   expect_bad("--trace " + dir + "syntax.json", "syntax.json:3:");
-  spit(dir + "neg.json", R"({"layers": [{"layer_index": 0, "expert_counts": [3, -1]}]})");
+  spit(dir + "neg.json", R"({"model": "m", "num_experts": 2, "experts_per_token": 1, "n_tokens": 3,
+    "layers": [{"layer_index": 0, "expert_counts": [3, -1]}]})");
   expect_bad("--trace " + dir + "neg.json", "layers[0].expert_counts[1] = -1");
   spit(dir + "nolayers.json", R"({"model": "m"})");
   expect_bad("--trace " + dir + "nolayers.json", "missing field 'layers'");
+  // gpu-container-concentration requires the header fields; a trace without one is bad input.
+  spit(dir + "noexperts.json", R"({"model": "m", "experts_per_token": 1, "n_tokens": 3,
+    "layers": [{"layer_index": 0, "expert_counts": [3, 1]}]})");
+  expect_bad("--trace " + dir + "noexperts.json", "missing field 'num_experts'");
+  spit(dir + "nomodel.json", R"({"num_experts": 2, "experts_per_token": 1, "n_tokens": 3,
+    "layers": [{"layer_index": 0, "expert_counts": [3, 1]}]})");
+  expect_bad("--trace " + dir + "nomodel.json", "missing field 'model'");
   spit(dir + "bad.jsonl", "{\"layer\": 0, \"experts\": [1]}\n{\"layer\": 0, \"experts\": [-4]}\n");
   expect_bad("--trace " + dir + "bad.jsonl", "bad.jsonl:2: experts[0] = -4");
   spit(dir + "big.jsonl", "{\"layer\": 0, \"experts\": [9]}\n");

@@ -355,7 +355,7 @@ TEST(CliPolicy, BuildFromGpuContainerCountsEqualsTraceBuild) {
   spit(a, "{\"layer\": 0, \"experts\": [0, 1]}\n{\"layer\": 0, \"experts\": [0]}\n{\"layer\": 0, \"experts\": [0]}\n"
           "{\"layer\": 1, \"experts\": [2]}\n{\"layer\": 1, \"experts\": [2]}\n{\"layer\": 1, \"experts\": [2]}\n"
           "{\"layer\": 1, \"experts\": [2]}\n");
-  spit(counts, R"({"model": "m", "num_experts": 3, "layers": [{"layer_index": 0, "expert_counts": [3, 1, 0]},
+  spit(counts, R"({"model": "m", "num_experts": 3, "experts_per_token": 2, "n_tokens": 4, "layers": [{"layer_index": 0, "expert_counts": [3, 1, 0]},
                   {"layer_index": 1, "expert_counts": [0, 0, 4]}]})");
   result r = run("policy build --trace " + a + " --names a --percent 100 --unit cell --basis x -o " + from_trace);
   ASSERT_EQ(r.code, 0) << r.err;

@@ -45,15 +45,17 @@ TEST(Concentration, UniformSingleAndOneExpertLayers) {
   EXPECT_NEAR(u.concentration_score, 0.0, 1e-12);
   EXPECT_NEAR(u.gini, 0.0, 1e-12);
   EXPECT_DOUBLE_EQ(u.top1_share, 0.25);
-  // One non-zero expert: concentration is 0 by the gpu-container rule; Gini 2/3.
+  // One non-zero expert: p = (0, 1, 0), H = 0, normalized entropy 0 -> concentration 1 - 0 = 1
+  // ("0 = uniform, 1 = one expert"); Gini 2/3.
   const auto s = analyze_layer_concentration({0, {0, 7, 0}});
-  EXPECT_DOUBLE_EQ(s.concentration_score, 0.0);
+  EXPECT_EQ(s.concentration_score, 1.0);
   EXPECT_DOUBLE_EQ(s.top1_share, 1.0);
   EXPECT_DOUBLE_EQ(s.hot_frac_for_coverage, 1.0 / 3.0);
   EXPECT_EQ(s.hot_experts, std::vector<int>{1});
   EXPECT_NEAR(s.gini, 2.0 / 3.0, 1e-12);
+  // E = 1: the normalized entropy is 0 by definition, so the score is 1.
   const auto e1 = analyze_layer_concentration({0, {4}});
-  EXPECT_DOUBLE_EQ(e1.concentration_score, 0.0);
+  EXPECT_EQ(e1.concentration_score, 1.0);
   EXPECT_DOUBLE_EQ(e1.hot_frac_for_coverage, 1.0);
 }
 
@@ -107,10 +109,12 @@ TEST(Concentration, EachLayerUsesItsOwnExpertCount) {
 TEST(Concentration, ZeroMassLayersSkippedAndAllZeroIsValid) {
   const auto r = analyze_concentration({{0, {0, 0}}, {1, {3, 1}}, {2, {0, 0}}});
   EXPECT_EQ(r.per_layer.size(), 1u);
+  EXPECT_EQ(r.n_layers(), 1u);  // only analyzed layers count
   EXPECT_EQ(r.skipped_layers, (std::vector<int>{0, 2}));
   EXPECT_DOUBLE_EQ(r.hot_frac_for_coverage, 1.0);  // 0.9 * 4 = 3.6 needs both
   const auto z = analyze_concentration({{0, {0, 0, 0}}, {1, {0, 0, 0}}});
   EXPECT_TRUE(z.per_layer.empty());
+  EXPECT_EQ(z.n_layers(), 0u);
   EXPECT_DOUBLE_EQ(z.hot_frac_for_coverage, 1.0);
   EXPECT_DOUBLE_EQ(z.concentration_score, 0.0);
   EXPECT_DOUBLE_EQ(z.top1_share, 0.0);
@@ -198,7 +202,10 @@ TEST(ContainerTrace, FromRoutingTraceCountsAndMass) {
 }
 
 TEST(ContainerTrace, MalformedInputsNameTheProblem) {
-  auto err = [](const std::string& text, const std::string& needle) {
+  // Every case but the first few carries the required header, so it fails for its own reason.
+  const std::string head = R"("model": "m", "num_experts": 2, "experts_per_token": 1, "n_tokens": 1, )";
+  auto err = [&](std::string text, const std::string& needle) {
+    if (text.rfind("{\"layers\"", 0) == 0) text.insert(1, head);
     try {
       parse_container_trace_json(text, "t.json");
       ADD_FAILURE() << "no error for " << text;
@@ -221,6 +228,17 @@ TEST(ContainerTrace, MalformedInputsNameTheProblem) {
   err(R"({"layers": [{"layer_index": 0, "expert_counts": [1, "x"]}]})", "expert_counts[1] is not a number");
   err(R"({"layers": [{"layer_index": 0, "expert_counts": [1]}, {"layer_index": 0, "expert_counts": [1]}]})",
       "appears twice");
+  // The four header fields are required (bad input), as in gpu-container-concentration.
+  err(R"({"num_experts": 2, "experts_per_token": 1, "n_tokens": 1, "layers": []})", "missing field 'model'");
+  err(R"({"model": "m", "experts_per_token": 1, "n_tokens": 1, "layers": []})", "missing field 'num_experts'");
+  err(R"({"model": "m", "num_experts": 2, "n_tokens": 1, "layers": []})", "missing field 'experts_per_token'");
+  err(R"({"model": "m", "num_experts": 2, "experts_per_token": 1, "layers": []})", "missing field 'n_tokens'");
+  try {
+    parse_container_trace_json(R"({"model": "m", "layers": []})", "t.json");
+    ADD_FAILURE() << "no error";
+  } catch (const moeroute::error& e) {
+    EXPECT_EQ(e.code(), errc::bad_input);
+  }
   err(R"({"num_experts": 0, "layers": []})", "'num_experts' = 0");
   err(R"({"num_experts": 18446744073709551615, "layers": []})", "out of range");
   err(R"({"n_tokens": 1.5, "layers": []})", "'n_tokens' must be an integer");

@@ -28,7 +28,8 @@ std::vector<std::string> moeroute_fuzz_seeds() {
   "layers": [{"layer_index": 0, "expert_counts": [5, 3, 2, 0]},
              {"layer_index": 1, "expert_counts": [0, 0, 10, 10]}],
   "gate_weighted": false, "created": "2026-01-01T00:00:00Z", "rig": "x", "source": "s"})",
-      R"({"layers": [{"layer_index": 3, "expert_counts": [0.5, 1.25]}], "gate_weighted": true})",
-      R"({"layers": []})",
+      R"({"model": null, "num_experts": 2, "experts_per_token": 1, "n_tokens": 1,
+  "layers": [{"layer_index": 3, "expert_counts": [0.5, 1.25]}], "gate_weighted": true})",
+      R"({"model": "e", "num_experts": 1, "experts_per_token": 1, "n_tokens": 0, "layers": []})",
   };
 }

@@ -144,11 +144,11 @@ int run_concentration(const concentration_args& a) {
     counts = imatrix_expert_counts(m);
     num_experts = m.num_experts;
     n_tokens = imatrix_n_tokens(m, a.topk);
-    model = file_stem(a.imatrix);
+    model = "model";  // gpu-container-concentration's name without --model-name
     basis = "imatrix expert counts (" + m.layers.front().projection +
             ".weight.counts, rounded half-to-even); n_tokens = layer " +
             std::to_string(m.layers.front().layer_index) + " counts / topk " + std::to_string(a.topk);
-    input = ojson{{"path", a.imatrix}, {"format", "imatrix-gguf"},
+    input = ojson{{"path", a.imatrix}, {"format", "imatrix-gguf"}, {"file_stem", file_stem(a.imatrix)},
                   {"datasets", m.datasets}, {"chunk_count", m.chunk_count},
                   {"chunk_size", m.chunk_size}, {"moe_layers", m.layers.size()}};
   } else {
@@ -185,8 +185,6 @@ int run_concentration(const concentration_args& a) {
       n_tokens = ct.n_tokens;
       model = ct.model.empty() ? file_stem(a.trace) : ct.model;
       num_experts = ct.num_experts;
-      if (num_experts == 0)
-        for (const auto& L : counts) num_experts = std::max(num_experts, static_cast<int>(L.counts.size()));
       basis = ct.gate_weighted ? "gate-weighted expert counts (gpu-container trace)"
                                : "expert activation counts (gpu-container trace)";
       input = ojson{{"path", a.trace}, {"format", "gpu-container-trace-json"}};
@@ -195,7 +193,7 @@ int run_concentration(const concentration_args& a) {
   if (!a.model_name.empty()) model = a.model_name;
 
   const concentration_report rep = analyze_concentration(counts, opt);
-  ojson j = report_json(rep, a, model, num_experts, counts.size(), n_tokens, basis);
+  ojson j = report_json(rep, a, model, num_experts, rep.n_layers(), n_tokens, basis);
   j["input"] = std::move(input);
   if (!weight_mass.is_null()) j["router_weight_mass"] = std::move(weight_mass);
   cli::write_output(a.out, j.dump(2) + "\n");

@@ -3,6 +3,8 @@
 //   {"model": "...", "num_experts": 128, "experts_per_token": 8, "n_tokens": 1024,
 //    "layers": [{"layer_index": 0, "expert_counts": [E numbers]}, ...],
 //    "gate_weighted": false, "created": "...", "rig": "...", "source": "..."}
+// model, num_experts, experts_per_token, n_tokens and layers are required (a file without one is
+// bad input, as in gpu-container-concentration); the other keys are optional.
 // Read, write, and build from a routing-trace JSONL (activation counts, or router-weight mass).
 // Errors name the file and the field ("t.json: layers[2].expert_counts[5] is negative"); JSON
 // syntax errors name the line and column. Keys other than the known ones are kept on rewrite.
@@ -29,10 +31,10 @@ namespace moeroute {
 
 /// A gpu-container trace: per-layer expert counts (each layer's E is its own counts length).
 struct container_trace {
-  std::string model;
-  int num_experts = 0;                ///< 0 when the file does not say
-  int experts_per_token = 0;          ///< 0 when the file does not say
-  std::int64_t n_tokens = 0;          ///< 0 when the file does not say
+  std::string model;                  ///< empty when the file has "model": null
+  int num_experts = 0;
+  int experts_per_token = 0;
+  std::int64_t n_tokens = 0;
   bool gate_weighted = false;         ///< counts are router-weight mass, not activation counts
   std::vector<layer_counts> layers;   ///< in file order
   nlohmann::json extra = nlohmann::json::object();  ///< created, rig, source and unknown keys
@@ -68,7 +70,9 @@ inline std::int64_t ct_int(const nlohmann::json& v, const std::string& where, st
 /// Deepest JSON nesting accepted in a gpu-container trace file.
 inline constexpr int container_trace_max_depth = 64;
 
-/// Parses gpu-container trace JSON text; `name` is used in error messages.
+/// Parses gpu-container trace JSON text; `name` is used in error messages. Throws parse_error for
+/// malformed JSON or a field of the wrong type, bad_input for a missing required field or a value
+/// out of range.
 inline container_trace parse_container_trace_json(const std::string& text, const std::string& name) {
   nlohmann::json j;
   try {
@@ -117,6 +121,8 @@ inline container_trace parse_container_trace_json(const std::string& text, const
     }
   }
   MOEROUTE_CHECK(j.contains("layers"), errc::parse_error, name, ": missing field 'layers'");
+  for (const char* k : {"model", "num_experts", "experts_per_token", "n_tokens"})
+    MOEROUTE_CHECK(j.contains(k), errc::bad_input, name, ": missing field '", k, "'");
   const auto& layers = j["layers"];
   MOEROUTE_CHECK(layers.is_array(), errc::parse_error, name, ": field 'layers' must be an array");
   std::set<std::int64_t> seen;
@@ -168,8 +174,8 @@ inline container_trace read_container_trace_json(const std::string& path) {
 inline nlohmann::json container_trace_to_json(const container_trace& t) {
   nlohmann::json j = nlohmann::json::object();
   j["model"] = t.model;
-  if (t.num_experts > 0) j["num_experts"] = t.num_experts;
-  if (t.experts_per_token > 0) j["experts_per_token"] = t.experts_per_token;
+  j["num_experts"] = t.num_experts;
+  j["experts_per_token"] = t.experts_per_token;
   j["n_tokens"] = t.n_tokens;
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& L : t.layers) {

@@ -6,15 +6,16 @@
 //   top1_share            max / total
 //   hot_frac_for_coverage the smallest k such that the k hottest experts' cumulative count is
 //                         >= coverage * total, divided by E (1.0 when no k reaches it)
-//   concentration_score   1 - H / ln(E), H the entropy of counts / total (0 when E <= 1 or at
-//                         most one expert has a non-zero count)
+//   concentration_score   1 - normalized entropy: 1 - H / ln(E), H the entropy of counts / total
+//                         (0 = uniform, 1 = one expert). The normalized entropy is 0 when E = 1 or
+//                         at most one expert has a non-zero count, so such a layer scores 1.0
 //   gini                  Gini coefficient of the counts (0 = uniform, -> 1 = one expert)
 //   coverage curve        experts needed for each level of `curve_levels`
 //   hot experts           ids of the k hottest experts, hottest first (ties: lower id first)
 // Overall: hot_frac_for_coverage = median over analyzed layers (mean of the two middle values for
 // an even count), concentration_score = mean, top1_share = median, cache_helps =
 // hot_frac_for_coverage < threshold (strict). Zero-mass layers are skipped; with none left the
-// result is hot_frac 1.0, concentration 0, top1 0 and cache_helps false.
+// result is hot_frac 1.0, concentration 0, top1 0, cache_helps false and n_layers() 0.
 // These are the gpu-container-concentration semantics for its fields; the rest is added here.
 
 #include <algorithm>
@@ -73,6 +74,9 @@ struct concentration_report {
   std::uint64_t recommended_bytes = 0;  ///< recommended_cells * cell_bytes
   std::uint64_t total_cells = 0;        ///< sum over analyzed layers of E
   std::vector<std::string> notes;
+
+  /// Layers analyzed (with routing mass): the gpu-container report's n_layers.
+  std::size_t n_layers() const noexcept { return per_layer.size(); }
 };
 
 namespace detail {
@@ -102,7 +106,7 @@ inline int conc_experts_for(const std::vector<double>& sorted_desc, double total
 }  // namespace detail
 
 /// Concentration of one layer's counts (E = counts.size() >= 1, every count finite and >= 0).
-/// A zero-mass layer gives total_mass 0, hot_frac 1, the other metrics 0.
+/// A zero-mass layer gives total_mass 0, hot_frac 1, the other metrics 0 (it is not analyzed).
 inline layer_concentration analyze_layer_concentration(const layer_counts& layer,
                                                        const concentration_options& opt = {}) {
   layer_concentration r;
@@ -130,7 +134,9 @@ inline layer_concentration analyze_layer_concentration(const layer_counts& layer
   r.top1_share = mx / total;
   std::vector<int> order(E);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return c[a] > c[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return c[static_cast<std::size_t>(a)] > c[static_cast<std::size_t>(b)];
+  });
   std::vector<double> sorted(E);
   for (std::size_t i = 0; i < E; ++i) sorted[i] = c[static_cast<std::size_t>(order[i])];
   const int k = detail::conc_experts_for(sorted, total, opt.coverage);
@@ -139,6 +145,7 @@ inline layer_concentration analyze_layer_concentration(const layer_counts& layer
   r.hot_experts.assign(order.begin(), order.begin() + k);
   for (std::size_t i = 0; i < opt.curve_levels.size(); ++i)
     r.coverage_curve[i] = detail::conc_experts_for(sorted, total, opt.curve_levels[i]);
+  r.concentration_score = 1.0;  // normalized entropy 0: one expert, or E = 1
   if (E > 1 && nonzero > 1) {
     double h = 0.0;
     for (double x : c)
