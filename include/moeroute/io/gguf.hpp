@@ -471,11 +471,11 @@ class gguf_file {
       const unsigned char* p = raw.data();
       if (ty == ggml_type::f32) {
         std::uint32_t b = 0;
-        for (int k = 0; k < 4; ++k) b |= static_cast<std::uint32_t>(p[4 * i + k]) << (8 * k);
+        for (unsigned k = 0; k < 4; ++k) b |= static_cast<std::uint32_t>(p[4 * i + k]) << (8 * k);
         std::memcpy(&out[i], &b, 4);
       } else if (ty == ggml_type::f64) {
         std::uint64_t b = 0;
-        for (int k = 0; k < 8; ++k) b |= static_cast<std::uint64_t>(p[8 * i + k]) << (8 * k);
+        for (unsigned k = 0; k < 8; ++k) b |= static_cast<std::uint64_t>(p[8 * i + k]) << (8 * k);
         double d;
         std::memcpy(&d, &b, 8);
         out[i] = static_cast<float>(d);

@@ -134,7 +134,7 @@ inline npy_array parse_npy(const std::string& bytes, const std::string& name, bo
     header_start = 10;
   } else if (major == 2 || major == 3) {
     MOEROUTE_CHECK(bytes.size() >= 12, errc::parse_error, name, ": truncated npy header length");
-    for (int b = 3; b >= 0; --b) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[8 + b]);
+    for (std::size_t b = 4; b-- > 0;) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[8 + b]);
     header_start = 12;
   } else {
     detail::fail(errc::unsupported, name, ": npy format version ", static_cast<int>(major), " is not supported");

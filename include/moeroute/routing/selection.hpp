@@ -98,7 +98,7 @@ struct routing_topk {
       const vf4 v = vf4_load(pmax + i);
       vi4 above = {0, 0, 0, 0};
       for (int j = 0; j < np; ++j) above -= (vf4_splat(pmax[j]) > v);  // true lanes are -1
-      thr4 = (above < kk) & (v < thr4) ? v : thr4;
+      thr4 = ((above < kk) & (v < thr4)) ? v : thr4;
     }
     const float thr = vf4_hmin(thr4);
     if (!(thr > ninf)) return b;
