@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeroute/cache/expert_cache.hpp"
+#include "moeroute/cache/stats_json.hpp"
 
 using namespace moeroute;
 
@@ -184,7 +185,7 @@ TEST(ExpertCache, StatsJsonPerLayer) {
   c.access(0, 0);
   c.access(2, 1);
   c.access(2, 0);  // evicts (0,0)
-  const auto j = c.stats().to_json();
+  const auto j = cache_stats_json(c.stats());
   std::vector<std::string> keys;
   for (auto& kv : j.items()) keys.push_back(kv.key());
   EXPECT_EQ(keys, (std::vector<std::string>{"accesses", "hits", "misses", "evictions", "bytes_loaded",

@@ -140,4 +140,26 @@ TEST(Pareto, GgufCellSizeFromExpertTensorHeaders) {
   EXPECT_THROW(moeroute::gguf_expert_cell_size(moeroute::gguf_file::parse(none, "n.gguf")), moeroute::error);
 }
 
+TEST(Pareto, ExpertTensorsFollowTheGgufExpertViewRule) {
+  // One rule decides what an expert tensor is: blk.N with 1 to 6 digits and an _exps suffix.
+  int proj = -1;
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.70000.ffn_up_exps.weight", &proj), 70000);
+  EXPECT_EQ(proj, 1);
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.999999.ffn_down_exps.weight", &proj), 999999);
+  EXPECT_EQ(proj, 2);
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.1234567.ffn_gate_exps.weight"), -1);  // 7 digits
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk..ffn_gate_exps.weight"), -1);
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.1x.ffn_gate_exps.weight"), -1);
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.1.ffn_gate_exps.weight.x"), -1);
+  EXPECT_EQ(moeroute::gguf_expert_tensor("blk.1.ffn_gate_inp.weight"), -1);
+  // Layer 70000 (past the ATX id range) is a layer like any other here; 7 digits are ignored.
+  // gate [2, 2, 4] F32 = 64 bytes: 16 a cell.
+  const auto bytes = gguf_builder::build({{"blk.70000.ffn_gate_exps.weight", {2, 2, 4}},
+                                          {"blk.1234567.ffn_gate_exps.weight", {2, 2, 4}}});
+  const auto s = moeroute::gguf_expert_cell_size(moeroute::gguf_file::parse(bytes, "m.gguf"));
+  ASSERT_EQ(s.per_layer.size(), 70001u);
+  EXPECT_EQ(s.per_layer[70000], 16.0);
+  EXPECT_EQ(s.per_layer[0], 0.0);
+}
+
 }  // namespace

@@ -21,8 +21,6 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "moeroute/cache/eviction.hpp"
 #include "moeroute/error.hpp"
 #include "moeroute/residency/residency_set.hpp"
@@ -41,34 +39,10 @@ struct cache_counters {
   }
 };
 
-/// Totals and per-layer counters.
+/// Totals and per-layer counters (as JSON: cache/stats_json.hpp).
 struct cache_stats {
   cache_counters total;
   std::vector<cache_counters> per_layer;  ///< size num_layers
-
-  /// {"accesses","hits","misses","evictions","bytes_loaded","hit_rate","per_layer":[{"layer",...}]}
-  /// Layers without accesses are left out of per_layer.
-  nlohmann::ordered_json to_json() const {
-    auto fill = [](nlohmann::ordered_json& j, const cache_counters& c) {
-      j["accesses"] = c.accesses;
-      j["hits"] = c.hits;
-      j["misses"] = c.misses;
-      j["evictions"] = c.evictions;
-      j["bytes_loaded"] = c.bytes_loaded;
-      j["hit_rate"] = c.hit_rate();
-    };
-    nlohmann::ordered_json j;
-    fill(j, total);
-    j["per_layer"] = nlohmann::ordered_json::array();
-    for (std::size_t l = 0; l < per_layer.size(); ++l) {
-      if (per_layer[l].accesses == 0) continue;
-      nlohmann::ordered_json row;
-      row["layer"] = l;
-      fill(row, per_layer[l]);
-      j["per_layer"].push_back(std::move(row));
-    }
-    return j;
-  }
 };
 
 /// One load the engine must perform: copy cell (layer, expert) into slot; when evicted_layer >= 0
@@ -92,6 +66,11 @@ struct cache_access_result {
 
 template <class Eviction = lru_eviction>
 class expert_cache {
+  static_assert(is_eviction_policy_v<Eviction>,
+                "moeroute::expert_cache: Eviction does not meet the Eviction policy contract (cache/eviction.hpp): "
+                "default-constructible with name, needs_future, reset(uint32_t, uint32_t), on_load/on_hit/on_miss"
+                "(uint32_t, const access_info&), on_evict(uint32_t) and victim(skip) returning uint32_t");
+
  public:
   using eviction_type = Eviction;
 

@@ -28,6 +28,7 @@
 #include "moeroute/backends/ffn_types.hpp"
 #include "moeroute/error.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/gguf_expert_names.hpp"
 
 namespace moeroute {
 
@@ -121,22 +122,10 @@ class gguf_expert_weights {
   }
 
  private:
-  static constexpr const char* kSuffix[3] = {".ffn_gate_exps.weight", ".ffn_up_exps.weight", ".ffn_down_exps.weight"};
+  static constexpr const auto& kSuffix = gguf_expert_suffixes;
 
-  // "blk.N<suffix>" -> N, or -1.
-  static int block_of(const std::string& name, const std::string& suffix) {
-    if (name.size() <= 4 + suffix.size() || name.compare(0, 4, "blk.") != 0 ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      return -1;
-    const std::string digits = name.substr(4, name.size() - 4 - suffix.size());
-    if (digits.empty() || digits.size() > 6) return -1;
-    int n = 0;
-    for (char c : digits) {
-      if (c < '0' || c > '9') return -1;
-      n = n * 10 + (c - '0');
-    }
-    return n;
-  }
+  // "blk.N<suffix>" -> N, or -1 (the rule of io/gguf_expert_names.hpp).
+  static int block_of(const std::string& name, const char* suffix) { return gguf_expert_block(name, suffix); }
 
   static std::string dims(const gguf_tensor_info& t) {
     std::string s = "{";

@@ -20,6 +20,7 @@
 
 #include "moeroute/error.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/io/gguf_expert_names.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
 #include "moeroute/residency/policy_builder.hpp"
@@ -51,22 +52,16 @@ struct cell_size {
 };
 
 /// Per-layer cell bytes of a model GGUF, from the headers only: for each layer N with
-/// `blk.N.ffn_{gate,up,down}_exps.weight`, the sum of the three tensors' bytes divided by n_expert
+/// `blk.N.ffn_{gate,up,down}_exps.weight` (N up to 6 digits, as the GGUF expert view reads them:
+/// io/gguf_expert_names.hpp), the sum of the three tensors' bytes divided by n_expert
 /// (their last dimension). Layers without expert tensors get 0. Errors name the file and tensor.
 inline cell_size gguf_expert_cell_size(const gguf_file& g, int* num_experts_out = nullptr) {
   std::map<int, double> per;
   int n_expert = 0;
   for (const auto& t : g.tensors()) {
     const std::string& n = t.name;
-    if (n.compare(0, 4, "blk.") != 0) continue;
-    const std::size_t dot = n.find('.', 4);
-    if (dot == std::string::npos) continue;
-    const std::string rest = n.substr(dot + 1);
-    if (rest != "ffn_gate_exps.weight" && rest != "ffn_up_exps.weight" && rest != "ffn_down_exps.weight")
-      continue;
-    int layer = 0;
-    MOEROUTE_CHECK(detail::atx_parse_uint(n, 4, dot, layer), errc::bad_input, g.name(), ": tensor '",
-                   n, "': layer number is not an id 0..", atx_max_id);
+    const int layer = gguf_expert_tensor(n);  // the expert view's rule (io/gguf_expert_names.hpp)
+    if (layer < 0) continue;
     MOEROUTE_CHECK(t.ne.size() == 3 && t.ne[2] > 0, errc::bad_input, g.name(), ": tensor '", n,
                    "' must have 3 dimensions [n_in, n_out, n_expert]");
     MOEROUTE_CHECK(t.ne[2] <= atx_max_id + 1, errc::bad_input, g.name(), ": tensor '", n, "': ",
