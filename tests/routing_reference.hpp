@@ -1,5 +1,5 @@
 #pragma once
-// A plain, unoptimized reading of the routing semantics of DESIGN.md, written independently of
+// A plain, unoptimized reading of the routing semantics of docs/design.md, written independently of
 // include/moeroute/routing/ (double precision, std::exp, sort with an explicit comparator). The
 // tests compare the library against it.
 

@@ -241,9 +241,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
       if (!p.empty()) policies.push_back(p);
   }
   for (const auto& p : policies)
-    MOEROUTE_CHECK(p == "none" || p == "lru" || p == "fifo" || p == "lfu" || p == "layer-cycle" || p == "pinned" ||
-                       p == "belady",
-                   errc::invalid_argument, "--policies: unknown policy '", p,
+    MOEROUTE_CHECK(p == "none" || p == "pinned" || is_eviction_policy_name(p), errc::invalid_argument, "--policies: unknown policy '", p,
                    "' (known: none, lru, fifo, lfu, layer-cycle, pinned, belady)");
 
   // ---- routing source ----
@@ -381,19 +379,18 @@ void run_offload(const run_args& a, CLI::App& sub) {
     if (p == "none") {
       rows.push_back(run_stack<expert_cache<lru_eviction>>(label == "none" ? "no cache" : "no cache" + suffix, ctx, model, T, K,
                                                            static_cast<std::size_t>(K), nullptr, route, a.seed));
-    } else if (p == "lru" || p == "pinned") {
-      if (p == "pinned" && pinned.count() == 0) return;
-      expert_cache<lru_eviction> c(L, E, slots, p == "pinned" ? pinned : residency_set());
-      rows.push_back(run_stack(p == "pinned" ? "pinned ATX + lru" + suffix : label, ctx, model, T, K, slots, &c, route, a.seed));
-    } else if (p == "fifo") {
-      expert_cache<fifo_eviction> c(L, E, slots);
-      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
-    } else if (p == "lfu") {
-      expert_cache<lfu_eviction> c(L, E, slots);
-      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
-    } else if (p == "layer-cycle") {
-      expert_cache<layer_cycle_eviction> c(L, E, slots);
-      rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
+    } else if (p == "pinned") {
+      if (pinned.count() == 0) return;
+      expert_cache<lru_eviction> c(L, E, slots, pinned);
+      rows.push_back(run_stack("pinned ATX + lru" + suffix, ctx, model, T, K, slots, &c, route, a.seed));
+    } else {  // an online eviction policy (belady, a bound, is simulated below)
+      visit_eviction(p, [&](auto tag) {
+        using policy = typename decltype(tag)::type;
+        if constexpr (!policy::needs_future) {
+          expert_cache<policy> c(L, E, slots);
+          rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
+        }
+      });
     }
   };
   for (const auto& p : policies) {

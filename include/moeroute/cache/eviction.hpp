@@ -22,7 +22,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "moeroute/error.hpp"
 
 namespace moeroute {
 
@@ -384,5 +389,73 @@ struct layer_cycle_eviction {
   std::uint32_t n_ = 0, layers_ = 0;
   std::int32_t current_ = -1, incoming_ = -1;
 };
+
+namespace detail {
+// A skip predicate of the shape the cache passes to victim().
+struct eviction_skip_probe {
+  bool operator()(std::uint32_t) const noexcept { return false; }
+};
+
+template <class P, class = void>
+struct eviction_contract : std::false_type {};
+template <class P>
+struct eviction_contract<
+    P, std::void_t<decltype(static_cast<const char*>(P::name)), decltype(static_cast<bool>(P::needs_future)),
+                   decltype(std::declval<P&>().reset(std::uint32_t{}, std::uint32_t{})),
+                   decltype(std::declval<P&>().on_load(std::uint32_t{}, std::declval<const access_info&>())),
+                   decltype(std::declval<P&>().on_hit(std::uint32_t{}, std::declval<const access_info&>())),
+                   decltype(std::declval<P&>().on_miss(std::uint32_t{}, std::declval<const access_info&>())),
+                   decltype(std::declval<P&>().on_evict(std::uint32_t{})),
+                   decltype(std::declval<P&>().victim(eviction_skip_probe{}))>>
+    : std::bool_constant<std::is_default_constructible_v<P> &&
+                         std::is_convertible_v<decltype(std::declval<P&>().victim(eviction_skip_probe{})),
+                                               std::uint32_t>> {};
+}  // namespace detail
+
+/// True when P meets the Eviction policy contract at the top of this header (every member, with
+/// a usable signature, and default construction). expert_cache static_asserts it.
+template <class P>
+inline constexpr bool is_eviction_policy_v = detail::eviction_contract<P>::value;
+
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+/// The Eviction policy contract as a C++20 concept.
+template <class P>
+concept eviction_policy = is_eviction_policy_v<P>;
+#endif
+
+/// Names of the eviction policies visit_eviction knows, in the order the CLI lists them.
+inline const std::vector<std::string>& eviction_policy_names() {
+  static const std::vector<std::string> names{"lru", "fifo", "lfu", "belady", "layer-cycle"};
+  return names;
+}
+
+/// Tag carrying an eviction policy type to a visitor: `typename decltype(tag)::type`.
+template <class P>
+struct eviction_tag {
+  using type = P;
+};
+
+/// The one place a policy name becomes a type: calls f(eviction_tag<P>{}) for the policy named
+/// `name` (eviction_policy_names()) and returns its result. An unknown name is
+/// errc::invalid_argument listing the known ones. belady needs the future (needs_future): only a
+/// simulator that knows every next use can run it.
+template <class F>
+decltype(auto) visit_eviction(const std::string& name, F&& f) {
+  if (name == "lru") return std::forward<F>(f)(eviction_tag<lru_eviction>{});
+  if (name == "fifo") return std::forward<F>(f)(eviction_tag<fifo_eviction>{});
+  if (name == "lfu") return std::forward<F>(f)(eviction_tag<lfu_eviction>{});
+  if (name == "belady") return std::forward<F>(f)(eviction_tag<belady_eviction>{});
+  if (name == "layer-cycle") return std::forward<F>(f)(eviction_tag<layer_cycle_eviction>{});
+  std::string known;
+  for (const auto& n : eviction_policy_names()) known += (known.empty() ? "" : ", ") + n;
+  detail::fail(errc::invalid_argument, "unknown eviction policy '", name, "' (known: ", known, ")");
+}
+
+/// True when `name` is one of eviction_policy_names().
+inline bool is_eviction_policy_name(const std::string& name) {
+  for (const auto& n : eviction_policy_names())
+    if (n == name) return true;
+  return false;
+}
 
 }  // namespace moeroute

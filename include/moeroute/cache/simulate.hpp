@@ -297,24 +297,16 @@ inline cache_hit_curve opt_hit_curve(const routing_trace& t, std::size_t max_cap
 }
 
 /// Names accepted by simulate_cache_named, in the order the CLI lists them.
-inline const std::vector<std::string>& cache_policy_names() {
-  static const std::vector<std::string> names{"lru", "fifo", "lfu", "belady", "layer-cycle"};
-  return names;
-}
+inline const std::vector<std::string>& cache_policy_names() { return eviction_policy_names(); }
 
 /// simulate_cache with the policy chosen by name (cache_policy_names()); an unknown name is
 /// errc::invalid_argument.
 inline std::vector<cache_sim_result> simulate_cache_named(const std::string& policy, const routing_trace& t,
                                                           const std::vector<std::size_t>& capacities,
                                                           const cache_sim_options& o = {}) {
-  if (policy == "lru") return simulate_cache<lru_eviction>(t, capacities, o);
-  if (policy == "fifo") return simulate_cache<fifo_eviction>(t, capacities, o);
-  if (policy == "lfu") return simulate_cache<lfu_eviction>(t, capacities, o);
-  if (policy == "belady") return simulate_cache<belady_eviction>(t, capacities, o);
-  if (policy == "layer-cycle") return simulate_cache<layer_cycle_eviction>(t, capacities, o);
-  std::string known;
-  for (const auto& n : cache_policy_names()) known += (known.empty() ? "" : ", ") + n;
-  detail::fail(errc::invalid_argument, "unknown cache policy '", policy, "' (known: ", known, ")");
+  return visit_eviction(policy, [&](auto tag) {
+    return simulate_cache<typename decltype(tag)::type>(t, capacities, o);
+  });
 }
 
 }  // namespace moeroute

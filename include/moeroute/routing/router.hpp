@@ -1,5 +1,6 @@
 #pragma once
-// The router: logits [T, E] -> CSR routing result, following the routing semantics of DESIGN.md:
+// The router: logits [T, E] -> CSR routing result, following the routing semantics of
+// docs/design.md ("Routing semantics"):
 //   1. scores s = Scoring(logits)            (softmax | sigmoid | sqrt-softplus)
 //   2. selection score = s + bias            (bias optional; only affects selection)
 //   3-4. Selection chooses K experts         (top-k | grouped top-k), ties -> lower index
@@ -25,6 +26,7 @@
 
 #include "moeroute/detail/float16.hpp"
 #include "moeroute/error.hpp"
+#include "moeroute/routing/contracts.hpp"
 #include "moeroute/routing/gating.hpp"
 #include "moeroute/routing/result.hpp"
 #include "moeroute/routing/scoring.hpp"
@@ -74,6 +76,18 @@ struct router_params {
 template <class Scoring = softmax_scoring, class Selection = topk_selection,
           class Gating = no_gating>
 class router {
+  static_assert(is_scoring_policy_v<Scoring>,
+                "moeroute::router: Scoring does not meet the Scoring policy contract (routing/scoring.hpp): "
+                "name, row_normalized, and noexcept prepare(const float*, float*, int), finish(float, float), "
+                "unnormalized(float, float) returning float");
+  static_assert(is_selection_policy_v<Selection>,
+                "moeroute::router: Selection does not meet the Selection policy contract (routing/selection.hpp): "
+                "name, order_only, validate(int, int), and noexcept workspace_bytes(int) and "
+                "select(const float*, int, int, float*, std::int32_t*, void*) returning int");
+  static_assert(is_gating_policy_v<Gating>,
+                "moeroute::router: Gating does not meet the Gating policy contract (routing/gating.hpp): "
+                "name, validate(int), and noexcept keep(const float*, int) returning int");
+
  public:
   /// Validates the shape and every policy parameter up front (throws moeroute::error).
   router(int num_experts, int top_k, router_params params = {}, Scoring scoring = {},
