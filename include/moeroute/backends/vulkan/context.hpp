@@ -161,7 +161,10 @@ class vulkan_buffer {
       detail::fail(errc::device, "vulkan: allocating ", size, " bytes of ", host_visible ? "host-visible" : "device",
                    " memory failed: ", detail::vk7_result_name(r));
     }
-    vkBindBufferMemory(dev, buffer_, memory_, 0);
+    if (const VkResult b = vkBindBufferMemory(dev, buffer_, memory_, 0); b != VK_SUCCESS) {
+      reset();
+      detail::vk7_check(b, "vkBindBufferMemory");
+    }
     if (host_visible) {
       const VkResult m = vkMapMemory(dev, memory_, 0, VK_WHOLE_SIZE, 0, &mapped_);
       if (m != VK_SUCCESS) {
@@ -365,10 +368,14 @@ class vulkan_context {
     }
 
     std::uint32_t count = 0;
-    vkEnumeratePhysicalDevices(st_->instance, &count, nullptr);
+    detail::vk7_check(vkEnumeratePhysicalDevices(st_->instance, &count, nullptr), "vkEnumeratePhysicalDevices");
     MOEROUTE_CHECK(count > 0, errc::unsupported, "vulkan: no Vulkan device found");
     std::vector<VkPhysicalDevice> devs(count);
-    vkEnumeratePhysicalDevices(st_->instance, &count, devs.data());
+    // VK_INCOMPLETE: a device appeared since the count; the first `count` were written.
+    if (const VkResult e = vkEnumeratePhysicalDevices(st_->instance, &count, devs.data()); e != VK_INCOMPLETE)
+      detail::vk7_check(e, "vkEnumeratePhysicalDevices");
+    MOEROUTE_CHECK(count > 0, errc::unsupported, "vulkan: no Vulkan device found");
+    devs.resize(count);
     std::vector<VkPhysicalDeviceProperties> props(count);
     for (std::uint32_t i = 0; i < count; ++i) vkGetPhysicalDeviceProperties(devs[i], &props[i]);
     std::uint32_t pick = UINT32_MAX;
