@@ -2,7 +2,18 @@
 // moeroute::error: the one exception type of the library. Each error has a stable code and a
 // message that says what went wrong and where (file, row, field or tensor), e.g.
 //   [moeroute.bad_input] logits.npy: row 3: NaN logit at expert 17
+//
+// Builds without exceptions (-fno-exceptions, or MOEROUTE_NO_EXCEPTIONS defined): every error
+// the library would throw goes to a hook instead, which must not return:
+//  - MOEROUTE_THROW_USER(err): a macro the user defines before including moeroute, called with
+//    the moeroute::error (as nlohmann/json's JSON_THROW_USER); it is also used with exceptions on;
+//  - otherwise the handler installed with set_error_handler(), called with the error;
+//  - with neither (or when the handler returns), the message goes to stderr and std::abort().
+// Hot-path calls that must not fail this way have status-returning forms (router::try_route).
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -65,7 +76,41 @@ struct status {
   }
 };
 
+#if !defined(MOEROUTE_NO_EXCEPTIONS) && !(defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND))
+#define MOEROUTE_NO_EXCEPTIONS 1
+#endif
+
+/// Receives the library's errors in a build without exceptions; must not return (exit, longjmp
+/// out of moeroute's frames, or abort).
+using error_handler = void (*)(const error&);
+
 namespace detail {
+inline std::atomic<error_handler>& error_handler_slot() noexcept {
+  static std::atomic<error_handler> h{nullptr};
+  return h;
+}
+}  // namespace detail
+
+/// Installs the handler for errors in a build without exceptions (nullptr: print and abort) and
+/// returns the previous one. Thread-safe; ignored while exceptions are on.
+inline error_handler set_error_handler(error_handler h) noexcept { return detail::error_handler_slot().exchange(h); }
+
+namespace detail {
+/// Raises `e`: MOEROUTE_THROW_USER when defined, else throw, else (no exceptions) the handler,
+/// then stderr + abort.
+[[noreturn]] inline void raise_error(const error& e) {
+#if defined(MOEROUTE_THROW_USER)
+  MOEROUTE_THROW_USER(e);
+  std::abort();
+#elif !defined(MOEROUTE_NO_EXCEPTIONS)
+  throw e;
+#else
+  if (const error_handler h = error_handler_slot().load()) h(e);
+  std::fprintf(stderr, "%s\n", e.what());
+  std::abort();
+#endif
+}
+
 template <class... Args>
 std::string concat(Args&&... args) {
   std::ostringstream os;
@@ -75,12 +120,13 @@ std::string concat(Args&&... args) {
 
 template <class... Args>
 [[noreturn]] void fail(errc code, Args&&... args) {
-  throw error(code, concat(std::forward<Args>(args)...));
+  raise_error(error(code, concat(std::forward<Args>(args)...)));
 }
 }  // namespace detail
 }  // namespace moeroute
 
-/// MOEROUTE_CHECK(cond, code, message parts...): throw moeroute::error(code, message) unless cond.
+/// MOEROUTE_CHECK(cond, code, message parts...): raise moeroute::error(code, message) unless cond
+/// (a throw, or the hook of a build without exceptions).
 #define MOEROUTE_CHECK(cond, code, ...)                          \
   do {                                                           \
     if (!(cond)) ::moeroute::detail::fail((code), __VA_ARGS__);  \
