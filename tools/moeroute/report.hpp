@@ -38,7 +38,16 @@ inline std::string fmt(const char* f, double v) {
   return buf;
 }
 
-/// Heat map of per-layer expert counts: one row per layer, colour = count / the layer's maximum.
+/// The heat map's colour for s = count / the layer's maximum in [0, 1]: white -> deep blue.
+inline std::string heat_colour(double s) {
+  const int R = static_cast<int>(255 - 230 * s), G = static_cast<int>(255 - 170 * s), B = static_cast<int>(255 - 60 * s);
+  char col[16];
+  std::snprintf(col, sizeof col, "#%02x%02x%02x", R, G, B);
+  return col;
+}
+
+/// Heat map of per-layer expert counts: one row per layer, colour = count / the layer's maximum,
+/// with a colour scale (0 .. 100% of the layer's busiest expert) under it.
 inline std::string report_heatmap(const std::vector<layer_counts>& layers, const std::string& title) {
   std::size_t E = 0;
   for (const auto& l : layers) E = std::max(E, l.counts.size());
@@ -46,7 +55,7 @@ inline std::string report_heatmap(const std::vector<layer_counts>& layers, const
   const double cw = std::max(2.0, std::min(48.0, 760.0 / static_cast<double>(std::max<std::size_t>(E, 1))));
   const double ch = std::max(4.0, std::min(18.0, 420.0 / std::max(L, 1.0)));
   const double left = 60, top = 40;
-  const double w = std::max(760.0, left + cw * static_cast<double>(E) + 20), h = top + ch * L + 44;
+  const double w = std::max(760.0, left + cw * static_cast<double>(E) + 20), h = top + ch * L + 76;
   std::string o = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"heatmap\" width=\"" + fmt("%.0f", w) +
                   "\" height=\"" + fmt("%.0f", h) + "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   o += "<text x=\"" + fmt("%.1f", w / 2) + "\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">" +
@@ -60,20 +69,29 @@ inline std::string report_heatmap(const std::vector<layer_counts>& layers, const
       o += "<text x=\"" + fmt("%.1f", left - 4) + "\" y=\"" + fmt("%.1f", y + ch * 0.8) +
            "\" text-anchor=\"end\">" + std::to_string(layers[r].layer_index) + "</text>\n";
     for (std::size_t e = 0; e < c.size(); ++e) {
-      const double s = mx > 0 ? c[e] / mx : 0.0;
-      // white -> deep blue
-      const int R = static_cast<int>(255 - 230 * s), G = static_cast<int>(255 - 170 * s), B = static_cast<int>(255 - 60 * s);
-      char col[16];
-      std::snprintf(col, sizeof col, "#%02x%02x%02x", R, G, B);
+      const std::string col = heat_colour(mx > 0 ? c[e] / mx : 0.0);
       o += "<rect x=\"" + fmt("%.1f", left + cw * static_cast<double>(e)) + "\" y=\"" + fmt("%.1f", y) +
            "\" width=\"" + fmt("%.2f", cw) + "\" height=\"" + fmt("%.2f", ch) + "\" fill=\"" + col +
            "\"><title>layer " + std::to_string(layers[r].layer_index) + ", expert " + std::to_string(e) +
            ": " + fmt("%g", c[e]) + "</title></rect>\n";
     }
   }
-  o += "<text x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", h - 12) +
+  o += "<text x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", top + ch * L + 16) +
        "\">expert (0 .. " + std::to_string(E ? E - 1 : 0) +
        "); colour = routing count / the layer's busiest expert</text>\n";
+  // Colour scale: eleven steps from 0 to 100% of the layer's busiest expert.
+  const double sy = h - 44, sw = 24;
+  o += "<g class=\"heat-scale\">\n<text x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", sy + 11) +
+       "\">scale:</text>\n";
+  for (int i = 0; i <= 10; ++i) {
+    const double x = left + 44 + sw * i;
+    o += "<rect x=\"" + fmt("%.1f", x) + "\" y=\"" + fmt("%.1f", sy) + "\" width=\"" + fmt("%.0f", sw) +
+         "\" height=\"14\" fill=\"" + heat_colour(i / 10.0) + "\" stroke=\"#999\" stroke-width=\"0.5\"><title>" +
+         std::to_string(10 * i) + "% of the layer's busiest expert</title></rect>\n";
+  }
+  o += "<text x=\"" + fmt("%.1f", left + 44) + "\" y=\"" + fmt("%.1f", sy + 26) + "\">0</text>\n";
+  o += "<text x=\"" + fmt("%.1f", left + 44 + sw * 11) + "\" y=\"" + fmt("%.1f", sy + 26) +
+       "\" text-anchor=\"end\">100% of the layer's busiest expert</text>\n</g>\n";
   o += "<text x=\"14\" y=\"" + fmt("%.1f", top + ch * L / 2) + "\" transform=\"rotate(-90 14 " +
        fmt("%.1f", top + ch * L / 2) + ")\" text-anchor=\"middle\">layer</text>\n";
   o += "</svg>\n";
@@ -175,12 +193,25 @@ inline std::string report_pareto(const nlohmann::json& doc, const std::string& t
   return chart.render();
 }
 
-/// Tokens per second per policy of an offload run, as horizontal bars.
+/// A run row measured a speed: not a bound from the simulator ("measured": false, Belady).
+inline bool run_row_has_speed(const nlohmann::json& r) {
+  return r.value("measured", true) && r.contains("tokens_per_s") && r["tokens_per_s"].is_number();
+}
+
+/// Tokens per second per policy of an offload run, as horizontal bars. A bound without a speed
+/// (Belady) gets no bar: its row says it is a bound and gives its hit rate. The label column is
+/// as wide as the longest label.
 inline std::string report_run_bars(const nlohmann::json& run, const std::string& title) {
   const auto& rows = run.at("policies");
   double mx = 0;
-  for (const auto& r : rows) mx = std::max(mx, r.at("tokens_per_s").get<double>());
-  const double bar_h = 26, left = 190, width = 760, top = 44;
+  std::size_t longest = 0;
+  for (const auto& r : rows) {
+    if (run_row_has_speed(r)) mx = std::max(mx, r.at("tokens_per_s").get<double>());
+    longest = std::max(longest, r.value("name", std::string()).size());
+  }
+  // 12px sans-serif averages under 7px a character; 16px of margin on the left.
+  const double bar_h = 26, left = std::max(190.0, 16 + 7.0 * static_cast<double>(longest)), top = 44;
+  const double width = left + 570;
   const double h = top + bar_h * static_cast<double>(rows.size()) + 30;
   std::string o = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"bars\" width=\"" + fmt("%.0f", width) +
                   "\" height=\"" + fmt("%.0f", h) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
@@ -188,11 +219,19 @@ inline std::string report_run_bars(const nlohmann::json& run, const std::string&
        html_escape(title) + "</text>\n";
   std::size_t i = 0;
   for (const auto& r : rows) {
-    const double v = r.at("tokens_per_s").get<double>();
     const double y = top + bar_h * static_cast<double>(i++);
-    const double bw = mx > 0 ? (width - left - 110) * v / mx : 0;
     o += "<text x=\"" + fmt("%.0f", left - 8) + "\" y=\"" + fmt("%.1f", y + 17) + "\" text-anchor=\"end\">" +
          html_escape(r.at("name").get<std::string>()) + "</text>\n";
+    if (!run_row_has_speed(r)) {
+      std::string note = "bound, no speed";
+      if (r.contains("hit_rate") && r["hit_rate"].is_number())
+        note += fmt(" (hit rate %.1f%%)", 100.0 * r["hit_rate"].get<double>());
+      o += "<text class=\"bound\" x=\"" + fmt("%.0f", left) + "\" y=\"" + fmt("%.1f", y + 17) +
+           "\" fill=\"#666\" font-style=\"italic\">" + note + "</text>\n";
+      continue;
+    }
+    const double v = r.at("tokens_per_s").get<double>();
+    const double bw = mx > 0 ? (width - left - 110) * v / mx : 0;
     o += "<rect x=\"" + fmt("%.0f", left) + "\" y=\"" + fmt("%.1f", y + 4) + "\" width=\"" + fmt("%.1f", std::max(bw, 1.0)) +
          "\" height=\"" + fmt("%.0f", bar_h - 8) + "\" fill=\"#1f77b4\"/>\n";
     o += "<text x=\"" + fmt("%.1f", left + bw + 6) + "\" y=\"" + fmt("%.1f", y + 17) + "\">" + fmt("%.1f tok/s", v) +
@@ -254,7 +293,8 @@ inline std::string render_report_html(const report_inputs& in) {
     body += "<table><tr><th>policy</th><th>tokens/s</th><th>hit rate</th><th>MiB uploaded / token</th></tr>\n";
     for (const auto& r : run["policies"])
       body += "<tr><td>" + html_escape(r.value("name", "")) + "</td><td>" +
-              detail::fmt("%.1f", r.value("tokens_per_s", 0.0)) + "</td><td>" +
+              (detail::run_row_has_speed(r) ? detail::fmt("%.1f", r["tokens_per_s"].get<double>()) : "bound") +
+              "</td><td>" +
               detail::fmt("%.1f%%", 100.0 * r.value("hit_rate", 0.0)) + "</td><td>" +
               detail::fmt("%.2f", r.value("bytes_per_token", 0.0) / 1048576.0) + "</td></tr>\n";
     body += "</table></section>\n";
