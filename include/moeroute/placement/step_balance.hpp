@@ -1,0 +1,228 @@
+#pragma once
+// moeroute's placement: balances the load each GPU sees in each batch step, not only the totals.
+//
+// Contract (per layer):
+// - Sample steps: windows of `batch` consecutive tokens of the build trace, one starting every
+//   `stride` tokens (0 = batch/4), plus the last window; a layer with fewer tokens than `batch`
+//   has one window of all of them. Each window gives per-expert access counts c_s[e]. A layer
+//   without trace records uses its row of the load table as its only sample.
+// - Objective: the mean over samples of mean/max GPU load, where a GPU's load in sample s is the
+//   sum over its physical experts of c_s[e] / replicas(e). Experts that fire together in the same
+//   steps raise the max when they share a GPU, so the objective pushes them apart.
+// - Start: DeepSeek EPLB on the layer's total load (hierarchical when N > 1 and N divides GR,
+//   else global). Then first-improvement local search, deterministic, until no move improves
+//   the objective or `max_passes` passes ran. Moves: swap two physical experts of different
+//   GPUs (of the same node when N > 1); move a redundant replica from one logical expert to
+//   another (on a node that already holds the new expert when N > 1). A move never puts two
+//   replicas of one expert on one GPU (unless the expert has more replicas than there are GPUs).
+// - Same options and requirements as EPLB (eplb.hpp); the result is a valid placement.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "moeroute/error.hpp"
+#include "moeroute/io/routing_trace.hpp"
+#include "moeroute/placement/eplb.hpp"
+#include "moeroute/placement/load_sources.hpp"
+#include "moeroute/placement/placement.hpp"
+
+namespace moeroute {
+
+/// Parameters of moeroute's step-balanced placement.
+struct step_balance_options {
+  std::size_t batch = 64;   ///< tokens per step (as replayed)
+  std::size_t stride = 0;   ///< tokens between sample windows; 0 = batch / 4 (at least 1)
+  int max_passes = 50;      ///< local-search passes per layer
+};
+
+namespace detail {
+
+// Local search over one layer's physical -> logical row.
+class step_balance_layer {
+ public:
+  step_balance_layer(std::vector<std::int32_t> row, std::vector<std::vector<double>> samples, std::size_t E,
+                     std::size_t G, std::size_t N)
+      : row_(std::move(row)), S_(std::move(samples)), E_(E), G_(G), N_(N), per_gpu_(row_.size() / G) {
+    cnt_.assign(E_, 0);
+    for (auto e : row_) ++cnt_[static_cast<std::size_t>(e)];
+    on_gpu_.assign(G_ * E_, 0);
+    for (std::size_t p = 0; p < row_.size(); ++p) ++on_gpu_[gpu(p) * E_ + static_cast<std::size_t>(row_[p])];
+    for (const auto& s : S_) {
+      double tot = 0.0;
+      for (double x : s) tot += x;
+      total_.push_back(tot);
+    }
+    load_.assign(S_.size() * G_, 0.0);
+    recompute();
+  }
+
+  void optimize(int max_passes) {
+    for (int pass = 0; pass < max_passes; ++pass) {
+      bool improved = false;
+      for (std::size_t p = 0; p < row_.size(); ++p)
+        for (std::size_t q = p + 1; q < row_.size(); ++q) improved |= try_swap(p, q);
+      for (std::size_t p = 0; p < row_.size(); ++p)
+        for (std::size_t b = 0; b < E_; ++b) improved |= try_retarget(p, b);
+      if (!improved) break;
+    }
+  }
+
+  const std::vector<std::int32_t>& row() const { return row_; }
+
+ private:
+  std::size_t gpu(std::size_t p) const { return p / per_gpu_; }
+  std::size_t node(std::size_t g) const { return g / (G_ / N_); }
+  double share(std::size_t s, std::size_t e) const { return S_[s][e] / cnt_[e]; }
+
+  void recompute() {
+    std::fill(load_.begin(), load_.end(), 0.0);
+    for (std::size_t s = 0; s < S_.size(); ++s)
+      for (std::size_t p = 0; p < row_.size(); ++p)
+        load_[s * G_ + gpu(p)] += share(s, static_cast<std::size_t>(row_[p]));
+    score_ = 0.0;
+    for (std::size_t s = 0; s < S_.size(); ++s) score_ += step_score(s, &load_[s * G_]);
+  }
+
+  double step_score(std::size_t s, const double* l) const {
+    if (total_[s] <= 0.0) return 0.0;
+    double mx = 0.0;
+    for (std::size_t g = 0; g < G_; ++g) mx = std::max(mx, l[g]);
+    return total_[s] / static_cast<double>(G_) / mx;
+  }
+
+  // May logical e gain one more replica on GPU g?
+  bool fits(std::size_t e, std::size_t g, std::size_t new_count) const {
+    return on_gpu_[g * E_ + e] == 0 || new_count > G_;
+  }
+
+  bool accept(double candidate) const { return candidate > score_ * (1.0 + 1e-12) + 1e-12; }
+
+  bool try_swap(std::size_t p, std::size_t q) {
+    const std::size_t g1 = gpu(p), g2 = gpu(q);
+    const auto a = static_cast<std::size_t>(row_[p]), b = static_cast<std::size_t>(row_[q]);
+    if (g1 == g2 || a == b || node(g1) != node(g2)) return false;
+    if (!fits(a, g2, cnt_[a]) || !fits(b, g1, cnt_[b])) return false;
+    double cand = 0.0;
+    std::vector<double>& tmp = tmp_;
+    tmp.resize(G_);
+    for (std::size_t s = 0; s < S_.size(); ++s) {
+      std::copy(&load_[s * G_], &load_[s * G_] + G_, tmp.begin());
+      const double d = share(s, b) - share(s, a);
+      tmp[g1] += d;
+      tmp[g2] -= d;
+      cand += step_score(s, tmp.data());
+    }
+    if (!accept(cand)) return false;
+    for (std::size_t s = 0; s < S_.size(); ++s) {
+      const double d = share(s, b) - share(s, a);
+      load_[s * G_ + g1] += d;
+      load_[s * G_ + g2] -= d;
+    }
+    --on_gpu_[g1 * E_ + a];
+    ++on_gpu_[g2 * E_ + a];
+    --on_gpu_[g2 * E_ + b];
+    ++on_gpu_[g1 * E_ + b];
+    std::swap(row_[p], row_[q]);
+    score_ = cand;
+    return true;
+  }
+
+  bool try_retarget(std::size_t p, std::size_t b) {
+    const auto a = static_cast<std::size_t>(row_[p]);
+    const std::size_t g = gpu(p);
+    if (a == b || cnt_[a] < 2 || !fits(b, g, cnt_[b] + 1)) return false;
+    if (N_ > 1) {
+      bool on_node = false;
+      for (std::size_t h = node(g) * (G_ / N_); h < (node(g) + 1) * (G_ / N_); ++h)
+        on_node |= on_gpu_[h * E_ + b] > 0;
+      if (!on_node) return false;
+    }
+    // Loads after the move: replicas of a and b change their shares.
+    std::vector<double>& tmp = tmp_;
+    tmp.resize(G_);
+    const double ca = cnt_[a], cb = cnt_[b];
+    double cand = 0.0;
+    for (std::size_t s = 0; s < S_.size(); ++s) {
+      std::copy(&load_[s * G_], &load_[s * G_] + G_, tmp.begin());
+      const double da = S_[s][a] / (ca - 1.0) - S_[s][a] / ca;
+      const double db = S_[s][b] / (cb + 1.0) - S_[s][b] / cb;
+      for (std::size_t h = 0; h < G_; ++h) {
+        tmp[h] += static_cast<double>(on_gpu_[h * E_ + a]) * da + static_cast<double>(on_gpu_[h * E_ + b]) * db;
+      }
+      // The moved slot leaves a's replicas on GPU g and joins b's.
+      tmp[g] += S_[s][b] / (cb + 1.0) - S_[s][a] / (ca - 1.0);
+      cand += step_score(s, tmp.data());
+    }
+    if (!accept(cand)) return false;
+    --on_gpu_[g * E_ + a];
+    ++on_gpu_[g * E_ + b];
+    --cnt_[a];
+    ++cnt_[b];
+    row_[p] = static_cast<std::int32_t>(b);
+    recompute();
+    return true;
+  }
+
+  std::vector<std::int32_t> row_;
+  std::vector<std::vector<double>> S_;
+  std::size_t E_, G_, N_, per_gpu_;
+  std::vector<int> cnt_;
+  std::vector<int> on_gpu_;  // [g * E + e]: replicas of e on GPU g
+  std::vector<double> total_, load_, tmp_;
+  double score_ = 0.0;
+};
+
+// Per-expert access counts of sliding windows over one layer's records.
+inline std::vector<std::vector<double>> step_samples(const routing_trace& t, const std::vector<std::size_t>& recs,
+                                                     std::size_t E, std::size_t batch, std::size_t stride) {
+  std::vector<std::vector<double>> out;
+  if (recs.empty()) return out;
+  auto window = [&](std::size_t b) {
+    std::vector<double> c(E, 0.0);
+    for (std::size_t j = b; j < std::min(recs.size(), b + batch); ++j)
+      for (std::uint32_t i = t.offsets[recs[j]]; i < t.offsets[recs[j] + 1]; ++i) {
+        const auto e = static_cast<std::size_t>(t.experts[i]);
+        MOEROUTE_CHECK(e < E, errc::bad_input, "trace record ", recs[j] + 1, " names expert ", e,
+                       " but the load has ", E, " experts");
+        c[e] += 1.0;
+      }
+    out.push_back(std::move(c));
+  };
+  if (recs.size() <= batch) {
+    window(0);
+    return out;
+  }
+  for (std::size_t b = 0; b + batch <= recs.size(); b += stride) window(b);
+  if ((recs.size() - batch) % stride != 0) window(recs.size() - batch);
+  return out;
+}
+
+}  // namespace detail
+
+/// moeroute's step-balanced placement built from `build` (per-token records) and the total load
+/// `w` (L x E; rows without records in `build` are balanced on their totals alone).
+inline expert_placement step_balanced_placement(const routing_trace& build, const load_table& w, int num_logical,
+                                                const placement_options& o, const step_balance_options& so = {}) {
+  MOEROUTE_CHECK(so.batch >= 1, errc::invalid_argument, "batch must be at least 1");
+  const bool hierarchical = o.nodes > 1 && o.groups >= 1 && o.groups % o.nodes == 0 &&
+                            num_logical % o.groups == 0;
+  expert_placement p = hierarchical ? eplb_hierarchical(w, num_logical, o) : eplb_global(w, num_logical, o);
+  const std::size_t E = static_cast<std::size_t>(num_logical);
+  const std::size_t stride = so.stride > 0 ? so.stride : std::max<std::size_t>(1, so.batch / 4);
+  const auto by = records_by_layer(build);
+  for (std::size_t l = 0; l < p.physical_to_logical.size(); ++l) {
+    std::vector<std::vector<double>> samples;
+    if (l < by.size()) samples = detail::step_samples(build, by[l], E, so.batch, stride);
+    if (samples.empty()) samples.push_back(w[l]);
+    detail::step_balance_layer opt(p.physical_to_logical[l], std::move(samples), E,
+                                   static_cast<std::size_t>(o.gpus),
+                                   hierarchical ? static_cast<std::size_t>(o.nodes) : 1);
+    opt.optimize(so.max_passes);
+    p.physical_to_logical[l] = opt.row();
+  }
+  return p;
+}
+
+}  // namespace moeroute
