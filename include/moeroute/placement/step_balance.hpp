@@ -35,6 +35,11 @@ struct step_balance_options {
   std::size_t batch = 64;   ///< tokens per step (as replayed)
   std::size_t stride = 0;   ///< tokens between sample windows; 0 = batch / 4 (at least 1)
   int max_passes = 50;      ///< local-search passes per layer
+  std::size_t random_batches = 256;  ///< batches of `batch` tokens drawn with replacement
+  bool windows = true;      ///< also use the sliding windows
+  bool retarget = true;     ///< also move redundant replicas between experts
+  double prior_tokens = 64.0;  ///< weight, in tokens, of the uniform prior mixed into the draws
+  std::uint64_t seed = 0x9e3779b97f4a7c15ULL;  ///< of the draws (fixed: same input, same output)
 };
 
 namespace detail {
@@ -63,13 +68,15 @@ class step_balance_layer {
       bool improved = false;
       for (std::size_t p = 0; p < row_.size(); ++p)
         for (std::size_t q = p + 1; q < row_.size(); ++q) improved |= try_swap(p, q);
-      for (std::size_t p = 0; p < row_.size(); ++p)
-        for (std::size_t b = 0; b < E_; ++b) improved |= try_retarget(p, b);
+      if (retarget_)
+        for (std::size_t p = 0; p < row_.size(); ++p)
+          for (std::size_t b = 0; b < E_; ++b) improved |= try_retarget(p, b);
       if (!improved) break;
     }
   }
 
   const std::vector<std::int32_t>& row() const { return row_; }
+  bool retarget_ = true;
 
  private:
   std::size_t gpu(std::size_t p) const { return p / per_gpu_; }
@@ -174,28 +181,69 @@ class step_balance_layer {
   double score_ = 0.0;
 };
 
-// Per-expert access counts of sliding windows over one layer's records.
+// splitmix64: a small deterministic generator for the random batches.
+inline std::uint64_t splitmix64(std::uint64_t& x) {
+  std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Per-expert access counts of sample batches of one layer's records: sliding windows of
+// consecutive tokens and batches drawn with replacement.
 inline std::vector<std::vector<double>> step_samples(const routing_trace& t, const std::vector<std::size_t>& recs,
-                                                     std::size_t E, std::size_t batch, std::size_t stride) {
+                                                     std::size_t E, std::size_t batch, std::size_t stride,
+                                                     const step_balance_options& so, std::uint64_t seed) {
   std::vector<std::vector<double>> out;
   if (recs.empty()) return out;
+  auto add = [&](std::vector<double>& c, std::size_t j) {
+    for (std::uint32_t i = t.offsets[recs[j]]; i < t.offsets[recs[j] + 1]; ++i) {
+      const auto e = static_cast<std::size_t>(t.experts[i]);
+      MOEROUTE_CHECK(e < E, errc::bad_input, "trace record ", recs[j] + 1, " names expert ", e,
+                     " but the load has ", E, " experts");
+      c[e] += 1.0;
+    }
+  };
   auto window = [&](std::size_t b) {
     std::vector<double> c(E, 0.0);
-    for (std::size_t j = b; j < std::min(recs.size(), b + batch); ++j)
-      for (std::uint32_t i = t.offsets[recs[j]]; i < t.offsets[recs[j] + 1]; ++i) {
-        const auto e = static_cast<std::size_t>(t.experts[i]);
-        MOEROUTE_CHECK(e < E, errc::bad_input, "trace record ", recs[j] + 1, " names expert ", e,
-                       " but the load has ", E, " experts");
-        c[e] += 1.0;
-      }
+    for (std::size_t j = b; j < std::min(recs.size(), b + batch); ++j) add(c, j);
     out.push_back(std::move(c));
   };
-  if (recs.size() <= batch) {
-    window(0);
-    return out;
+  if (so.windows) {
+    if (recs.size() <= batch) {
+      window(0);
+    } else {
+      for (std::size_t b = 0; b + batch <= recs.size(); b += stride) window(b);
+      if ((recs.size() - batch) % stride != 0) window(recs.size() - batch);
+    }
   }
-  for (std::size_t b = 0; b + batch <= recs.size(); b += stride) window(b);
-  if ((recs.size() - batch) % stride != 0) window(recs.size() - batch);
+  // A drawn token is, with probability prior/(n + prior), a token with as many experts as a
+  // random recorded one but chosen uniformly: the fewer tokens recorded, the less their exact
+  // mix is trusted.
+  const double n = static_cast<double>(recs.size());
+  const double p_prior = so.prior_tokens / (n + so.prior_tokens);
+  std::vector<char> taken(E, 0);
+  for (std::size_t k = 0; k < so.random_batches; ++k) {
+    std::vector<double> c(E, 0.0);
+    for (std::size_t j = 0; j < batch; ++j) {
+      const auto r = static_cast<std::size_t>(splitmix64(seed) % recs.size());
+      const double u = static_cast<double>(splitmix64(seed) >> 11) * 0x1.0p-53;
+      if (u >= p_prior) {
+        add(c, r);
+        continue;
+      }
+      const std::size_t kk = std::min<std::size_t>(E, t.offsets[recs[r] + 1] - t.offsets[recs[r]]);
+      std::fill(taken.begin(), taken.end(), 0);
+      for (std::size_t m = 0; m < kk;) {
+        const auto e = static_cast<std::size_t>(splitmix64(seed) % E);
+        if (taken[e]) continue;
+        taken[e] = 1;
+        c[e] += 1.0;
+        ++m;
+      }
+    }
+    out.push_back(std::move(c));
+  }
   return out;
 }
 
@@ -214,11 +262,12 @@ inline expert_placement step_balanced_placement(const routing_trace& build, cons
   const auto by = records_by_layer(build);
   for (std::size_t l = 0; l < p.physical_to_logical.size(); ++l) {
     std::vector<std::vector<double>> samples;
-    if (l < by.size()) samples = detail::step_samples(build, by[l], E, so.batch, stride);
+    if (l < by.size()) samples = detail::step_samples(build, by[l], E, so.batch, stride, so, so.seed + l);
     if (samples.empty()) samples.push_back(w[l]);
     detail::step_balance_layer opt(p.physical_to_logical[l], std::move(samples), E,
                                    static_cast<std::size_t>(o.gpus),
                                    hierarchical ? static_cast<std::size_t>(o.nodes) : 1);
+    opt.retarget_ = so.retarget;
     opt.optimize(so.max_passes);
     p.physical_to_logical[l] = opt.row();
   }
