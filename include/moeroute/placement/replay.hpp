@@ -66,6 +66,8 @@ inline replay_result replay_placement(const expert_placement& p, const routing_t
   check_placement(p);
   const std::size_t G = static_cast<std::size_t>(p.num_gpus);
   const auto by = records_by_layer(t);
+  MOEROUTE_CHECK(by.size() <= p.physical_to_logical.size(), errc::bad_input, "trace has layer ", by.size() - 1,
+                 " but the placement has ", p.num_layers(), " layers");
   replay_result res;
   double sum_bal = 0.0, sum_max = 0.0, sum_mean = 0.0;
   std::vector<double> load(G);
@@ -73,8 +75,6 @@ inline replay_result replay_placement(const expert_placement& p, const routing_t
   for (std::size_t l = 0; l < by.size(); ++l) {
     const auto& recs = by[l];
     if (recs.empty()) continue;
-    MOEROUTE_CHECK(l < p.physical_to_logical.size(), errc::bad_input, "trace has layer ", l,
-                   " but the placement has ", p.num_layers(), " layers");
     const auto l2p = logical_to_physical(p.physical_to_logical[l], p.num_logical);
     replay_stats s;
     s.layer = static_cast<int>(l);

@@ -13,8 +13,9 @@
 //   else global). Then first-improvement local search, deterministic, until no move improves
 //   the objective or `max_passes` passes ran. Moves: swap two physical experts of different
 //   GPUs (of the same node when N > 1); move a redundant replica from one logical expert to
-//   another (on a node that already holds the new expert when N > 1). A move never puts two
-//   replicas of one expert on one GPU (unless the expert has more replicas than there are GPUs).
+//   another (on a node that already holds the new expert when N > 1). Before the search, replicas
+//   of one expert that EPLB stacked on one GPU are swapped apart; a move never stacks them again
+//   (both unless the expert has more replicas than there are GPUs).
 // - Same options and requirements as EPLB (eplb.hpp); the result is a valid placement.
 
 #include <algorithm>
@@ -100,17 +101,16 @@ class step_balance_layer {
   }
 
   // May logical e gain one more replica on GPU g?
-  bool fits(std::size_t e, std::size_t g, std::size_t new_count) const {
-    return on_gpu_[g * E_ + e] == 0 || new_count > G_;
+  bool fits(std::size_t e, std::size_t g, int new_count) const {
+    return on_gpu_[g * E_ + e] == 0 || static_cast<std::size_t>(new_count) > G_;
   }
 
   bool accept(double candidate) const { return candidate > score_ * (1.0 + 1e-12) + 1e-12; }
 
-  bool try_swap(std::size_t p, std::size_t q) {
+  // Objective after swapping slots p and q (p, q on different GPUs).
+  double swap_score(std::size_t p, std::size_t q) {
     const std::size_t g1 = gpu(p), g2 = gpu(q);
     const auto a = static_cast<std::size_t>(row_[p]), b = static_cast<std::size_t>(row_[q]);
-    if (g1 == g2 || a == b || node(g1) != node(g2)) return false;
-    if (!fits(a, g2, cnt_[a]) || !fits(b, g1, cnt_[b])) return false;
     double cand = 0.0;
     std::vector<double>& tmp = tmp_;
     tmp.resize(G_);
@@ -121,7 +121,12 @@ class step_balance_layer {
       tmp[g2] -= d;
       cand += step_score(s, tmp.data());
     }
-    if (!accept(cand)) return false;
+    return cand;
+  }
+
+  void apply_swap(std::size_t p, std::size_t q, double cand) {
+    const std::size_t g1 = gpu(p), g2 = gpu(q);
+    const auto a = static_cast<std::size_t>(row_[p]), b = static_cast<std::size_t>(row_[q]);
     for (std::size_t s = 0; s < S_.size(); ++s) {
       const double d = share(s, b) - share(s, a);
       load_[s * G_ + g1] += d;
@@ -133,13 +138,50 @@ class step_balance_layer {
     ++on_gpu_[g1 * E_ + b];
     std::swap(row_[p], row_[q]);
     score_ = cand;
+  }
+
+  bool swap_allowed(std::size_t p, std::size_t q) const {
+    const std::size_t g1 = gpu(p), g2 = gpu(q);
+    const auto a = static_cast<std::size_t>(row_[p]), b = static_cast<std::size_t>(row_[q]);
+    return g1 != g2 && a != b && node(g1) == node(g2) && fits(a, g2, cnt_[a]) && fits(b, g1, cnt_[b]);
+  }
+
+  bool try_swap(std::size_t p, std::size_t q) {
+    if (!swap_allowed(p, q)) return false;
+    const double cand = swap_score(p, q);
+    if (!accept(cand)) return false;
+    apply_swap(p, q, cand);
     return true;
   }
 
+ public:
+  // Moves stacked replicas (two of one expert on one GPU, with replicas <= GPUs) apart: each by
+  // the allowed swap that keeps the objective highest.
+  void spread_replicas() {
+    for (std::size_t p = 0; p < row_.size(); ++p) {
+      const auto a = static_cast<std::size_t>(row_[p]);
+      if (on_gpu_[gpu(p) * E_ + a] < 2 || static_cast<std::size_t>(cnt_[a]) > G_) continue;
+      std::size_t best = row_.size();
+      double best_score = 0.0;
+      for (std::size_t q = 0; q < row_.size(); ++q) {
+        if (!swap_allowed(p, q)) continue;
+        const double c = swap_score(p, q);
+        if (best == row_.size() || c > best_score) best = q, best_score = c;
+      }
+      if (best < row_.size()) apply_swap(p, best, best_score);
+    }
+  }
+
+ private:
   bool try_retarget(std::size_t p, std::size_t b) {
     const auto a = static_cast<std::size_t>(row_[p]);
     const std::size_t g = gpu(p);
     if (a == b || cnt_[a] < 2 || !fits(b, g, cnt_[b] + 1)) return false;
+    if (static_cast<std::size_t>(cnt_[a] - 1) <= G_) {
+      // a drops to G replicas or fewer: none of them may be left stacked.
+      for (std::size_t h = 0; h < G_; ++h)
+        if (on_gpu_[h * E_ + a] - (h == g ? 1 : 0) > 1) return false;
+    }
     if (N_ > 1) {
       bool on_node = false;
       for (std::size_t h = node(g) * (G_ / N_); h < (node(g) + 1) * (G_ / N_); ++h)
@@ -268,6 +310,7 @@ inline expert_placement step_balanced_placement(const routing_trace& build, cons
                                    static_cast<std::size_t>(o.gpus),
                                    hierarchical ? static_cast<std::size_t>(o.nodes) : 1);
     opt.retarget_ = so.retarget;
+    opt.spread_replicas();
     opt.optimize(so.max_passes);
     p.physical_to_logical[l] = opt.row();
   }
