@@ -202,3 +202,22 @@ TEST(AtxPolicy, MissingFileIsAnIoError) {
 }
 
 }  // namespace
+
+// Compact strings are sorted ascending (the header's contract); one out of order is rejected, so a
+// rewrite (which writes them sorted) can never change the order a reader saw.
+TEST(AtxPolicy, UnsortedCompactListsAreRejected) {
+  expect_policy_error(R"({"keep_experts_compact": "1,4,3"})",
+                      "keep_experts_compact: expert 3 after 4 (compact lists are sorted ascending)");
+  expect_policy_error(R"({"keep_layer_experts_compact": "1:2,0:5"})",
+                      "keep_layer_experts_compact: cell 0:5 after cell 1:2");
+  expect_policy_error(R"({"keep_layer_experts_compact": "1:5,1:2"})", "cell 1:2 after cell 1:5");
+  // sorted lists read back in the same order and write back unchanged
+  const auto p = moeroute::parse_atx_policy(R"({"keep_experts_compact": "1,3,4"})", "p.json");
+  EXPECT_EQ(p.keep_experts, (std::vector<int>{1, 3, 4}));
+  const auto j = nlohmann::json::parse(moeroute::write_atx_policy_string(p));
+  EXPECT_EQ(j["keep_experts_compact"], "1,3,4");
+  const auto q = moeroute::parse_atx_policy(R"({"keep_layer_experts_compact": "0:5,1:2,1:7"})", "p.json");
+  ASSERT_EQ(q.keep_layer_experts.size(), 3u);
+  EXPECT_EQ(q.keep_layer_experts[1].layer, 1);
+  EXPECT_EQ(q.keep_layer_experts[1].expert, 2);
+}

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -297,4 +298,55 @@ TEST(CacheSimCurves, CapacityBeyondCellsIsFine) {
   const auto r = run("fifo", t, 100000);
   EXPECT_EQ(r.misses, distinct.size());  // cold misses only
   EXPECT_EQ(r.hits, acc.size() - distinct.size());
+}
+
+// The one-pass OPT curve against per-capacity Belady replay of the plain reference simulator, on
+// random traces (skewed and uniform ids, records of 1-4 experts), both scopes, with and without
+// pinned cells, at every capacity from the pinned count to past the useful capacity.
+TEST(CacheSimCurves, OnePassOptCurveEqualsBeladyReplayAtEveryCapacity) {
+  std::uint64_t state = 12345;
+  auto rnd = [&](std::uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (state >> 33) % n;
+  };
+  for (int trial = 0; trial < 24; ++trial) {
+    const int L = 1 + static_cast<int>(rnd(4)), E = 2 + static_cast<int>(rnd(12));
+    const bool skew = trial % 2 == 0;
+    std::vector<std::pair<int, std::vector<int>>> recs;
+    const int n = 20 + static_cast<int>(rnd(120));
+    for (int r = 0; r < n; ++r) {
+      std::vector<int> ids;
+      const int k = 1 + static_cast<int>(rnd(4));
+      for (int i = 0; i < k && static_cast<int>(ids.size()) < E; ++i) {
+        int e = skew ? static_cast<int>(rnd(static_cast<std::uint64_t>(1 + rnd(static_cast<std::uint64_t>(E)))))
+                     : static_cast<int>(rnd(static_cast<std::uint64_t>(E)));
+        while (std::find(ids.begin(), ids.end(), e) != ids.end()) e = (e + 1) % E;
+        ids.push_back(e);
+      }
+      recs.push_back({static_cast<int>(rnd(static_cast<std::uint64_t>(L))), ids});
+    }
+    const auto t = trace_of(recs);
+    const auto acc = accesses_of(t);
+    for (const bool per_layer : {false, true}) {
+      for (const bool with_pins : {false, true}) {
+        cache_sim_options o;
+        o.scope = per_layer ? cache_scope::per_layer : cache_scope::global;
+        std::set<std::pair<int, int>> pins;
+        if (with_pins) {
+          o.pinned = residency_set(t.num_layers(), t.num_experts());
+          o.pinned.insert(0, 0);
+          pins.insert({0, 0});
+        }
+        const std::size_t top = cache_useful_capacity(t, o) + 2;
+        const auto curve = opt_hit_curve(t, top, o);
+        ASSERT_EQ(curve.hits.size(), top + 1);
+        for (std::size_t cap = curve.min_capacity; cap <= top; ++cap) {
+          if (cap == 0) continue;
+          const auto ref = cache_ref::simulate(acc, "belady", cap, per_layer, pins, false);
+          EXPECT_EQ(curve.hits[cap], ref.hits) << "trial " << trial << " cap " << cap << " per_layer "
+                                               << per_layer << " pins " << with_pins;
+        }
+      }
+    }
+  }
 }

@@ -303,9 +303,9 @@ TEST(CliConcentration, MalformedInputsExitTwoWithoutOutput) {
   expect_bad("--imatrix " + dir + "empty.gguf", "too short for the magic");
   expect_bad("", "one of --trace or --imatrix is required");
   expect_bad("--trace " + dir + "neg.json --imatrix " + good, "excludes");
-  expect_bad("--imatrix " + good + " --coverage 0", "--coverage must be in (0, 1]");
-  expect_bad("--imatrix " + good + " --threshold 1.5", "--threshold must be in (0, 1]");
-  expect_bad("--imatrix " + good + " --topk 0", "--topk must be >= 1");
+  expect_bad("--imatrix " + good + " --coverage 0", "--coverage: 0 is not in (0, 1]");
+  expect_bad("--imatrix " + good + " --threshold 1.5", "--threshold: 1.5 is not in (0, 1]");
+  expect_bad("--imatrix " + good + " --topk 0", "--topk: 0 is not in [1, 65536]");
   expect_bad("--imatrix " + good + " --bogus", "bogus");
 }
 

@@ -5,6 +5,7 @@
 #include "moeroute/version.hpp"
 #include "moeroute/error.hpp"
 #include "moeroute/detail/float16.hpp"
+#include "moeroute/io/input_file.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/io/trace_counts.hpp"
 #include "moeroute/routing/result.hpp"

@@ -123,6 +123,9 @@ void run_cache_sim(const cache_sim_args& a) {
   const auto cb = moeroute::cli::parse_list<long long>(a.cell_bytes, "--cell-bytes");
   MOEROUTE_CHECK(cb.size() == 1 && cb[0] >= 0, errc::invalid_argument, "--cell-bytes: '", a.cell_bytes,
                  "' must be one number >= 0");
+  moeroute::cli::output_files outs;
+  if (!a.svg.empty()) outs.declare("--svg", a.svg);
+  outs.declare("--output", a.output);
 
   const auto trace = moeroute::read_routing_trace_jsonl(a.trace);
   moeroute::cache_sim_options o;
@@ -163,16 +166,11 @@ void run_cache_sim(const cache_sim_args& a) {
       out["lru_curve"] = cache_sim_curve_json(lru, lo);
       out["opt_curve"] = cache_sim_curve_json(opt, lo);
     }
-    if (!a.svg.empty()) {
-      const std::string svg = cache_sim_svg("cache-sim " + a.scope + ": " + a.trace, lru, opt, lo, a.policy,
-                                            results);
-      const std::string json = out.dump(2) + "\n";
-      moeroute::cli::write_output(a.svg, svg);
-      moeroute::cli::write_output(a.output, json);
-      return;
-    }
+    if (!a.svg.empty())
+      outs.set(a.svg, cache_sim_svg("cache-sim " + a.scope + ": " + a.trace, lru, opt, lo, a.policy, results));
   }
-  moeroute::cli::write_output(a.output, out.dump(2) + "\n");
+  outs.set(a.output, out.dump(2) + "\n");
+  outs.commit();
 }
 
 void setup_cache_sim(CLI::App& app, int& exit_code) {

@@ -4,9 +4,7 @@
 // hot experts, Gini and a recommended cache size.
 
 #include <cstdint>
-#include <filesystem>
 #include <algorithm>
-#include <fstream>
 #include <memory>
 #include <iostream>
 #include <sstream>
@@ -17,6 +15,7 @@
 
 #include "cli.hpp"
 #include "moeroute/io/container_trace.hpp"
+#include "moeroute/io/input_file.hpp"
 #include "moeroute/io/imatrix.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/io/trace_counts.hpp"
@@ -132,6 +131,8 @@ int run_concentration(const concentration_args& a) {
   MOEROUTE_CHECK(opt.threshold > 0.0 && opt.threshold <= 1.0, errc::invalid_argument,
                  "--threshold must be in (0, 1], got ", opt.threshold);
 
+  cli::output_files outs;
+  outs.declare("--output", a.out);
   std::vector<layer_counts> counts;
   std::string model, basis;
   int num_experts = 0;
@@ -152,15 +153,7 @@ int run_concentration(const concentration_args& a) {
                   {"datasets", m.datasets}, {"chunk_count", m.chunk_count},
                   {"chunk_size", m.chunk_size}, {"moe_layers", m.layers.size()}};
   } else {
-    std::error_code ec;
-    MOEROUTE_CHECK(!std::filesystem::is_directory(a.trace, ec), errc::io_error, a.trace,
-                   ": is a directory, not a file");
-    std::ifstream f(a.trace, std::ios::binary);
-    MOEROUTE_CHECK(f.good(), errc::io_error, a.trace, ": cannot open file");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    MOEROUTE_CHECK(!f.bad(), errc::io_error, a.trace, ": read error");
-    const std::string text = ss.str();
+    const std::string text = read_input_file(a.trace, input_cap_document);
     if (looks_like_jsonl(a.trace, text)) {
       std::istringstream in(text);
       const routing_trace r = parse_routing_trace_jsonl(in, a.trace);
@@ -196,7 +189,8 @@ int run_concentration(const concentration_args& a) {
   ojson j = report_json(rep, a, model, num_experts, rep.n_layers(), n_tokens, basis);
   j["input"] = std::move(input);
   if (!weight_mass.is_null()) j["router_weight_mass"] = std::move(weight_mass);
-  cli::write_output(a.out, j.dump(2) + "\n");
+  outs.set(a.out, j.dump(2) + "\n");
+  outs.commit();
   std::cerr << concentration_verdict(rep) << "\n";
   return rep.cache_helps ? 5 : 0;
 }
@@ -214,16 +208,22 @@ void setup_concentration(CLI::App& app, int& exit_code) {
   im->excludes(tr);
   sub->add_option("--model-name", args->model_name, "model name written in the report");
   sub->add_option("--topk", args->topk, "experts per token (imatrix n_tokens = counts / topk)")
-      ->capture_default_str();
-  sub->add_option("--coverage", args->coverage, "routing coverage the resident set must reach")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(moeroute::cli::int_in(1, moeroute::max_trace_expert + 1));
+  sub->add_option("--coverage", args->coverage, "routing coverage the resident set must reach, in (0, 1]")
+      ->capture_default_str()
+      ->check(moeroute::cli::finite_above(0.0, 1.0));
   sub->add_option("--threshold", args->threshold,
-                  "cache helps when the median hot fraction is below this")
-      ->capture_default_str();
+                  "cache helps when the median hot fraction is below this, in (0, 1]")
+      ->capture_default_str()
+      ->check(moeroute::cli::finite_above(0.0, 1.0));
   sub->add_option("--cell-bytes", args->cell_bytes,
-                  "bytes of one (layer, expert) cell: adds byte sizes to the recommendation");
+                  "bytes of one (layer, expert) cell: adds byte sizes to the recommendation")
+      ->check(moeroute::cli::int_in(0, 1LL << 50));
   sub->add_option("--num-experts", args->num_experts,
-                  "experts per layer of a JSONL trace (default: 1 + the largest id seen)");
+                  "experts per layer of a JSONL trace (default: 1 + the largest id seen)")
+      ->check(moeroute::cli::int_in(1, moeroute::max_trace_expert + 1))
+      ->excludes(im);
   sub->add_option("-o,--output", args->out, "report JSON path (default: stdout)");
   sub->callback([args, &exit_code]() {
     MOEROUTE_CHECK(!args->trace.empty() || !args->imatrix.empty(), moeroute::errc::invalid_argument,

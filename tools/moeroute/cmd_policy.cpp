@@ -146,11 +146,13 @@ void run_convert(const convert_args& a, CLI::App& sub) {
   const int sources = (sub.count("policy") > 0) + (sub.count("--cells") > 0) + (sub.count("--experts") > 0);
   MOEROUTE_CHECK(sources == 1 || (sources == 0 && sub.count("--keep-layers")), errc::invalid_argument,
                  "give exactly one of POLICY.json, --cells SPEC, --experts SPEC (or only --keep-layers)");
+  MOEROUTE_CHECK(!sub.count("policy") || !sub.count("--keep-layers"), errc::invalid_argument,
+                 "--keep-layers goes with --cells/--experts, not with a policy file");
+  cli::output_files outs;
+  outs.declare("--output", a.out);
   atx_policy p;
   if (sub.count("policy")) {
     p = read_atx_policy(a.policy);
-    MOEROUTE_CHECK(!sub.count("--keep-layers"), errc::invalid_argument,
-                   "--keep-layers goes with --cells/--experts, not with a policy file");
   } else {
     p.policy_name = a.name.empty() ? std::string("converted") : a.name;
     p.key_order = {"schema_version", "policy_name"};
@@ -200,7 +202,8 @@ void run_convert(const convert_args& a, CLI::App& sub) {
     for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? " " : "") + parts[i];
     out += "\n";
   }
-  cli::write_output(a.out, out);
+  outs.set(a.out, out);
+  outs.commit();
 }
 
 // --------------------------------------------------------------------------------------- build
@@ -215,6 +218,18 @@ void run_build(const build_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(!a.traces.empty() || !a.counts.empty() || !a.imatrices.empty(), errc::invalid_argument,
                  "give at least one workload: --trace T.jsonl, --counts C.json or --imatrix F.gguf");
   MOEROUTE_CHECK(sub.count("--percent"), errc::invalid_argument, "--percent is required");
+  std::vector<int> keep_layers;
+  if (!a.keep_layers.empty()) keep_layers = parse_atx_id_list(a.keep_layers, "--keep-layers");
+  std::vector<std::string> names;
+  if (!a.names.empty()) {
+    std::stringstream ss(a.names);
+    for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
+    const std::size_t n_src = a.traces.size() + a.counts.size() + a.imatrices.size();
+    MOEROUTE_CHECK(names.size() == n_src, errc::invalid_argument, "--names has ", names.size(),
+                   " names for ", n_src, " workloads (order: traces, counts, imatrices)");
+  }
+  cli::output_files outs;
+  outs.declare("--output", a.out);
   const bool weight = a.measure == "weight";
   struct source {
     std::string path;
@@ -245,15 +260,8 @@ void run_build(const build_args& a, CLI::App& sub) {
     const auto counts = imatrix_expert_counts(read_imatrix(f));
     src.push_back(source{f, counts, counts, {}});
   }
-  std::vector<std::string> names;
-  if (!a.names.empty()) {
-    std::stringstream ss(a.names);
-    for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
-    MOEROUTE_CHECK(names.size() == src.size(), errc::invalid_argument, "--names has ", names.size(),
-                   " names for ", src.size(), " workloads (order: traces, counts, imatrices)");
-  } else {
+  if (names.empty())
     for (const auto& s : src) names.push_back(workload_name(s.path));
-  }
   // A common shape: flags, else the largest over the workloads.
   int L = a.layers, E = a.experts;
   if (L <= 0 || E <= 0) {
@@ -287,7 +295,7 @@ void run_build(const build_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(a.unit == "global" || a.unit == "cell", errc::invalid_argument, "--unit must be global or cell");
   o.unit = a.unit == "cell" ? atx_unit_kind::cell : atx_unit_kind::global_expert;
   o.policy_name = a.name;
-  if (!a.keep_layers.empty()) o.keep_layers = parse_atx_id_list(a.keep_layers, "--keep-layers");
+  o.keep_layers = keep_layers;
   o.hybrid_top_layers = a.hybrid_top_layers;
   o.basis = a.basis;
   if (o.basis.empty()) {
@@ -298,7 +306,8 @@ void run_build(const build_args& a, CLI::App& sub) {
     o.basis += "; ranked descending, ties to the lower (layer, expert).";
   }
   const atx_policy p = build_atx_policy(workloads, o);
-  cli::write_output(a.out, write_atx_policy_string(p));
+  outs.set(a.out, write_atx_policy_string(p));
+  outs.commit();
 }
 
 // -------------------------------------------------------------------------------------- pareto
@@ -313,6 +322,13 @@ void run_pareto(const pareto_args& a, CLI::App& sub) {
   const int size_flags = (sub.count("--cell-mib") > 0) + (sub.count("--cell-bytes") > 0) + (sub.count("--model") > 0);
   MOEROUTE_CHECK(size_flags == 1, errc::invalid_argument,
                  "give exactly one of --cell-mib, --cell-bytes or --model M.gguf for the hot-VRAM estimate");
+  std::vector<double> pct;
+  if (!a.percents.empty()) pct = cli::parse_list<double>(a.percents, "--percents");
+  for (double x : pct)
+    MOEROUTE_CHECK(x > 0 && x <= 100, errc::invalid_argument, "--percents: ", x, " is not in (0, 100]");
+  cli::output_files outs;
+  outs.declare("--output", a.out);
+  if (!a.svg.empty()) outs.declare("--svg", a.svg);
   pareto_options o;
   o.num_layers = a.layers;
   o.num_experts = a.experts;
@@ -335,8 +351,7 @@ void run_pareto(const pareto_args& a, CLI::App& sub) {
   }
   notes.push_back("captured pct = 100 x the sum of the kept units' shares, one decimal; null when the policy lacks that share.");
   std::vector<pareto_row> rows;
-  if (!a.percents.empty()) {
-    const auto pct = cli::parse_list<double>(a.percents, "--percents");
+  if (!pct.empty()) {
     for (const auto& path : a.policies) {
       const auto part = pareto_slices(read_atx_policy(path), pct, o, path);
       rows.insert(rows.end(), part.begin(), part.end());
@@ -371,8 +386,9 @@ void run_pareto(const pareto_args& a, CLI::App& sub) {
     }
     svg = c.render();
   }
-  cli::write_output(a.out, json);
-  if (!a.svg.empty()) cli::write_output(a.svg, svg);
+  outs.set(a.out, json);
+  if (!a.svg.empty()) outs.set(a.svg, svg);
+  outs.commit();
 }
 
 // ---------------------------------------------------------------------------------------- eval
@@ -382,6 +398,8 @@ struct eval_args {
 };
 
 void run_eval(const eval_args& a) {
+  cli::output_files outs;
+  outs.declare("--output", a.out);
   const atx_policy p = read_atx_policy(a.policy);
   const routing_trace t = read_routing_trace_jsonl(a.trace);
   int L = 0, E = 0;
@@ -414,20 +432,22 @@ void run_eval(const eval_args& a) {
     r["hit_rate"] = lh.hit_rate();
     o["per_layer"].push_back(std::move(r));
   }
-  cli::write_output(a.out, o.dump(2) + "\n");
+  outs.set(a.out, o.dump(2) + "\n");
+  outs.commit();
 }
 
 void setup_policy(CLI::App& app, int& /*exit_code*/) {
   CLI::App* pol = app.add_subcommand("policy", "Build, show, convert, compare (pareto) and replay ATX residency policies");
   pol->require_subcommand(1);
+  const CLI::Validator id_count = cli::int_in(1, atx_max_id + 1);  // --layers, --experts
 
   {
     auto a = std::make_shared<show_args>();
     CLI::App* sub = pol->add_subcommand("show", "Print a human summary of a policy");
     sub->add_option("policy", a->policy, "ATX policy JSON")->required();
-    sub->add_option("--layers", a->layers, "MoE layers of the model (default: from the policy)");
-    sub->add_option("--experts", a->experts, "experts per layer (default: from the policy)");
-    sub->add_option("--top", a->top, "ranked entries to list (default 10)");
+    sub->add_option("--layers", a->layers, "MoE layers of the model (default: from the policy)")->check(id_count);
+    sub->add_option("--experts", a->experts, "experts per layer (default: from the policy)")->check(id_count);
+    sub->add_option("--top", a->top, "ranked entries to list (default 10)")->check(cli::int_in(0, 1 << 30));
     sub->callback([a] { run_show(*a); });
   }
   {
@@ -451,15 +471,17 @@ void setup_policy(CLI::App& app, int& /*exit_code*/) {
     sub->add_option("--counts", a->counts, "gpu-container trace JSON (repeatable)");
     sub->add_option("--imatrix", a->imatrices, "llama.cpp imatrix GGUF (repeatable)");
     sub->add_option("--names", a->names, "workload names, comma-separated (traces, counts, imatrices order)");
-    sub->add_option("--percent", a->percent, "keep ceil(p/100 x N) units");
+    sub->add_option("--percent", a->percent, "keep ceil(p/100 x N) units, p in (0, 100]")
+        ->check(cli::finite_above(0.0, 100.0));
     sub->add_option("--unit", a->unit, "global (experts in every layer) | cell (default global)")
         ->check(CLI::IsMember({"global", "cell"}));
     sub->add_option("--measure", a->measure, "importance: activation (counts) | weight (router-weight mass)")
         ->check(CLI::IsMember({"activation", "weight"}));
     sub->add_option("--keep-layers", a->keep_layers, "whole layers kept hot as well (hybrid): 35-38");
-    sub->add_option("--hybrid-top-layers", a->hybrid_top_layers, "also keep the K layers with the largest share");
-    sub->add_option("--layers", a->layers, "MoE layers of the model (default: from the workloads)");
-    sub->add_option("--experts", a->experts, "experts per layer (default: from the workloads)");
+    sub->add_option("--hybrid-top-layers", a->hybrid_top_layers, "also keep the K layers with the largest share")
+        ->check(cli::int_in(0, atx_max_id + 1));
+    sub->add_option("--layers", a->layers, "MoE layers of the model (default: from the workloads)")->check(id_count);
+    sub->add_option("--experts", a->experts, "experts per layer (default: from the workloads)")->check(id_count);
     sub->add_option("--name", a->name, "policy_name");
     sub->add_option("--basis", a->basis, "basis text written into the policy");
     sub->add_option("-o,--output", a->out, "output policy JSON (default stdout)");
@@ -470,10 +492,10 @@ void setup_policy(CLI::App& app, int& /*exit_code*/) {
     CLI::App* sub = pol->add_subcommand("pareto", "Compare policies (or slices of one ranked policy): hot VRAM vs captured share");
     sub->add_option("policies", a->policies, "ATX policy JSON files")->required();
     sub->add_option("--percents", a->percents, "slice each ranked policy at these percents: 5,10,15,20");
-    sub->add_option("--layers", a->layers, "MoE layers of the model (default: selection.layers or the GGUF)");
-    sub->add_option("--experts", a->experts, "experts per layer (default: from the policy or the GGUF)");
-    sub->add_option("--cell-mib", a->cell_mib, "MiB per (layer, expert) cell");
-    sub->add_option("--cell-bytes", a->cell_bytes, "bytes per (layer, expert) cell");
+    sub->add_option("--layers", a->layers, "MoE layers of the model (default: selection.layers or the GGUF)")->check(id_count);
+    sub->add_option("--experts", a->experts, "experts per layer (default: from the policy or the GGUF)")->check(id_count);
+    sub->add_option("--cell-mib", a->cell_mib, "MiB per (layer, expert) cell")->check(cli::finite_above(0.0, 1e12));
+    sub->add_option("--cell-bytes", a->cell_bytes, "bytes per (layer, expert) cell")->check(cli::finite_above(0.0, 1e18));
     sub->add_option("--model", a->model, "model GGUF: per-layer cell bytes from its expert tensors (headers only)");
     sub->add_option("--svg", a->svg, "also write a chart of captured importance/activation vs hot VRAM");
     sub->add_option("-o,--output", a->out, "output comparison JSON (default stdout)");
@@ -484,8 +506,8 @@ void setup_policy(CLI::App& app, int& /*exit_code*/) {
     CLI::App* sub = pol->add_subcommand("eval", "Replay a routing trace: fraction of accesses that hit resident cells");
     sub->add_option("--policy", a->policy, "ATX policy JSON")->required();
     sub->add_option("--trace", a->trace, "routing trace JSONL")->required();
-    sub->add_option("--layers", a->layers, "MoE layers of the model (default: policy/trace)");
-    sub->add_option("--experts", a->experts, "experts per layer (default: policy/trace)");
+    sub->add_option("--layers", a->layers, "MoE layers of the model (default: policy/trace)")->check(id_count);
+    sub->add_option("--experts", a->experts, "experts per layer (default: policy/trace)")->check(id_count);
     sub->add_option("-o,--output", a->out, "output report JSON (default stdout)");
     sub->callback([a] { run_eval(*a); });
   }

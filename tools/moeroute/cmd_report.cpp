@@ -1,7 +1,6 @@
 // moeroute report: a self-contained HTML page of SVG charts from traces, counts, pareto tables
 // and offload-run results.
 
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -10,6 +9,7 @@
 
 #include "cli.hpp"
 #include "moeroute/io/container_trace.hpp"
+#include "moeroute/io/input_file.hpp"
 #include "moeroute/io/imatrix.hpp"
 #include "report.hpp"
 
@@ -21,11 +21,8 @@ struct report_args {
 };
 
 nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), moeroute::errc::io_error, path, ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  auto j = nlohmann::json::parse(moeroute::read_input_file(path, moeroute::input_cap_document), nullptr,
+                                 /*allow_exceptions=*/false);
   MOEROUTE_CHECK(!j.is_discarded(), moeroute::errc::parse_error, path, ": not valid JSON");
   return j;
 }
@@ -37,13 +34,16 @@ void run_report(const report_args& a) {
   if (!a.capacities.empty()) in.capacity_percents = cli::parse_list<double>(a.capacities, "--capacity-percents");
   for (double p : in.capacity_percents)
     MOEROUTE_CHECK(p > 0 && p <= 100, errc::invalid_argument, "--capacity-percents: ", p, " is not in (0, 100]");
+  cli::output_files outs;
+  outs.declare("--output", a.out);
   for (const auto& p : a.traces) in.traces.emplace_back(p, read_routing_trace_jsonl(p));
   for (const auto& p : a.imatrix) in.counts.emplace_back(p, imatrix_expert_counts(read_imatrix(p)));
   for (const auto& p : a.container) in.counts.emplace_back(p, read_container_trace_json(p).layers);
   for (const auto& p : a.pareto) in.pareto.emplace_back(p, read_json_file(p));
   for (const auto& p : a.runs) in.runs.emplace_back(p, read_json_file(p));
   const std::string html = cli::render_report_html(in);
-  cli::write_output(a.out, html);
+  outs.set(a.out, html);
+  outs.commit();
   if (!a.out.empty() && a.out != "-") std::cerr << "moeroute report: wrote " << a.out << "\n";
 }
 

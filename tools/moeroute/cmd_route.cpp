@@ -35,8 +35,6 @@ void run_route(const route_args& a, CLI::App& sub) {
   if (given("--topk")) cfg.top_k = a.topk;
   if (given("--renorm")) cfg.renorm = a.renorm;
   if (given("--scale")) cfg.scale = static_cast<float>(a.scale);
-  if (given("--groups") != given("--topk-groups"))
-    detail::fail(errc::invalid_argument, "--groups and --topk-groups go together");
   if (given("--groups")) {
     cfg.groups = a.groups;
     cfg.topk_groups = a.topk_groups;
@@ -45,10 +43,10 @@ void run_route(const route_args& a, CLI::App& sub) {
     cfg.cum_prob = a.cum_prob;
     cfg.min_k = given("--min-k") ? a.min_k : 1;
     cfg.max_k = given("--max-k") ? a.max_k : 0;
-  } else if (given("--min-k") || given("--max-k")) {
-    detail::fail(errc::invalid_argument, "--min-k and --max-k need --cum-prob");
   }
   MOEROUTE_CHECK(cfg.top_k > 0, errc::invalid_argument, "--topk is required (or a --preset)");
+  cli::output_files outs;
+  outs.declare("--output", a.out);
 
   const npy_array x = read_npy(a.logits);
   MOEROUTE_CHECK(x.cols > 0, errc::bad_input, a.logits, ": logits have 0 experts (columns)");
@@ -105,7 +103,8 @@ void run_route(const route_args& a, CLI::App& sub) {
                  {"topk_groups", cfg.topk_groups}, {"bias", !bias.empty()},
                  {"cum_prob", cfg.cum_prob},  {"min_k", cfg.min_k},
                  {"max_k", cfg.max_k ? cfg.max_k : cfg.top_k}};
-  cli::write_output(a.out, j.dump() + "\n");
+  outs.set(a.out, j.dump() + "\n");
+  outs.commit();
   std::cerr << "moeroute route: " << res.num_tokens << " tokens x " << res.num_experts
             << " experts (" << cfg.name << ", " << scoring_name(cfg.scoring) << ", top-" << cfg.top_k
             << "): mean active " << std::fixed << std::setprecision(2) << mean_active << ", k min "
@@ -120,15 +119,22 @@ void setup_route(CLI::App& app, int&) {
   for (const auto& p : moeroute::presets()) names += (names.empty() ? "" : ", ") + p.name;
   sub->add_option("--preset", a->preset, "model preset: " + names);
   sub->add_option("--scoring", a->scoring, "softmax | sigmoid | sqrt-softplus");
-  sub->add_option("--topk", a->topk, "experts chosen per token (K)");
+  constexpr long long max_e = 1 << 20;
+  sub->add_option("--topk", a->topk, "experts chosen per token (K)")->check(moeroute::cli::int_in(1, max_e));
   sub->add_flag("--renorm,!--no-renorm", a->renorm, "renormalize the chosen weights to sum 1");
   sub->add_option("--bias", a->bias, "selection bias per expert, .npy [E] or [1, E]");
-  sub->add_option("--groups", a->groups, "expert groups G (grouped top-k)");
-  sub->add_option("--topk-groups", a->topk_groups, "groups kept TG");
-  sub->add_option("--scale", a->scale, "multiply the final weights (routed_scaling_factor)");
-  sub->add_option("--cum-prob", a->cum_prob, "zero-gating: keep experts until this cumulative share");
-  sub->add_option("--min-k", a->min_k, "zero-gating: keep at least this many");
-  sub->add_option("--max-k", a->max_k, "zero-gating: keep at most this many (default K)");
+  auto* groups = sub->add_option("--groups", a->groups, "expert groups G (grouped top-k)")->check(moeroute::cli::int_in(1, max_e));
+  auto* tg = sub->add_option("--topk-groups", a->topk_groups, "groups kept TG")->check(moeroute::cli::int_in(1, max_e));
+  groups->needs(tg);
+  tg->needs(groups);
+  sub->add_option("--scale", a->scale, "multiply the final weights (routed_scaling_factor)")
+      ->check(moeroute::cli::finite_above(0.0));
+  auto* cum = sub->add_option("--cum-prob", a->cum_prob, "zero-gating: keep experts until this cumulative share, in (0, 1]")
+                  ->check(moeroute::cli::finite_above(0.0, 1.0));
+  sub->add_option("--min-k", a->min_k, "zero-gating: keep at least this many")->check(moeroute::cli::int_in(1, max_e))->needs(cum);
+  sub->add_option("--max-k", a->max_k, "zero-gating: keep at most this many (default K)")
+      ->check(moeroute::cli::int_in(1, max_e))
+      ->needs(cum);
   sub->add_option("-o,--output", a->out, "output JSON ('-' for stdout)")->required();
   sub->callback([a, sub] { run_route(*a, *sub); });
 }

@@ -223,14 +223,18 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const host
 }
 
 void run_offload(const run_args& a, CLI::App& sub) {
+  // Every check of the flags and every output path comes before any work or output line.
   std::unique_ptr<gguf_expert_weights> gguf;
-  if (!a.model.empty()) {
+  if (!a.model.empty())
     for (const char* flag : {"--hidden", "--ffn", "--type", "--experts"})
       MOEROUTE_CHECK(sub.count(flag) == 0, errc::invalid_argument, flag, " cannot be combined with --model (",
                      a.model, " sets the model's shape)");
-    gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
-  }
-  const weight_type type = gguf ? gguf->shape().type : parse_type(a.type);
+  const weight_type flag_type = parse_type(a.type);
+  cli::output_files outs;
+  if (!a.json.empty()) outs.declare("--json", a.json);
+  if (!a.report.empty()) outs.declare("--report", a.report);
+  if (!a.model.empty()) gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
+  const weight_type type = gguf ? gguf->shape().type : flag_type;
   const int hidden = gguf ? gguf->shape().hidden : a.hidden, ffn = gguf ? gguf->shape().ffn : a.ffn;
   MOEROUTE_CHECK(hidden > 0 && ffn > 0, errc::invalid_argument, "--hidden and --ffn must be positive");
   std::vector<std::string> policies;
@@ -304,9 +308,16 @@ void run_offload(const run_args& a, CLI::App& sub) {
   const std::string shape_why = check_ffn_shape(shape);
   MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
   const std::uint64_t cell_bytes = shape.expert_bytes();
-  const std::uint64_t all_bytes = cell_bytes * static_cast<std::uint64_t>(L) * static_cast<std::uint64_t>(E);
-  const double budget = a.vram_mib > 0 ? a.vram_mib * 1048576.0 : 0.25 * static_cast<double>(all_bytes);
-  const auto slots = static_cast<std::size_t>(budget / static_cast<double>(cell_bytes));
+  const std::uint64_t cells = static_cast<std::uint64_t>(L) * static_cast<std::uint64_t>(E);
+  // random weights are generated in host memory: at most 4 GiB of them (a --model is bounded by its file)
+  const std::uint64_t host_cap = gguf ? (std::uint64_t{1} << 40) : (std::uint64_t{4} << 30);
+  MOEROUTE_CHECK(cell_bytes > 0 && cells <= host_cap / cell_bytes, errc::invalid_argument, L, " layers x ", E,
+                 " experts x ", cell_bytes, " bytes is more than the ", host_cap >> 30, " GiB of expert weights run holds",
+                 gguf ? "" : " (lower --layers, --experts, --hidden or --ffn)");
+  const std::uint64_t all_bytes = cell_bytes * cells;
+  const double budget = sub.count("--vram-mib") ? a.vram_mib * 1048576.0 : 0.25 * static_cast<double>(all_bytes);
+  // more slots than cells hold nothing more
+  const auto slots = static_cast<std::size_t>(std::min(budget / static_cast<double>(cell_bytes), static_cast<double>(cells)));
   MOEROUTE_CHECK(slots >= static_cast<std::size_t>(K), errc::invalid_argument, "--vram-mib ",
                  budget / 1048576.0, " holds ", slots, " experts of ", cell_bytes, " bytes but one token needs ", K,
                  " at a layer");
@@ -316,11 +327,14 @@ void run_offload(const run_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(pinned.count() <= slots, errc::invalid_argument, a.pin, ": ", pinned.count(),
                  " pinned cells exceed the ", slots, " slots of the VRAM budget");
 
+  MOEROUTE_CHECK(a.cum_prob <= 0 || a.min_k <= K, errc::invalid_argument, "--min-k ", a.min_k,
+                 " is more than the ", K, " experts per token");
+
   vulkan_context ctx;
   std::cerr << "moeroute run: " << T << " tokens, " << L << " layers x " << E << " experts (top-" << K << ", H "
             << hidden << ", F " << ffn << ", " << weight_type_name(type) << ", " << std::fixed << std::setprecision(2)
             << cell_bytes / 1048576.0 << " MiB/expert) on " << ctx.device_name() << "; VRAM budget "
-            << budget / 1048576.0 << " MiB = " << slots << " of " << L * E << " cells\n";
+            << budget / 1048576.0 << " MiB = " << slots << " of " << cells << " cells\n";
   if (gguf)
     std::cerr << "  expert weights: " << a.model << " (" << (gguf->architecture().empty() ? "?" : gguf->architecture())
               << ", MoE blocks " << gguf->layer(0).block << ".." << gguf->layer(L - 1).block << ", "
@@ -501,39 +515,49 @@ void run_offload(const run_args& a, CLI::App& sub) {
       std::cout << "\n";
     }
   }
-  if (!a.json.empty()) cli::write_output(a.json, j.dump(2) + "\n");
+  if (!a.json.empty()) outs.set(a.json, j.dump(2) + "\n");
   if (!a.report.empty()) {
     cli::report_inputs in;
     in.title = "moeroute run: offloaded MoE stack";
     if (!a.router) in.traces.emplace_back(a.trace.empty() ? std::string(MOEROUTE_DEFAULT_TRACE) : a.trace, trace);
     in.runs.emplace_back("moeroute run", nlohmann::json::parse(j.dump()));
-    cli::write_output(a.report, cli::render_report_html(in));
+    outs.set(a.report, cli::render_report_html(in));
   }
+  outs.commit();
 }
 #endif
 
 void setup_run(CLI::App& app, int&) {
   auto a = std::make_shared<run_args>();
   CLI::App* sub = app.add_subcommand("run", "Run an offloaded MoE layer stack on the Vulkan backend under a VRAM budget");
-  sub->add_option("--trace", a->trace, "routing trace JSONL to replay (default: the shipped Mixtral-8x7B trace)");
-  sub->add_flag("--router", a->router, "route with random router weights instead of a trace (--layers/--experts/--topk/--tokens)");
-  sub->add_option("--layers", a->layers, "router mode: MoE layers (16; with --model: the first N of the model's)");
-  sub->add_option("--experts", a->experts, "experts per layer (router mode: 64; trace mode: from the trace)");
-  sub->add_option("--topk", a->topk, "router mode: experts per token (8)");
-  sub->add_option("--tokens", a->tokens, "router mode: tokens (48)");
-  sub->add_option("--cum-prob", a->cum_prob, "router mode: also run each policy zero-gated at this cumulative probability");
-  sub->add_option("--min-k", a->min_k, "router mode: zero-gating min_k (1)");
+  namespace cli = moeroute::cli;
+  auto* trace = sub->add_option("--trace", a->trace, "routing trace JSONL to replay (default: the shipped Mixtral-8x7B trace)");
+  auto* router = sub->add_flag("--router", a->router, "route with random router weights instead of a trace (--layers/--experts/--topk/--tokens)");
+  router->excludes(trace);
+  sub->add_option("--layers", a->layers, "router mode: MoE layers (16; with --model: the first N of the model's)")
+      ->check(cli::int_in(1, 65536))
+      ->needs(router);
+  sub->add_option("--experts", a->experts, "experts per layer (router mode: 64; trace mode: from the trace)")
+      ->check(cli::int_in(1, 65536));
+  sub->add_option("--topk", a->topk, "router mode: experts per token (8)")->check(cli::int_in(1, 65536))->needs(router);
+  sub->add_option("--tokens", a->tokens, "router mode: tokens (48)")->check(cli::int_in(1, 1 << 24))->needs(router);
+  auto* cum = sub->add_option("--cum-prob", a->cum_prob,
+                              "router mode: also run each policy zero-gated at this cumulative probability, in (0, 1]")
+                  ->check(cli::finite_above(0.0, 1.0))
+                  ->needs(router);
+  sub->add_option("--min-k", a->min_k, "router mode: zero-gating min_k (1)")->check(cli::int_in(1, 65536))->needs(cum);
   sub->add_option("--model", a->model,
                   "GGUF model whose ffn_{gate,up,down}_exps tensors (F32, F16, Q8_0, Q4_0) are the expert weights");
-  sub->add_option("--hidden", a->hidden, "model width H (256)");
-  sub->add_option("--ffn", a->ffn, "expert intermediate width F (512)");
+  sub->add_option("--hidden", a->hidden, "model width H (256)")->check(cli::int_in(1, 1 << 16));
+  sub->add_option("--ffn", a->ffn, "expert intermediate width F (512)")->check(cli::int_in(1, 1 << 18));
   sub->add_option("--type", a->type, "expert weight type: f32, f16, q8_0 (default), q4_0");
-  sub->add_option("--vram-mib", a->vram_mib, "VRAM budget for expert slots in MiB (default: 25% of all experts)");
+  sub->add_option("--vram-mib", a->vram_mib, "VRAM budget for expert slots in MiB (default: 25% of all experts)")
+      ->check(cli::finite_above(0.0, 1 << 30));
   sub->add_option("--pin", a->pin, "ATX residency policy whose cells are pinned (the 'pinned' row)");
   sub->add_option("--policies", a->policies, "comma list: none, lru, fifo, lfu, layer-cycle, pinned, belady");
-  sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens");
+  sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens")->check(cli::int_in(1, 1 << 30));
   sub->add_flag("--per-layer", a->per_layer, "also print hit rate and bytes per token for each layer (always in --json)");
-  sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)");
+  sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)")->check(cli::int_in(0, 4294967295LL));
   sub->add_option("--json", a->json, "write the results as JSON (input of `moeroute report --run`)");
   sub->add_option("--report", a->report, "write an HTML report of this run");
 #if MOEROUTE_CLI_HAS_VULKAN

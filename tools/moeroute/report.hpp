@@ -46,11 +46,33 @@ inline std::string heat_colour(double s) {
   return col;
 }
 
+/// Most expert columns and layer rows a heat map draws: a larger model is drawn in bins of
+/// consecutive experts and layers, each bin the sum of its cells, so the page stays small.
+inline constexpr std::size_t heatmap_max_cols = 256, heatmap_max_rows = 128;
+
 /// Heat map of per-layer expert counts: one row per layer, colour = count / the layer's maximum,
-/// with a colour scale (0 .. 100% of the layer's busiest expert) under it.
-inline std::string report_heatmap(const std::vector<layer_counts>& layers, const std::string& title) {
+/// with a colour scale (0 .. 100% of the layer's busiest expert) under it. Over heatmap_max_cols
+/// experts or heatmap_max_rows layers, cells are summed into bins first.
+inline std::string report_heatmap(const std::vector<layer_counts>& in_layers, const std::string& title) {
   std::size_t E = 0;
-  for (const auto& l : layers) E = std::max(E, l.counts.size());
+  for (const auto& l : in_layers) E = std::max(E, l.counts.size());
+  const std::size_t eb = std::max<std::size_t>(1, (E + heatmap_max_cols - 1) / heatmap_max_cols);
+  const std::size_t lb = std::max<std::size_t>(1, (in_layers.size() + heatmap_max_rows - 1) / heatmap_max_rows);
+  std::vector<layer_counts> binned;
+  if (eb > 1 || lb > 1) {
+    for (std::size_t r = 0; r < in_layers.size(); r += lb) {
+      layer_counts b;
+      b.layer_index = in_layers[r].layer_index;
+      b.counts.assign((E + eb - 1) / eb, 0.0);
+      for (std::size_t q = r; q < std::min(in_layers.size(), r + lb); ++q)
+        for (std::size_t e = 0; e < in_layers[q].counts.size(); ++e) b.counts[e / eb] += in_layers[q].counts[e];
+      binned.push_back(std::move(b));
+    }
+  }
+  const std::vector<layer_counts>& layers = binned.empty() ? in_layers : binned;
+  const std::string expert_word = eb > 1 ? "experts from " : "expert ";
+  const std::size_t E_all = E;
+  E = binned.empty() ? E : (E + eb - 1) / eb;
   const double L = static_cast<double>(layers.size());
   const double cw = std::max(2.0, std::min(48.0, 760.0 / static_cast<double>(std::max<std::size_t>(E, 1))));
   const double ch = std::max(4.0, std::min(18.0, 420.0 / std::max(L, 1.0)));
@@ -72,13 +94,15 @@ inline std::string report_heatmap(const std::vector<layer_counts>& layers, const
       const std::string col = heat_colour(mx > 0 ? c[e] / mx : 0.0);
       o += "<rect x=\"" + fmt("%.1f", left + cw * static_cast<double>(e)) + "\" y=\"" + fmt("%.1f", y) +
            "\" width=\"" + fmt("%.2f", cw) + "\" height=\"" + fmt("%.2f", ch) + "\" fill=\"" + col +
-           "\"><title>layer " + std::to_string(layers[r].layer_index) + ", expert " + std::to_string(e) +
-           ": " + fmt("%g", c[e]) + "</title></rect>\n";
+           "\"><title>layer " + std::to_string(layers[r].layer_index) + (lb > 1 ? "+" : "") + ", " +
+           expert_word + std::to_string(e * eb) + ": " + fmt("%g", c[e]) + "</title></rect>\n";
     }
   }
   o += "<text x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", top + ch * L + 16) +
-       "\">expert (0 .. " + std::to_string(E ? E - 1 : 0) +
-       "); colour = routing count / the layer's busiest expert</text>\n";
+       "\">expert (0 .. " + std::to_string(E_all ? E_all - 1 : 0) + ")" +
+       (binned.empty() ? std::string()
+                       : "; bins of " + std::to_string(eb) + " experts x " + std::to_string(lb) + " layers, summed") +
+       "; colour = routing count / the layer's busiest expert</text>\n";
   // Colour scale: eleven steps from 0 to 100% of the layer's busiest expert.
   const double sy = h - 44, sw = 24;
   o += "<g class=\"heat-scale\">\n<text x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", sy + 11) +

@@ -179,6 +179,8 @@ cache_sim_result cache_run_plan(const cache_sim_plan& p, std::size_t capacity, c
     res.misses += c.misses;
     res.evictions += c.evictions;
   }
+  MOEROUTE_CHECK(o.cell_bytes == 0 || res.misses <= UINT64_MAX / o.cell_bytes, errc::bad_input, "cell_bytes ",
+                 o.cell_bytes, " x ", res.misses, " misses overflows bytes_loaded (64 bits)");
   res.bytes_loaded = res.misses * o.cell_bytes;
   return res;
 }
@@ -282,17 +284,74 @@ inline cache_hit_curve lru_hit_curve(const routing_trace& t, std::size_t max_cap
   return curve;
 }
 
-/// Belady (OPT) hits at every capacity min_capacity..max_capacity (one replay per capacity).
+/// Belady (OPT) hits at every capacity min_capacity..max_capacity in one pass; the replay is the
+/// one simulate_cache<belady_eviction> does without protect_batch. OPT is a stack algorithm
+/// (Mattson et al. 1970): a cache of c free slots holds the top c cells of one stack ordered by
+/// next use. On an access to cell x at depth d (absent: below the stack) x goes on top with its
+/// new next use, and a carry (the old top) sinks through depths 1..d-1, leaving at each depth the
+/// cell used sooner and carrying the later one, until it fills the slot x left. The access is a
+/// hit for every capacity >= d. The stack is cut at max_capacity (deeper cells cannot change a
+/// hit within it) and a carry that is never used again ends its scan at once, so the work is the
+/// depths scanned: far below one replay per capacity.
 inline cache_hit_curve opt_hit_curve(const routing_trace& t, std::size_t max_capacity, const cache_sim_options& o = {}) {
   const auto p = detail::cache_make_plan(t, o, true);
   cache_hit_curve curve;
   curve.accesses = p.accesses;
   curve.hits.assign(max_capacity + 1, 0);
   for (const auto& st : p.streams) curve.min_capacity = std::max(curve.min_capacity, st.pinned_count);
-  cache_sim_options o2 = o;
-  o2.protect_batch = false;
-  for (std::size_t cap = curve.min_capacity; cap <= max_capacity; ++cap)
-    curve.hits[cap] = detail::cache_run_plan<belady_eviction>(p, cap, o2).hits;
+  for (const auto& st : p.streams) {
+    if (st.cells.empty() || st.pinned_count > max_capacity) continue;
+    const std::size_t D = std::min<std::size_t>(max_capacity - st.pinned_count, st.num_cells);
+    std::vector<std::uint32_t> cell(D);
+    std::vector<std::uint64_t> nxt(D);
+    std::vector<std::int64_t> pos(st.num_cells, -1);
+    std::vector<std::uint64_t> hist(D + 1, 0);  // hist[d]: hits at depth d (1-based)
+    std::uint64_t pinned_hits = 0;
+    std::size_t size = 0;
+    for (std::size_t i = 0; i < st.cells.size(); ++i) {
+      const std::uint32_t x = st.cells[i];
+      if (st.pinned[x]) {
+        ++pinned_hits;
+        continue;
+      }
+      const std::int64_t d = pos[x];
+      if (d >= 0) ++hist[static_cast<std::size_t>(d) + 1];
+      if (D == 0) continue;
+      if (d == 0) {
+        nxt[0] = st.next_use[i];
+        continue;
+      }
+      // the slot the carry ends in: the one x left, else a new bottom slot, else none (D)
+      const std::size_t end = d > 0 ? static_cast<std::size_t>(d) : size < D ? size++ : D;
+      std::uint32_t carry = cell[0];
+      std::uint64_t carry_next = nxt[0];
+      const bool had_top = size > 1 || d > 0;
+      cell[0] = x;
+      nxt[0] = st.next_use[i];
+      pos[x] = 0;
+      if (!had_top) continue;  // x was pushed on an empty stack
+      for (std::size_t j = 1; j < end && carry_next != no_next_use; ++j)
+        if (nxt[j] > carry_next) {  // s[j] is used later: it sinks, the carry stays
+          std::swap(cell[j], carry);
+          std::swap(nxt[j], carry_next);
+          pos[cell[j]] = static_cast<std::int64_t>(j);
+        }
+      if (end < D) {
+        cell[end] = carry;
+        nxt[end] = carry_next;
+        pos[carry] = static_cast<std::int64_t>(end);
+      } else {
+        pos[carry] = -1;
+      }
+    }
+    std::uint64_t cum = 0;
+    for (std::size_t cap = st.pinned_count; cap <= max_capacity; ++cap) {
+      const std::size_t free_slots = cap - st.pinned_count;
+      if (free_slots >= 1 && free_slots <= D) cum += hist[free_slots];
+      curve.hits[cap] += pinned_hits + cum;
+    }
+  }
+  for (std::size_t cap = 0; cap < curve.min_capacity && cap <= max_capacity; ++cap) curve.hits[cap] = 0;
   return curve;
 }
 

@@ -144,12 +144,16 @@ inline container_trace parse_container_trace_json(const std::string& text, const
     layer_counts c;
     c.layer_index = static_cast<int>(li);
     c.counts.reserve(ec.size());
+    double sum = 0.0;
     for (std::size_t e = 0; e < ec.size(); ++e) {
       MOEROUTE_CHECK(ec[e].is_number(), errc::parse_error, where, ".expert_counts[", e,
                      "] is not a number");
       const double x = ec[e].get<double>();
       MOEROUTE_CHECK(std::isfinite(x) && x >= 0.0, errc::bad_input, where, ".expert_counts[", e,
                      "] = ", x, " (must be finite and >= 0)");
+      sum += x;
+      MOEROUTE_CHECK(std::isfinite(sum), errc::bad_input, where, ".expert_counts: the counts up to [", e,
+                     "] sum past the double range");
       c.counts.push_back(x);
     }
     t.layers.push_back(std::move(c));
@@ -159,15 +163,7 @@ inline container_trace parse_container_trace_json(const std::string& text, const
 
 /// Reads a gpu-container trace JSON file.
 inline container_trace read_container_trace_json(const std::string& path) {
-  std::error_code ec;
-  MOEROUTE_CHECK(!std::filesystem::is_directory(path, ec), errc::io_error, path,
-                 ": is a directory, not a file");
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return parse_container_trace_json(ss.str(), path);
+  return parse_container_trace_json(read_input_file(path, input_cap_document), path);
 }
 
 /// The trace as JSON (counts written as integers when they are whole numbers).

@@ -25,6 +25,7 @@
 
 #include "moeroute/detail/float16.hpp"
 #include "moeroute/error.hpp"
+#include "moeroute/io/input_file.hpp"
 
 namespace moeroute {
 
@@ -343,9 +344,7 @@ class gguf_file {
   /// Opens `path` and reads its header (not the tensor data). Throws moeroute::error naming the
   /// file and the field for anything malformed, truncated or unsupported.
   static gguf_file open(const std::string& path) {
-    std::error_code ec;
-    MOEROUTE_CHECK(!std::filesystem::is_directory(path, ec), errc::io_error, path,
-                   ": is a directory, not a file");
+    input_file_size(path);  // a regular file (no FIFO, device or directory)
     std::ifstream f(path, std::ios::binary);
     MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
     f.seekg(0, std::ios::end);

@@ -13,6 +13,7 @@
 
 #include "moeroute/detail/float16.hpp"
 #include "moeroute/error.hpp"
+#include "moeroute/io/input_file.hpp"
 
 namespace moeroute {
 
@@ -167,14 +168,9 @@ inline npy_array parse_npy(const std::string& bytes, const std::string& name, bo
   return a;
 }
 
-/// Reads a .npy file (see parse_npy).
+/// Reads a .npy file (see parse_npy); the file is opened as io/input_file.hpp says.
 inline npy_array read_npy(const std::string& path, bool allow_vector = false) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return parse_npy(ss.str(), path, allow_vector);
+  return parse_npy(read_input_file(path, input_cap_array), path, allow_vector);
 }
 
 /// Serializes a rows x cols float32 (or float16 when `half`) array as .npy version 1.0.

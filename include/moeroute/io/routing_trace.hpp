@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeroute/error.hpp"
+#include "moeroute/io/input_file.hpp"
 
 namespace moeroute {
 
@@ -127,8 +128,7 @@ inline routing_trace parse_routing_trace_jsonl(std::istream& in, const std::stri
 
 /// Reads a routing-trace JSONL file.
 inline routing_trace read_routing_trace_jsonl(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
+  std::ifstream f = open_input_file(path, input_cap_stream);
   return parse_routing_trace_jsonl(f, path);
 }
 

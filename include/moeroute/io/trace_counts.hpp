@@ -19,7 +19,7 @@ struct layer_counts {
 
 /// Most (layer, expert) cells one count table may hold (layers present in the trace x E): bounds
 /// the memory a small, hostile trace can make the counters allocate.
-inline constexpr std::uint64_t max_count_cells = std::uint64_t{1} << 26;
+inline constexpr std::uint64_t max_count_cells = std::uint64_t{1} << 22;
 
 namespace detail {
 template <bool Weighted>

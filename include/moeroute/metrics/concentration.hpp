@@ -103,6 +103,13 @@ inline int conc_experts_for(const std::vector<double>& sorted_desc, double total
   }
   return static_cast<int>(sorted_desc.size());
 }
+
+// cells x cell_bytes; a product past 64 bits is bad input naming cell_bytes.
+inline std::uint64_t conc_bytes(std::uint64_t cells, std::uint64_t cell_bytes) {
+  MOEROUTE_CHECK(cell_bytes == 0 || cells <= UINT64_MAX / cell_bytes, errc::bad_input, "cell_bytes ",
+                 cell_bytes, " x ", cells, " cells overflows a 64-bit byte count");
+  return cells * cell_bytes;
+}
 }  // namespace detail
 
 /// Concentration of one layer's counts (E = counts.size() >= 1, every count finite and >= 0).
@@ -125,6 +132,8 @@ inline layer_concentration analyze_layer_concentration(const layer_counts& layer
     mx = std::max(mx, c[e]);
     nonzero += c[e] > 0.0;
   }
+  MOEROUTE_CHECK(std::isfinite(total), errc::bad_input, "layer ", layer.layer_index,
+                 ": the expert counts sum past the double range");
   r.total_mass = total;
   r.coverage_curve.assign(opt.curve_levels.size(), static_cast<int>(E));
   if (!(total > 0.0)) {
@@ -162,7 +171,7 @@ inline layer_concentration analyze_layer_concentration(const layer_counts& layer
   const double En = static_cast<double>(E);
   r.gini = std::max(0.0, 2.0 * weighted / (En * total) - (En + 1.0) / En);
   r.recommended_cells = static_cast<std::uint64_t>(k);
-  r.recommended_bytes = r.recommended_cells * opt.cell_bytes;
+  r.recommended_bytes = detail::conc_bytes(r.recommended_cells, opt.cell_bytes);
   return r;
 }
 
@@ -201,7 +210,7 @@ inline concentration_report analyze_concentration(const std::vector<layer_counts
     rep.total_cells += static_cast<std::uint64_t>(r.num_experts);
     rep.per_layer.push_back(std::move(r));
   }
-  rep.recommended_bytes = rep.recommended_cells * opt.cell_bytes;
+  rep.recommended_bytes = detail::conc_bytes(rep.recommended_cells, opt.cell_bytes);
   rep.num_experts = common_e > 0 ? common_e : 0;
   if (rep.per_layer.empty()) {
     rep.notes.push_back("no layer has routing mass (empty or all-zero counts): nothing to cache");
@@ -234,16 +243,16 @@ inline std::string concentration_verdict(const concentration_report& r) {
   const std::string head = r.cache_helps ? "cache could help" : "cache NOT justified";
   if (r.per_layer.empty())
     return head + " \u2014 no routing mass in any layer (empty or all-zero counts)";
+  const std::string pct = detail::conc_fmt("%.0f", 100.0 * r.hot_frac_for_coverage) + "%";
   std::string experts;
   if (r.num_experts > 0) {
     const double x = r.hot_frac_for_coverage * r.num_experts;
     experts = (x == std::floor(x) ? detail::conc_fmt("%.0f", x) : detail::conc_fmt("%.1f", x)) +
-              "/" + std::to_string(r.num_experts) + " experts";
-  } else {
-    experts = "experts";
+              "/" + std::to_string(r.num_experts) + " experts (" + pct + ")";
+  } else {  // layers of different sizes: no common expert count, the fraction alone
+    experts = pct + " of each layer's experts (layers differ in size)";
   }
-  return head + " \u2014 " + experts + " (" +
-         detail::conc_fmt("%.0f", 100.0 * r.hot_frac_for_coverage) + "%) resident for " +
+  return head + " \u2014 " + experts + " resident for " +
          detail::conc_fmt("%g", 100.0 * r.coverage_target) + "% routing coverage; concentration " +
          detail::conc_fmt("%.3f", r.concentration_score) + ", top expert " +
          detail::conc_fmt("%.1f", 100.0 * r.top1_share) + "% (median of " +

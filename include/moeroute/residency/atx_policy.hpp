@@ -15,7 +15,9 @@
 // IDs are decimal integers without sign or spaces; a range "a-b" is inclusive with a <= b. A cell
 // item names one layer; several experts of one layer need several items ("0:0-3,0:7").
 // Compact strings (`keep_experts_compact`, `keep_layer_experts_compact`) are the same lists without
-// ranges, sorted ascending. Duplicates (also through overlapping ranges) are errors.
+// ranges, sorted ascending (cells by layer, then expert). A compact string out of that order is
+// rejected on read (bad_input naming the first entry out of order), so writing a policy back can
+// never reorder it. Duplicates (also through overlapping ranges) are errors.
 
 #include <algorithm>
 #include <cmath>
@@ -32,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeroute/error.hpp"
+#include "moeroute/io/input_file.hpp"
 #include "moeroute/residency/residency_set.hpp"
 
 namespace moeroute {
@@ -381,6 +384,9 @@ inline atx_policy parse_atx_policy_json(const nlohmann::ordered_json& doc, const
     p.forms.keep_experts_compact = true;
     const std::string what = concat(name, ": keep_experts_compact");
     const auto ids = parse_atx_id_list(v.get<std::string>(), what, false);
+    for (std::size_t i = 1; i < ids.size(); ++i)
+      MOEROUTE_CHECK(ids[i - 1] < ids[i], errc::bad_input, what, ": expert ", ids[i], " after ", ids[i - 1],
+                     " (compact lists are sorted ascending)");
     std::set<int> cset;
     for (int e : ids) {
       MOEROUTE_CHECK(total_experts <= 0 || e < total_experts, errc::bad_input, what, ": expert ",
@@ -465,6 +471,11 @@ inline atx_policy parse_atx_policy_json(const nlohmann::ordered_json& doc, const
     p.forms.keep_layer_experts_compact = true;
     const std::string what = concat(name, ": keep_layer_experts_compact");
     const auto cells = parse_atx_cell_list(v.get<std::string>(), what, false);
+    for (std::size_t i = 1; i < cells.size(); ++i)
+      MOEROUTE_CHECK(cells[i - 1] < cells[i], errc::bad_input, what, ": ",
+                     detail::atx_cell_name(cells[i].first, cells[i].second), " after ",
+                     detail::atx_cell_name(cells[i - 1].first, cells[i - 1].second),
+                     " (compact lists are sorted by layer, then expert)");
     std::set<std::pair<int, int>> cset;
     for (const auto& c : cells) {
       MOEROUTE_CHECK((sel_layers <= 0 || c.first < sel_layers) &&
@@ -561,18 +572,10 @@ inline atx_policy parse_atx_policy(const std::string& text, const std::string& n
   return parse_atx_policy_json(doc, name);
 }
 
-/// Reads a policy file (see parse_atx_policy). Files over 256 MiB are refused.
+/// Reads a policy file (see parse_atx_policy), opened as io/input_file.hpp says (at most
+/// input_cap_document bytes).
 inline atx_policy read_atx_policy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  const auto size = static_cast<long long>(f.tellg());
-  MOEROUTE_CHECK(size >= 0 && size <= (256LL << 20), errc::bad_input, path, ": ", size,
-                 " bytes is too large for a policy file");
-  f.seekg(0);
-  std::string text(static_cast<std::size_t>(size), '\0');
-  f.read(text.data(), size);
-  MOEROUTE_CHECK(f.good() || f.eof(), errc::io_error, path, ": read error");
-  return parse_atx_policy(text, path);
+  return parse_atx_policy(read_input_file(path, input_cap_document), path);
 }
 
 /// The resident cells of a policy on an L x E model: the keep_layer_experts cells if the policy has

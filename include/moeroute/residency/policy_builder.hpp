@@ -37,6 +37,9 @@ struct expert_matrix {
   expert_matrix(int layers, int experts) : num_layers(layers), num_experts(experts) {
     MOEROUTE_CHECK(layers >= 0 && experts >= 0 && layers <= atx_max_id + 1 && experts <= atx_max_id + 1,
                    errc::invalid_argument, "expert_matrix: bad shape ", layers, " x ", experts);
+    MOEROUTE_CHECK(static_cast<std::uint64_t>(layers) * static_cast<std::uint64_t>(experts) <= max_count_cells,
+                   errc::bad_input, layers, " layers x ", experts, " experts is more than the ", max_count_cells,
+                   " cells a count matrix holds (is a layer or expert id implausible?)");
     values.assign(static_cast<std::size_t>(layers) * static_cast<std::size_t>(experts), 0.0);
   }
   bool empty() const noexcept { return values.empty(); }
@@ -150,9 +153,11 @@ inline std::string builder_pct_name(double percent) {
 /// Every unit ranked (see the header comment), with its stats: mean_importance_share,
 /// cumulative_mean_importance_share, "<name>_importance_share" per named workload,
 /// min_importance_share, mean_activation_share and mean_router_weight_share when every workload
-/// has that matrix. Units carry rank 1..N; a global expert has layer -1.
+/// has that matrix. Units carry rank 1..N; a global expert has layer -1. Only the first `limit`
+/// units of the ranking are returned (their stats are the same as in the full ranking).
 inline std::vector<atx_unit> rank_atx_units(const std::vector<atx_workload>& workloads,
-                                            atx_unit_kind unit) {
+                                            atx_unit_kind unit,
+                                            std::size_t limit = std::numeric_limits<std::size_t>::max()) {
   MOEROUTE_CHECK(!workloads.empty(), errc::invalid_argument, "rank_atx_units: no workloads");
   const int L = workloads[0].importance.num_layers, E = workloads[0].importance.num_experts;
   MOEROUTE_CHECK(L > 0 && E > 0, errc::bad_input, "workload ", workloads[0].name,
@@ -193,9 +198,10 @@ inline std::vector<atx_unit> rank_atx_units(const std::vector<atx_workload>& wor
                    [&](std::size_t a, std::size_t b) { return mean_imp[a] > mean_imp[b]; });
 
   std::vector<atx_unit> out;
-  out.reserve(order.size());
+  const std::size_t n_out = std::min(order.size(), limit);
+  out.reserve(n_out);
   double cum = 0;
-  for (std::size_t r = 0; r < order.size(); ++r) {
+  for (std::size_t r = 0; r < n_out; ++r) {
     const std::size_t i = order[r];
     atx_unit u;
     if (unit == atx_unit_kind::cell) {
@@ -227,11 +233,13 @@ inline std::vector<atx_unit> rank_atx_units(const std::vector<atx_workload>& wor
 /// keep_layer_experts_compact), keep_layers when hybrid, and the `selection` block.
 inline atx_policy build_atx_policy(const std::vector<atx_workload>& workloads,
                                    const atx_build_options& options) {
-  const auto ranked = rank_atx_units(workloads, options.unit);
+  MOEROUTE_CHECK(!workloads.empty(), errc::invalid_argument, "build_atx_policy: no workloads");
   const int L = workloads[0].importance.num_layers, E = workloads[0].importance.num_experts;
   const bool cells = options.unit == atx_unit_kind::cell;
-  const long long n_total = static_cast<long long>(ranked.size());
+  const long long n_total = cells ? static_cast<long long>(L) * E : static_cast<long long>(E);
   const long long n = atx_unit_count(options.percent, n_total);
+  // only the kept units are materialized (a unit carries a stats object)
+  const auto ranked = rank_atx_units(workloads, options.unit, static_cast<std::size_t>(std::max(n, 1LL)));
 
   atx_policy p;
   p.policy_name = options.policy_name;

@@ -11,13 +11,22 @@
 
 namespace moeroute {
 
+/// Most cells a residency_set holds (a bit each, 8 MiB): a shape past it comes from an implausible
+/// id in the input (a policy naming layer 65535 and expert 65535), never from a real model.
+inline constexpr std::uint64_t max_residency_cells = std::uint64_t{1} << 26;
+
 class residency_set {
  public:
   residency_set() = default;
-  /// An empty set over num_layers x num_experts cells.
+  /// An empty set over num_layers x num_experts cells (at most max_residency_cells, else
+  /// errc::bad_input naming the shape).
   residency_set(int num_layers, int num_experts) : layers_(num_layers), experts_(num_experts) {
     MOEROUTE_CHECK(num_layers >= 0 && num_experts >= 0, errc::invalid_argument,
                    "residency_set: negative shape ", num_layers, " x ", num_experts);
+    MOEROUTE_CHECK(static_cast<std::uint64_t>(num_layers) * static_cast<std::uint64_t>(num_experts) <=
+                       max_residency_cells,
+                   errc::bad_input, num_layers, " layers x ", num_experts, " experts is more than the ",
+                   max_residency_cells, " cells a residency set holds (is a layer or expert id implausible?)");
     words_per_layer_ = (static_cast<std::size_t>(num_experts) + 63) / 64;
     bits_.assign(words_per_layer_ * static_cast<std::size_t>(num_layers), 0);
   }

@@ -295,6 +295,8 @@ class router {
     for (int i = 0; i < kept; ++i) {
       ids[i] = topid[i];
       w[i] = topv[i] * params_.scale;
+      if (!std::isfinite(w[i]))  // a finite score times a finite scale past the float range
+        return status::failure(errc::bad_input, row, topid[i], "weight x scale overflows float");
     }
     if (stats) {
       if (!have_keys) norm = scoring_.prepare(x, key, E_);
