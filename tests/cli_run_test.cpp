@@ -115,7 +115,7 @@ TEST(CliRun, BadArgumentsExitTwoWithOneLine) {
       {"--trace " + bad_trace + " --experts 8", "names expert 9 but the model has 8"},
       {"--trace " + mixtral + " --policies lru,mru", "unknown policy 'mru'"},
       {"--trace " + mixtral + " --type q5_k", "--type 'q5_k'"},
-      {"--trace " + mixtral + " --hidden 40 --type q8_0", "multiples of 32"},
+      {"--trace " + mixtral + " --hidden 40 --type q8_0", "hidden (40) to be a multiple of 32"},
       {"--trace /nonexistent.jsonl", "/nonexistent.jsonl: cannot open"},
       {"--router --topk 9 --experts 8", "--topk"},
   };

@@ -298,7 +298,7 @@ TEST(GgufExperts, BlobIsTheThreeStoredSlicesOfEachType) {
     EXPECT_EQ(g.shape().num_experts, 3);
     EXPECT_EQ(g.shape().hidden, 64);
     EXPECT_EQ(g.shape().ffn, 32);
-    EXPECT_EQ(g.shape().type, tc.type);
+    EXPECT_EQ(g.shape().gate_type, tc.type);
     EXPECT_EQ(g.shape().expert_bytes(), 2 * tc.gate_slice + tc.down_slice);
     ASSERT_EQ(g.num_layers(), 2);  // blk.0 is dense
     EXPECT_EQ(g.layer(0).block, 1);
@@ -362,8 +362,8 @@ TEST(GgufExperts, RejectsFilesWithoutUsableExpertTensors) {
   mixed.tensors[2].data = std::string(3 * 64 * 32 * 2, '\0');
   expect_experts_error(mixed, "all expert tensors must share one type");
 
-  gguf_writer k_quant = make_moe_model({1}, 2, 256, 256, 12, [](int, int, int) { return std::string(256 * 144, '\0'); });
-  expect_experts_error(k_quant, "'blk.1.ffn_gate_exps.weight' has type Q4_K");
+  gguf_writer iq2 = make_moe_model({1}, 2, 256, 256, 16, [](int, int, int) { return std::string(256 * 66, '\0'); });
+  expect_experts_error(iq2, "'blk.1.ffn_gate_exps.weight' has type IQ2_XXS");
 
   gguf_writer bad_dims = make_moe_model({1}, 3, 64, 32, 8, slice);
   bad_dims.tensors[1].ne = {64, 64, 3};

@@ -58,7 +58,7 @@ struct step {
 
 /// The SwiGLU expert weights of every (layer, expert) cell, encoded once, in host memory.
 struct host_model {
-  ffn_shape shape;
+  ffn_layer shape;
   int layers = 0;
   std::vector<unsigned char> blobs;  // layers x E x expert_bytes
   const unsigned char* blob(int l, int e) const {
@@ -67,7 +67,7 @@ struct host_model {
   }
 };
 
-host_model make_model(const ffn_shape& s, int layers, unsigned seed) {
+host_model make_model(const ffn_layer& s, int layers, unsigned seed) {
   host_model m;
   m.shape = s;
   m.layers = layers;
@@ -150,7 +150,7 @@ class progress {
 template <class Cache, class RouteFn>
 run_row run_stack(const std::string& name, const vulkan_context& ctx, const host_model& m, int num_tokens,
                   int max_k, std::size_t slots, Cache* cache, RouteFn&& route_fn, unsigned seed) {
-  const ffn_shape& s = m.shape;
+  const ffn_layer& s = m.shape;
   const auto H = static_cast<std::size_t>(s.hidden);
   vulkan_expert_pool pool(ctx, s, static_cast<int>(slots));
   vulkan_ffn op(ctx, pool);
@@ -230,7 +230,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
                      a.model, " sets the model's shape)");
     gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
   }
-  const weight_type type = gguf ? gguf->shape().type : parse_type(a.type);
+  const weight_type type = gguf ? gguf->shape().gate_type : parse_type(a.type);
   const int hidden = gguf ? gguf->shape().hidden : a.hidden, ffn = gguf ? gguf->shape().ffn : a.ffn;
   MOEROUTE_CHECK(hidden > 0 && ffn > 0, errc::invalid_argument, "--hidden and --ffn must be positive");
   std::vector<std::string> policies;
@@ -302,8 +302,8 @@ void run_offload(const run_args& a, CLI::App& sub) {
   if (a.max_tokens > 0) T = std::min(T, a.max_tokens);
   MOEROUTE_CHECK(K > 0, errc::bad_input, "the trace routes no token to any expert");
 
-  const ffn_shape shape{E, hidden, ffn, type};
-  const std::string shape_why = check_ffn_shape(shape);
+  const ffn_layer shape{E, hidden, ffn, type};
+  const std::string shape_why = check_ffn_layer(shape);
   MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
   const std::uint64_t cell_bytes = shape.expert_bytes();
   const std::uint64_t all_bytes = cell_bytes * static_cast<std::uint64_t>(L) * static_cast<std::uint64_t>(E);

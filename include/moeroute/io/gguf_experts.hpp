@@ -7,7 +7,7 @@
 //   blk.N.ffn_down_exps.weight  ne = {F, H, E}   (E experts of H rows of length F)
 // and the router as blk.N.ffn_gate_inp.weight, ne = {H, E}. Expert e of a tensor is the contiguous
 // slice [e * slice_bytes, (e + 1) * slice_bytes), so the blob of (layer, e) that the backends take
-// (ffn_types.hpp: gate rows, up rows, down rows) is the concatenation of three slices, copied as
+// (weights/layer.hpp: gate rows, up rows, down rows) is the concatenation of three slices, copied as
 // stored: F32, F16, Q8_0 and Q4_0 are read without conversion. Dense layers (no *_exps tensors),
 // as in DeepSeek's first layers, are skipped: MoE layer i is the i-th block that has experts.
 //
@@ -25,22 +25,12 @@
 #include <utility>
 #include <vector>
 
-#include "moeroute/backends/ffn_types.hpp"
 #include "moeroute/error.hpp"
 #include "moeroute/io/gguf.hpp"
+#include "moeroute/weights/layer.hpp"
+#include "moeroute/weights/types.hpp"
 
 namespace moeroute {
-
-/// The weight_type of a ggml type id, or false when the backends cannot take it as stored.
-inline bool weight_type_from_ggml(std::uint32_t id, weight_type& out) noexcept {
-  switch (static_cast<ggml_type>(id)) {
-    case ggml_type::f32: out = weight_type::f32; return true;
-    case ggml_type::f16: out = weight_type::f16; return true;
-    case ggml_type::q8_0: out = weight_type::q8_0; return true;
-    case ggml_type::q4_0: out = weight_type::q4_0; return true;
-    default: return false;
-  }
-}
 
 /// The MoE expert tensors of a model GGUF, checked once when opened.
 class gguf_expert_weights {
@@ -67,7 +57,7 @@ class gguf_expert_weights {
 
   const gguf_file& file() const noexcept { return file_; }
   /// E, H, F and the weight type shared by every MoE layer.
-  const ffn_shape& shape() const noexcept { return shape_; }
+  const ffn_layer& shape() const noexcept { return shape_; }
   /// Number of MoE layers (blocks with expert tensors).
   int num_layers() const noexcept { return static_cast<int>(layers_.size()); }
   /// The tensors of MoE layer `layer` (0-based among MoE layers).
@@ -165,20 +155,20 @@ class gguf_expert_weights {
         const gguf_tensor_info& t = *ts[static_cast<std::size_t>(p)];
         weight_type wt{};
         MOEROUTE_CHECK(weight_type_from_ggml(t.type, wt), errc::unsupported, fname, ": tensor '", t.name, "' has type ",
-                       t.type_name, "; expert weights must be F32, F16, Q8_0 or Q4_0");
+                       t.type_name, "; expert weights must be F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS or MXFP4");
         MOEROUTE_CHECK(t.ne.size() == 3, errc::bad_input, fname, ": tensor '", t.name, "' has dimensions ", dims(t),
                        ", expected 3 ({in, out, experts})");
         for (auto n : t.ne)
           MOEROUTE_CHECK(n > 0 && n <= std::numeric_limits<int>::max(), errc::bad_input, fname, ": tensor '", t.name,
                          "' has dimensions ", dims(t));
         if (first) {
-          shape_ = {static_cast<int>(g.ne[2]), static_cast<int>(g.ne[0]), static_cast<int>(g.ne[1]), wt};
+          shape_ = ffn_layer(static_cast<int>(g.ne[2]), static_cast<int>(g.ne[0]), static_cast<int>(g.ne[1]), wt);
           first_gate_ = g.name;
           first = false;
         }
-        MOEROUTE_CHECK(wt == shape_.type, errc::unsupported, fname, ": tensor '", t.name, "' has type ", t.type_name,
+        MOEROUTE_CHECK(wt == shape_.gate_type, errc::unsupported, fname, ": tensor '", t.name, "' has type ", t.type_name,
                        " but '", first_gate_, "' has ",
-                       weight_type_name(shape_.type), "; all expert tensors must share one type");
+                       weight_type_name(shape_.gate_type), "; all expert tensors must share one type");
         const std::int64_t H = shape_.hidden, F = shape_.ffn, E = shape_.num_experts;
         const bool is_down = p == 2;
         const std::int64_t want0 = is_down ? F : H, want1 = is_down ? H : F;
@@ -187,7 +177,7 @@ class gguf_expert_weights {
                        "} (H = ", H, ", F = ", F, ", E = ", E, " from '", first_gate_, "')");
       }
       if (layers_.empty()) {
-        const std::string why = check_ffn_shape(shape_);
+        const std::string why = check_ffn_layer(shape_);
         MOEROUTE_CHECK(why.empty(), errc::unsupported, fname, ": tensor '", g.name, "': ", why);
       }
       const std::uint64_t gb = shape_.gate_bytes(), db = shape_.down_bytes(), E = static_cast<std::uint64_t>(shape_.num_experts);
@@ -226,7 +216,7 @@ class gguf_expert_weights {
   }
 
   gguf_file file_;
-  ffn_shape shape_{};
+  ffn_layer shape_{};
   std::vector<layer_tensors> layers_;
   std::string arch_, first_gate_;
   int experts_used_ = 0;
