@@ -88,8 +88,15 @@ host_model make_model(const ffn_layer& s, int layers, unsigned seed) {
   return m;
 }
 
-/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored.
+/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored. The run loop
+/// drives one layer description per device pool, so the layers must share one.
 host_model load_model(const gguf_expert_weights& w, int layers) {
+  for (int l = 1; l < layers; ++l)
+    MOEROUTE_CHECK(w.layer_shape(l) == w.shape(), errc::unsupported, w.file().name(), ": blk.", w.layer(l).block, " (",
+                   weight_type_name(w.layer_shape(l).gate_type), "/", weight_type_name(w.layer_shape(l).up_type), "/",
+                   weight_type_name(w.layer_shape(l).down_type), ") differs from blk.", w.layer(0).block, " (",
+                   weight_type_name(w.shape().gate_type), "/", weight_type_name(w.shape().up_type), "/",
+                   weight_type_name(w.shape().down_type), "); run takes layers of one description (--layers 1 runs the first)");
   host_model m;
   m.shape = w.shape();
   m.layers = layers;
@@ -100,11 +107,10 @@ host_model load_model(const gguf_expert_weights& w, int layers) {
 }
 
 weight_type parse_type(const std::string& t) {
-  if (t == "f32") return weight_type::f32;
-  if (t == "f16") return weight_type::f16;
-  if (t == "q8_0") return weight_type::q8_0;
-  if (t == "q4_0") return weight_type::q4_0;
-  detail::fail(errc::invalid_argument, "--type '", t, "' (expected f32, f16, q8_0 or q4_0)");
+  weight_type wt{};
+  MOEROUTE_CHECK(weight_type_from_name(t.c_str(), wt), errc::invalid_argument, "--type '", t,
+                 "' (expected f32, f16, q8_0 or q4_0)");
+  return wt;
 }
 
 /// One layer's share of a policy's run.
@@ -229,6 +235,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
       MOEROUTE_CHECK(sub.count(flag) == 0, errc::invalid_argument, flag, " cannot be combined with --model (",
                      a.model, " sets the model's shape)");
     gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
+    MOEROUTE_CHECK(gguf->ffn_unsupported().empty(), errc::unsupported, a.model, ": ", gguf->ffn_unsupported());
   }
   const weight_type type = gguf ? gguf->shape().gate_type : parse_type(a.type);
   const int hidden = gguf ? gguf->shape().hidden : a.hidden, ffn = gguf ? gguf->shape().ffn : a.ffn;
@@ -302,7 +309,8 @@ void run_offload(const run_args& a, CLI::App& sub) {
   if (a.max_tokens > 0) T = std::min(T, a.max_tokens);
   MOEROUTE_CHECK(K > 0, errc::bad_input, "the trace routes no token to any expert");
 
-  const ffn_layer shape{E, hidden, ffn, type};
+  ffn_layer shape = gguf ? gguf->shape() : ffn_layer(E, hidden, ffn, type);
+  shape.num_experts = E;
   const std::string shape_why = check_ffn_layer(shape);
   MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
   const std::uint64_t cell_bytes = shape.expert_bytes();

@@ -173,6 +173,8 @@ class vulkan_ffn {
     const auto& lim = ctx_limits_;
     std::string why = check_ffn_layer(s);
     if (!why.empty()) return why;
+    why = unsupported_layer(s);
+    if (!why.empty()) return why;
     if (s.hidden % 32 != 0 || s.ffn % 32 != 0)
       return detail::concat("hidden (", s.hidden, ") and ffn (", s.ffn, ") must be multiples of 32");
     if (s.num_experts > kMaxExperts) return detail::concat("num_experts ", s.num_experts, " > ", kMaxExperts);
