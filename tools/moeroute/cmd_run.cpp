@@ -107,10 +107,11 @@ host_model load_model(const gguf_expert_weights& w, int layers) {
 }
 
 weight_type parse_type(const std::string& t) {
-  weight_type wt{};
-  MOEROUTE_CHECK(weight_type_from_name(t.c_str(), wt), errc::invalid_argument, "--type '", t,
-                 "' (expected f32, f16, q8_0 or q4_0)");
-  return wt;
+  if (t == "f32") return weight_type::f32;
+  if (t == "f16") return weight_type::f16;
+  if (t == "q8_0") return weight_type::q8_0;
+  if (t == "q4_0") return weight_type::q4_0;
+  detail::fail(errc::invalid_argument, "--type '", t, "' (expected f32, f16, q8_0 or q4_0)");
 }
 
 /// One layer's share of a policy's run.
@@ -259,6 +260,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   std::vector<std::vector<int>> by_token;  // trace mode: [token][layer] -> index into steps, or -1
   std::vector<step> steps;
   std::vector<std::vector<float>> router_w;  // router mode: per layer E x H
+  std::vector<std::vector<float>> router_b;  // router mode: per layer logit bias (gpt-oss), or empty
   if (!a.router) {
     const std::string path = a.trace.empty() ? std::string(MOEROUTE_DEFAULT_TRACE) : a.trace;
     trace = read_routing_trace_jsonl(path);
@@ -342,12 +344,14 @@ void run_offload(const run_args& a, CLI::App& sub) {
     std::mt19937 rng(a.seed + 1);
     std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)));
     router_w.assign(static_cast<std::size_t>(L), std::vector<float>(static_cast<std::size_t>(E) * hidden));
+    router_b.assign(static_cast<std::size_t>(L), {});
     for (int l = 0; l < L; ++l) {
       auto& w = router_w[static_cast<std::size_t>(l)];
       if (gguf) {  // the model's own router (blk.N.ffn_gate_inp.weight) where it is stored as floats
         std::vector<float> r = gguf->router_weights(l);
         if (!r.empty()) {
           w = std::move(r);
+          router_b[static_cast<std::size_t>(l)] = gguf->router_bias(l);
           ++model_routers;
           continue;
         }
@@ -367,8 +371,9 @@ void run_offload(const run_args& a, CLI::App& sub) {
     return [&, cum_prob](int, int l, const std::vector<float>& x, step& out) {
       std::vector<float> logits(static_cast<std::size_t>(E));
       const auto& w = router_w[static_cast<std::size_t>(l)];
+      const auto& b = router_b[static_cast<std::size_t>(l)];
       for (int e = 0; e < E; ++e) {
-        float acc = 0;
+        float acc = b.empty() ? 0.0f : b[static_cast<std::size_t>(e)];
         for (int h = 0; h < hidden; ++h) acc += w[static_cast<std::size_t>(e) * hidden + h] * x[static_cast<std::size_t>(h)];
         logits[static_cast<std::size_t>(e)] = acc;
       }
