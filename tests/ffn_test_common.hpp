@@ -5,6 +5,7 @@
 #include <moeroute/backends/ffn_types.hpp>
 #include <moeroute/detail/float16.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,14 +15,14 @@
 namespace ffn_test {
 
 struct problem {
-  moeroute::ffn_shape shape;
+  moeroute::ffn_layer shape;
   std::vector<std::vector<unsigned char>> blobs;  // per expert
   moeroute::routing_result routing;
   std::vector<float> x;
 };
 
 // Decodes one value of row `row` (n values) at column c, written from the ggml block definitions
-// independently of moeroute::decode_row.
+// independently of moeroute::dequantize_row (f32, f16, q8_0, q4_0).
 inline float ref_value(moeroute::weight_type t, const unsigned char* row, std::size_t c) {
   switch (t) {
     case moeroute::weight_type::f32: {
@@ -46,32 +47,71 @@ inline float ref_value(moeroute::weight_type t, const unsigned char* row, std::s
       const int nib = i < 16 ? (b[2 + i] & 15) : (b[2 + i - 16] >> 4);
       return d * static_cast<float>(nib - 8);
     }
+    default: break;
   }
   return 0.0f;
 }
 
-// y = sum over kept (expert, w) of w * Wd (silu(Wg x) * (Wu x)), in double, plain loops.
+// Row `row` of n values of type t, as doubles: ref_value for f32, f16, q8_0 and q4_0; for the
+// other types moeroute::dequantize_row, which weights_test checks against ggml's own decoding
+// (tests/data/ggml_golden deq_rows) and hand-built blocks.
+inline std::vector<double> ref_row(moeroute::weight_type t, const unsigned char* row, std::size_t n) {
+  std::vector<double> out(n);
+  if (t == moeroute::weight_type::f32 || t == moeroute::weight_type::f16 || t == moeroute::weight_type::q8_0 ||
+      t == moeroute::weight_type::q4_0) {
+    for (std::size_t c = 0; c < n; ++c) out[c] = ref_value(t, row, c);
+  } else {
+    std::vector<float> f(n);
+    moeroute::dequantize_row(t, row, f.data(), n);
+    for (std::size_t c = 0; c < n; ++c) out[c] = f[c];
+  }
+  return out;
+}
+
+// The float32 value at byte offset `at` of a blob.
+inline double ref_f32(const unsigned char* blob, std::size_t at) {
+  float v;
+  std::memcpy(&v, blob + at, 4);
+  return v;
+}
+
+// y = sum over kept (expert, w) of w * (Wd act(Wg x + bg, Wu x + bu) + bd), in double, plain
+// loops; act = silu(g) u or gpt-oss's clamped swiglu (weights/layer.hpp).
 inline std::vector<double> reference(const problem& p) {
   const auto& s = p.shape;
   const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
-  const std::size_t rh = moeroute::row_bytes(s.type, H), rf = moeroute::row_bytes(s.type, F);
+  const std::size_t rg = moeroute::row_bytes(s.gate_type, H), ru = moeroute::row_bytes(s.up_type, H),
+                    rd = moeroute::row_bytes(s.down_type, F);
   std::vector<double> y(p.routing.num_tokens * H, 0.0);
   std::vector<double> a(F);
   for (std::size_t t = 0; t < p.routing.num_tokens; ++t) {
     for (std::uint32_t j = p.routing.offsets[t]; j < p.routing.offsets[t + 1]; ++j) {
       const unsigned char* blob = p.blobs[static_cast<std::size_t>(p.routing.ids[j])].data();
+      const std::size_t bias = s.bias_offset();
       for (std::size_t f = 0; f < F; ++f) {
+        const auto wg = ref_row(s.gate_type, blob + s.gate_offset() + f * rg, H);
+        const auto wu = ref_row(s.up_type, blob + s.up_offset() + f * ru, H);
         double g = 0, u = 0;
         for (std::size_t h = 0; h < H; ++h) {
           const double xv = p.x[t * H + h];
-          g += ref_value(s.type, blob + f * rh, h) * xv;
-          u += ref_value(s.type, blob + F * rh + f * rh, h) * xv;
+          g += wg[h] * xv;
+          u += wu[h] * xv;
         }
-        a[f] = g / (1.0 + std::exp(-g)) * u;
+        if (s.has_bias) {
+          g += ref_f32(blob, bias + 4 * f);
+          u += ref_f32(blob, bias + 4 * (F + f));
+        }
+        if (s.act == moeroute::ffn_activation::swiglu_oai) {
+          const double gc = std::min(g, 7.0), uc = std::min(std::max(u, -7.0), 7.0);
+          a[f] = gc / (1.0 + std::exp(-1.702 * gc)) * (uc + 1.0);
+        } else {
+          a[f] = g / (1.0 + std::exp(-g)) * u;
+        }
       }
       for (std::size_t h = 0; h < H; ++h) {
-        double acc = 0;
-        for (std::size_t f = 0; f < F; ++f) acc += ref_value(s.type, blob + 2 * F * rh + h * rf, f) * a[f];
+        const auto wd = ref_row(s.down_type, blob + s.down_offset() + h * rd, F);
+        double acc = s.has_bias ? ref_f32(blob, bias + 4 * (2 * F + h)) : 0.0;
+        for (std::size_t f = 0; f < F; ++f) acc += wd[f] * a[f];
         y[t * H + h] += p.routing.weights[j] * acc;
       }
     }
@@ -94,15 +134,17 @@ inline void random_weights(problem& p, std::uint32_t seed) {
   const auto& s = p.shape;
   const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> g(F * H), u(F * H), d(H * F);
+  std::vector<float> g(F * H), u(F * H), d(H * F), bg(F), bu(F), bd(H);
   const float sg = 1.0f / std::sqrt(static_cast<float>(H)), sd = 1.0f / std::sqrt(static_cast<float>(F));
   p.blobs.assign(static_cast<std::size_t>(s.num_experts), {});
   for (auto& b : p.blobs) {
     for (auto& v : g) v = nd(rng) * sg * 2.0f;
     for (auto& v : u) v = nd(rng) * sg * 2.0f;
     for (auto& v : d) v = nd(rng) * sd;
+    for (auto* bias : {&bg, &bu, &bd})
+      for (auto& v : *bias) v = nd(rng) * 0.5f;
     b.resize(s.expert_bytes());
-    moeroute::encode_expert(s, g.data(), u.data(), d.data(), b.data());
+    moeroute::encode_expert(s, g.data(), u.data(), d.data(), b.data(), bg.data(), bu.data(), bd.data());
   }
 }
 

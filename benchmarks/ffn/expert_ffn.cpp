@@ -45,14 +45,18 @@ struct shape_def {
 };
 const shape_def kShapes[] = {{"qwen3_30b_a3b", 128, 8, 2048, 768}, {"e256", 256, 8, 2048, 512}};
 
-moeroute::ffn_shape make_shape(int si, moeroute::weight_type t) {
+moeroute::ffn_layer make_shape(int si, moeroute::weight_type t) {
   const shape_def& d = kShapes[si];
   return {d.E, d.H, d.F, t};
 }
 
+// The weight types of the Vulkan cases; a case's second argument indexes this table.
+const moeroute::weight_type kTypes[] = {moeroute::weight_type::f32, moeroute::weight_type::f16,
+                                        moeroute::weight_type::q8_0, moeroute::weight_type::q4_0};
+
 // One expert blob (random, N(0, 1/sqrt(fan_in))) reused for every slot: the memory traffic is the
 // same as with distinct experts since every slot is its own memory.
-std::vector<unsigned char> make_blob(const moeroute::ffn_shape& s) {
+std::vector<unsigned char> make_blob(const moeroute::ffn_layer& s) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
@@ -86,14 +90,14 @@ moeroute::routing_result make_routing(std::size_t T, int E, int K, bool gated) {
   return r;
 }
 
-std::vector<float> make_x(std::size_t T, const moeroute::ffn_shape& s) {
+std::vector<float> make_x(std::size_t T, const moeroute::ffn_layer& s) {
   ffn_test::problem p;
   p.shape = s;
   ffn_test::random_x(p, T, 99);
   return std::move(p.x);
 }
 
-void set_counters(benchmark::State& state, const moeroute::ffn_shape& s, const moeroute::routing_result& r) {
+void set_counters(benchmark::State& state, const moeroute::ffn_layer& s, const moeroute::routing_result& r) {
   std::set<int> distinct(r.ids.begin(), r.ids.end());
   const double flops = static_cast<double>(r.nnz()) * s.flops_per_pair();
   const double bytes = static_cast<double>(distinct.size()) * static_cast<double>(s.expert_bytes());
@@ -122,7 +126,7 @@ vk_cache& vk_state() {
 
 void BM_vulkan(benchmark::State& state) {
   const int si = static_cast<int>(state.range(0));
-  const auto type = static_cast<moeroute::weight_type>(state.range(1));
+  const moeroute::weight_type type = kTypes[state.range(1)];
   const auto T = static_cast<std::size_t>(state.range(2));
   const bool gated = state.range(3) != 0;
   if (!vk_ctx()) {
@@ -134,7 +138,7 @@ void BM_vulkan(benchmark::State& state) {
     }
   }
   vk_cache& c = vk_state();
-  const moeroute::ffn_shape s = make_shape(si, type);
+  const moeroute::ffn_layer s = make_shape(si, type);
   if (c.si != si || c.type != type || !c.op) {
     c.op.reset();
     c.ws.reset();
@@ -190,7 +194,7 @@ void BM_eigen(benchmark::State& state) {
   const int si = static_cast<int>(state.range(0));
   const auto T = static_cast<std::size_t>(state.range(2));
   const bool gated = state.range(3) != 0;
-  const moeroute::ffn_shape s = make_shape(si, moeroute::weight_type::f32);
+  const moeroute::ffn_layer s = make_shape(si, moeroute::weight_type::f32);
   if (cached_si != si) {
     op.reset();
     op = std::make_unique<moeroute::cpu_ffn>(s, s.num_experts);
@@ -222,9 +226,8 @@ void register_all() {
   const bool quick = std::getenv("MOEROUTE_BENCH_FFN_QUICK") != nullptr;
   const std::vector<int> shapes = quick ? std::vector<int>{0} : std::vector<int>{0, 1};
   const std::vector<int> tokens = quick ? std::vector<int>{1, 512} : std::vector<int>{1, 8, 32, 512};
-  const char* type_names[] = {"f32", "f16", "q8_0", "q4_0"};
   auto name = [&](const char* impl, int si, int t, int T, int g) {
-    return std::string(impl) + "/" + kShapes[si].name + "/" + type_names[t] + "/T:" + std::to_string(T) +
+    return std::string(impl) + "/" + kShapes[si].name + "/" + moeroute::weight_type_name(kTypes[t]) + "/T:" + std::to_string(T) +
            (g ? "/gated_5.4" : "/full");
   };
   auto iters = [](int T) { return T >= 512 ? 2 : (T >= 32 ? 5 : (T >= 8 ? 20 : 100)); };
@@ -328,6 +331,11 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
 
 int main(int argc, char** argv) {
   register_all();
+#ifdef MOEROUTE_BENCH_NATIVE
+  benchmark::AddCustomContext("moeroute_native", "-march=native");
+#else
+  benchmark::AddCustomContext("moeroute_native", "off");
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   ratio_reporter reporter(benchmark::CreateDefaultDisplayReporter());

@@ -30,4 +30,7 @@
 #include "moeroute/cache/expert_cache.hpp"
 #include "moeroute/cache/stats_json.hpp"
 #include "moeroute/cache/simulate.hpp"
+#include "moeroute/weights/types.hpp"
+#include "moeroute/weights/dequant.hpp"
+#include "moeroute/weights/layer.hpp"
 #include "moeroute/backends/ffn_types.hpp"

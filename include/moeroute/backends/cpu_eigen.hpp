@@ -1,8 +1,10 @@
 #pragma once
-// CPU reference of the grouped SwiGLU expert FFN, with Eigen. Same API shape as the Vulkan op
-// (moeroute::vulkan_ffn): a pool of weight slots, a slot table (expert -> slot), then
-// can_implement -> workspace_size -> initialize -> run. Used by the tests as the reference and by
-// the benchmarks as the CPU baseline.
+// CPU reference of the grouped expert FFN (weights/layer.hpp: per-tensor types, biases, swiglu or
+// swiglu_oai), with Eigen. Same API shape as the Vulkan op (moeroute::vulkan_ffn): a pool of
+// weight slots, a slot table (expert -> slot), then can_implement -> workspace_size -> initialize
+// -> run. Every weight type is computed exactly: upload_expert dequantizes the stored rows as
+// ggml does (weights/dequant.hpp) and the FFN runs in float32. Used by the tests as the reference
+// and by the benchmarks as the CPU baseline.
 //
 // Determinism: each (token, slot) pair writes its own partial output row; y_t is the sum of its
 // partial rows in slot order (the order of the routing CSR), so results do not depend on grouping.
@@ -15,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -26,38 +29,37 @@ class cpu_ffn {
   using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
   /// shape: the layer; num_slots: how many experts can be resident at once (>= 1).
-  cpu_ffn(const ffn_shape& shape, int num_slots) : shape_(shape), slot_table_(static_cast<std::size_t>(shape.num_experts), -1) {
-    const std::string why = check_ffn_shape(shape);
+  cpu_ffn(const ffn_layer& shape, int num_slots) : shape_(shape), slot_table_(static_cast<std::size_t>(shape.num_experts), -1) {
+    const std::string why = check_ffn_layer(shape);
     MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "cpu_ffn: ", why);
     MOEROUTE_CHECK(num_slots > 0, errc::invalid_argument, "cpu_ffn: num_slots must be positive");
     slots_.resize(static_cast<std::size_t>(num_slots));
   }
 
-  const ffn_shape& shape() const noexcept { return shape_; }
+  const ffn_layer& shape() const noexcept { return shape_; }
   int num_slots() const noexcept { return static_cast<int>(slots_.size()); }
 
-  /// Decodes an expert blob (layout in ffn_types.hpp, shape().expert_bytes() bytes) into a slot.
+  /// Decodes an expert blob (layout in weights/layer.hpp, shape().expert_bytes() bytes) into a slot.
   void upload_expert(int slot, const void* blob, std::size_t bytes) {
     MOEROUTE_CHECK(slot >= 0 && slot < num_slots(), errc::invalid_argument, "cpu_ffn: slot ", slot,
                    " outside [0, ", num_slots(), ")");
     MOEROUTE_CHECK(bytes == shape_.expert_bytes(), errc::bad_input, "cpu_ffn: expert blob has ", bytes,
                    " bytes, expected ", shape_.expert_bytes());
     const auto H = static_cast<Eigen::Index>(shape_.hidden), F = static_cast<Eigen::Index>(shape_.ffn);
-    const auto t = shape_.type;
     const auto* p = static_cast<const unsigned char*>(blob);
     slot_weights& w = slots_[static_cast<std::size_t>(slot)];
-    w.gate.resize(F, H);
-    w.up.resize(F, H);
-    w.down.resize(H, F);
-    const std::size_t rh = row_bytes(t, static_cast<std::size_t>(H)), rf = row_bytes(t, static_cast<std::size_t>(F));
-    for (Eigen::Index f = 0; f < F; ++f)
-      decode_row(t, p + static_cast<std::size_t>(f) * rh, static_cast<std::size_t>(H), w.gate.row(f).data());
-    p += static_cast<std::size_t>(F) * rh;
-    for (Eigen::Index f = 0; f < F; ++f)
-      decode_row(t, p + static_cast<std::size_t>(f) * rh, static_cast<std::size_t>(H), w.up.row(f).data());
-    p += static_cast<std::size_t>(F) * rh;
-    for (Eigen::Index h = 0; h < H; ++h)
-      decode_row(t, p + static_cast<std::size_t>(h) * rf, static_cast<std::size_t>(F), w.down.row(h).data());
+    decode_matrix(shape_.gate_type, p + shape_.gate_offset(), F, H, w.gate);
+    decode_matrix(shape_.up_type, p + shape_.up_offset(), F, H, w.up);
+    decode_matrix(shape_.down_type, p + shape_.down_offset(), H, F, w.down);
+    if (shape_.has_bias) {
+      w.b_gate.resize(F);
+      w.b_up.resize(F);
+      w.b_down.resize(H);
+      const unsigned char* b = p + shape_.bias_offset();
+      std::memcpy(w.b_gate.data(), b, static_cast<std::size_t>(F) * 4);
+      std::memcpy(w.b_up.data(), b + static_cast<std::size_t>(F) * 4, static_cast<std::size_t>(F) * 4);
+      std::memcpy(w.b_down.data(), b + static_cast<std::size_t>(2 * F) * 4, static_cast<std::size_t>(H) * 4);
+    }
     w.loaded = true;
   }
 
@@ -134,9 +136,19 @@ class cpu_ffn {
       }
       G.noalias() = X * w.gate.transpose();
       U.noalias() = X * w.up.transpose();
-      G = G.array() / (1.0f + (-G.array()).exp()) * U.array();
+      if (shape_.has_bias) {
+        G.rowwise() += w.b_gate;
+        U.rowwise() += w.b_up;
+      }
+      if (shape_.act == ffn_activation::swiglu_oai) {
+        for (Eigen::Index i = 0; i < n; ++i)
+          for (Eigen::Index f = 0; f < F; ++f) G(i, f) = ffn_activate(shape_.act, G(i, f), U(i, f));
+      } else {
+        G = G.array() / (1.0f + (-G.array()).exp()) * U.array();
+      }
       rmap P(xg, n, H);  // reuse the gather buffer for the down output
       P.noalias() = G * w.down.transpose();
+      if (shape_.has_bias) P.rowwise() += w.b_down;
       for (Eigen::Index i = 0; i < n; ++i) {
         const std::uint32_t j = list[eoff[e] + static_cast<std::size_t>(i)];
         Eigen::Map<Eigen::RowVectorXf>(partial + static_cast<std::size_t>(j) * static_cast<std::size_t>(H), H) =
@@ -154,8 +166,17 @@ class cpu_ffn {
  private:
   struct slot_weights {
     matrix gate, up, down;
+    Eigen::RowVectorXf b_gate, b_up, b_down;
     bool loaded = false;
   };
+
+  // rows x cols values of type t, row-major as in the blob, into m.
+  static void decode_matrix(weight_type t, const unsigned char* p, Eigen::Index rows, Eigen::Index cols, matrix& m) {
+    m.resize(rows, cols);
+    const std::size_t rb = row_bytes(t, static_cast<std::size_t>(cols));
+    for (Eigen::Index r = 0; r < rows; ++r)
+      dequantize_row(t, p + static_cast<std::size_t>(r) * rb, m.row(r).data(), static_cast<std::size_t>(cols));
+  }
 
   std::size_t token_of(std::uint32_t j) const noexcept {
     const auto& r = args_.routing;
@@ -167,7 +188,7 @@ class cpu_ffn {
     return lo;
   }
 
-  ffn_shape shape_;
+  ffn_layer shape_;
   std::vector<slot_weights> slots_;
   std::vector<std::int32_t> slot_table_;
   ffn_args args_{};

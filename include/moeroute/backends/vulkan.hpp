@@ -1,6 +1,7 @@
 #pragma once
-// Vulkan backend of the grouped SwiGLU expert FFN (see ffn_types.hpp for the math and the expert
-// blob layout).
+// Vulkan backend of the grouped SwiGLU expert FFN (see weights/layer.hpp for the math and the
+// expert blob layout). Layers it computes: one weight type for gate, up and down among f32, f16,
+// q8_0 and q4_0, no biases, swiglu (can_implement says why otherwise).
 //
 //   vulkan_context ctx;                                   // device choice, validation (context.hpp)
 //   vulkan_expert_pool pool(ctx, shape, num_slots);       // device slots for expert weights
@@ -57,9 +58,9 @@ class vulkan_expert_pool {
   /// num_slots experts of `shape` can be resident at once. max_buffer_bytes (0 = device limit)
   /// caps each pool buffer below the device's limits (maxTexelBufferElements x 16 bytes,
   /// maxMemoryAllocationSize) and 2 GiB.
-  vulkan_expert_pool(const vulkan_context& ctx, const ffn_shape& shape, int num_slots, VkDeviceSize max_buffer_bytes = 0)
+  vulkan_expert_pool(const vulkan_context& ctx, const ffn_layer& shape, int num_slots, VkDeviceSize max_buffer_bytes = 0)
       : st_(ctx.state()), shape_(shape), cmds_(ctx.state()) {
-    const std::string why = check_ffn_shape(shape);
+    const std::string why = check_ffn_layer(shape);
     MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "vulkan_expert_pool: ", why);
     MOEROUTE_CHECK(num_slots > 0, errc::invalid_argument, "vulkan_expert_pool: num_slots must be positive");
     stride_ = detail::vk7_round_up(shape.expert_bytes() + 2, 16);
@@ -85,7 +86,7 @@ class vulkan_expert_pool {
     std::memcpy(table_buf_.mapped(), table_.data(), table_.size() * 4);
   }
 
-  const ffn_shape& shape() const noexcept { return shape_; }
+  const ffn_layer& shape() const noexcept { return shape_; }
   int num_slots() const noexcept { return num_slots_; }
   /// Number of device buffers the pool is split into.
   int num_buffers() const noexcept { return static_cast<int>(buffers_.size()); }
@@ -94,7 +95,7 @@ class vulkan_expert_pool {
   /// Bytes copied host -> device by upload_expert so far.
   std::uint64_t transfer_bytes() const noexcept { return transfer_bytes_; }
 
-  /// Copies an expert blob (shape().expert_bytes() bytes, layout in ffn_types.hpp) into a slot
+  /// Copies an expert blob (shape().expert_bytes() bytes, layout in weights/layer.hpp) into a slot
   /// through the staging buffer, and waits for the copy.
   void upload_expert(int slot, const void* blob, std::size_t bytes) {
     MOEROUTE_CHECK(slot >= 0 && slot < num_slots_, errc::invalid_argument, "vulkan_expert_pool: slot ", slot,
@@ -135,7 +136,7 @@ class vulkan_expert_pool {
 
  private:
   std::shared_ptr<detail::vk7_device_state> st_;
-  ffn_shape shape_;
+  ffn_layer shape_;
   vulkan_commands cmds_;
   VkDeviceSize stride_ = 0, spb_ = 0;
   int num_slots_ = 0;
@@ -168,9 +169,11 @@ class vulkan_ffn {
 
   /// Empty when the op can run the pool's shape with this capacity on this device, else the reason.
   std::string can_implement(const vulkan_ffn_config& c) const {
-    const ffn_shape& s = pool_->shape();
+    const ffn_layer& s = pool_->shape();
     const auto& lim = ctx_limits_;
-    std::string why = check_ffn_shape(s);
+    std::string why = check_ffn_layer(s);
+    if (!why.empty()) return why;
+    why = unsupported_layer(s);
     if (!why.empty()) return why;
     if (s.hidden % 32 != 0 || s.ffn % 32 != 0)
       return detail::concat("hidden (", s.hidden, ") and ffn (", s.ffn, ") must be multiples of 32");
@@ -299,7 +302,7 @@ class vulkan_ffn {
   /// this device's compute queue). No allocation; ends with a barrier that makes y host-readable.
   void run(VkCommandBuffer cmd) const {
     if (T_ == 0) return;
-    const ffn_shape& s = pool_->shape();
+    const ffn_layer& s = pool_->shape();
     detail::vk7_params p{};
     p.T = static_cast<std::uint32_t>(T_);
     p.nnz = static_cast<std::uint32_t>(nnz_);
@@ -308,10 +311,10 @@ class vulkan_ffn {
     p.F = static_cast<std::uint32_t>(s.ffn);
     p.spb = pool_->slots_per_buffer();
     p.stride = static_cast<std::uint32_t>(pool_->slot_stride());
-    p.up_off = static_cast<std::uint32_t>(s.gate_bytes());
-    p.down_off = static_cast<std::uint32_t>(2 * s.gate_bytes());
-    p.rbh = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.hidden)));
-    p.rbf = static_cast<std::uint32_t>(row_bytes(s.type, static_cast<std::size_t>(s.ffn)));
+    p.up_off = static_cast<std::uint32_t>(s.up_offset());
+    p.down_off = static_cast<std::uint32_t>(s.down_offset());
+    p.rbh = static_cast<std::uint32_t>(row_bytes(s.gate_type, static_cast<std::size_t>(s.hidden)));
+    p.rbf = static_cast<std::uint32_t>(row_bytes(s.down_type, static_cast<std::size_t>(s.ffn)));
     p.nb = static_cast<std::uint32_t>(sets_.size());
     const std::uint32_t gx_h = (p.H + 63) / 64;
     // Indirect dispatch sizes written by the grouping pass (see group.comp).
@@ -365,6 +368,21 @@ class vulkan_ffn {
   }
 
  private:
+  // Empty when the kernels compute this layer: one type among f32, f16, q8_0, q4_0 for all three
+  // tensors, no biases, swiglu.
+  static std::string unsupported_layer(const ffn_layer& s) {
+    const weight_type t = s.gate_type;
+    const bool kernel_type = t == weight_type::f32 || t == weight_type::f16 || t == weight_type::q8_0 || t == weight_type::q4_0;
+    if (!s.single_type() || !kernel_type)
+      return detail::concat("the Vulkan kernels take one weight type among f32, f16, q8_0 and q4_0 for gate, up and down; "
+                            "this layer has gate ", weight_type_name(s.gate_type), ", up ", weight_type_name(s.up_type),
+                            ", down ", weight_type_name(s.down_type));
+    if (s.has_bias) return "the Vulkan kernels take no expert biases";
+    if (s.act != ffn_activation::swiglu)
+      return detail::concat("the Vulkan kernels compute swiglu, not ", ffn_activation_name(s.act));
+    return {};
+  }
+
   // Bindings of the GLSL sources: storage buffers, except three uniform texel buffers read by the
   // matmuls (lavapipe issues a texel fetch as one vector load per lane, a storage-buffer load as
   // one bounds-checked scalar load per component and lane).
@@ -390,7 +408,7 @@ class vulkan_ffn {
 
   // Offsets of eoff, list, tok, act, partial, then the end.
   std::array<VkDeviceSize, 6> workspace_layout(const vulkan_ffn_config& c) const {
-    const ffn_shape& s = pool_->shape();
+    const ffn_layer& s = pool_->shape();
     const VkDeviceSize a = align(), nnz = c.max_nnz;
     const VkDeviceSize E = static_cast<VkDeviceSize>(s.num_experts), nb = static_cast<VkDeviceSize>(pool_->num_buffers());
     const VkDeviceSize sizes[5] = {(E + 1 + nb * E + 12 * nb) * 4, nnz * 4, nnz * 4,
@@ -447,7 +465,9 @@ class vulkan_ffn {
       namespace sp = detail::spirv;
       group_ = make_pipeline(sp::vk7_group_spv, sizeof(sp::vk7_group_spv));
       reduce_ = make_pipeline(sp::vk7_reduce_spv, sizeof(sp::vk7_reduce_spv));
-      switch (pool_->shape().type) {
+      // Layers unsupported_layer() rejects get no matmul pipelines; can_implement reports why.
+      if (!unsupported_layer(pool_->shape()).empty()) return;
+      switch (pool_->shape().gate_type) {
         case weight_type::f32:
           gate_up_ = make_pipeline(sp::vk7_gate_up_f32_spv, sizeof(sp::vk7_gate_up_f32_spv));
           down_ = make_pipeline(sp::vk7_down_f32_spv, sizeof(sp::vk7_down_f32_spv));
@@ -472,6 +492,7 @@ class vulkan_ffn {
           gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_q4_0_spv, sizeof(sp::vk7_gate_up_mv_q4_0_spv));
           down_mv_ = make_pipeline(sp::vk7_down_mv_q4_0_spv, sizeof(sp::vk7_down_mv_q4_0_spv));
           break;
+        default: break;
       }
     } catch (...) {
       destroy();

@@ -1,7 +1,8 @@
 #pragma once
 // Names of the MoE expert tensors in a llama.cpp model GGUF: the one rule every reader uses
 // (the expert-weight view io/gguf_experts.hpp, the residency cell sizes of residency/pareto.hpp).
-//   blk.N.ffn_gate_exps.weight, blk.N.ffn_up_exps.weight, blk.N.ffn_down_exps.weight
+//   blk.N.ffn_gate_exps.weight, blk.N.ffn_up_exps.weight, blk.N.ffn_down_exps.weight, and the
+//   fused blk.N.ffn_gate_up_exps.weight (per expert: the gate rows, then the up rows)
 // N is the block (layer) number: 1 to 6 decimal digits, so 0 .. 999999.
 
 #include <cstddef>
@@ -9,9 +10,9 @@
 
 namespace moeroute {
 
-/// The three expert projections, in the order gate, up, down.
-inline constexpr const char* gguf_expert_suffixes[3] = {".ffn_gate_exps.weight", ".ffn_up_exps.weight",
-                                                        ".ffn_down_exps.weight"};
+/// The expert weight tensors, in the order gate, up, down, fused gate+up.
+inline constexpr const char* gguf_expert_suffixes[4] = {".ffn_gate_exps.weight", ".ffn_up_exps.weight",
+                                                        ".ffn_down_exps.weight", ".ffn_gate_up_exps.weight"};
 
 /// Largest block number an expert tensor name may carry.
 inline constexpr int gguf_expert_max_block = 999999;
@@ -33,10 +34,10 @@ inline int gguf_expert_block(const std::string& name, const char* suffix) {
   return n;
 }
 
-/// When `name` is an expert tensor: its block, and its projection (0 gate, 1 up, 2 down) in
-/// *projection when given. Otherwise -1.
+/// When `name` is an expert weight tensor: its block, and its projection (0 gate, 1 up, 2 down,
+/// 3 fused gate+up) in *projection when given. Otherwise -1.
 inline int gguf_expert_tensor(const std::string& name, int* projection = nullptr) {
-  for (int p = 0; p < 3; ++p)
+  for (int p = 0; p < 4; ++p)
     if (const int b = gguf_expert_block(name, gguf_expert_suffixes[p]); b >= 0) {
       if (projection) *projection = p;
       return b;

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 int main() {
-  const moeroute::ffn_shape shape{4, 32, 32, moeroute::weight_type::f32};
+  const moeroute::ffn_layer shape{4, 32, 32, moeroute::weight_type::f32};
   std::printf("consumer_vulkan: expert blob %zu bytes\n", shape.expert_bytes());
   try {
     moeroute::vulkan_context ctx;
