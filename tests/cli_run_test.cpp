@@ -164,3 +164,54 @@ TEST(CliRun, BadModelFilesExitTwoWithOneLine) {
   };
   for (const auto& c : cases) expect_bad("run " + c.first + " --json " + out, out, c.second, "run_badmodel");
 }
+
+// The golden models (tests/data/ggml_golden): f16 runs on today's Vulkan kernels in router and
+// trace mode; the mixed, fused and gpt-oss layouts load (per-tensor types, fused gate_up, biases,
+// router bias) and either run or stop with one line naming what the Vulkan backend lacks.
+TEST(CliRun, GoldenModelLayoutsLoad) {
+  if (!have_vulkan_cli()) GTEST_SKIP() << "no Vulkan device (or the CLI was built without Vulkan)";
+  const std::string trace = tmp_path("run_golden_trace.jsonl");
+  {
+    std::string t;
+    for (int tok = 0; tok < 3; ++tok)
+      for (int l = 0; l < 2; ++l)
+        t += "{\"token_idx\": " + std::to_string(tok) + ", \"layer\": " + std::to_string(l) + ", \"experts\": [" +
+             std::to_string((tok + l) % 4) + ", " + std::to_string((tok + l + 1) % 4) +
+             "], \"gating_probs\": [0.75, 0.25]}\n";
+    write_text(trace, t);
+  }
+  const std::string trace1 = tmp_path("run_golden_trace1.jsonl");
+  {
+    std::string t;
+    for (int tok = 0; tok < 3; ++tok)
+      t += "{\"token_idx\": " + std::to_string(tok) + ", \"layer\": 0, \"experts\": [" + std::to_string(tok % 4) +
+           ", 3], \"gating_probs\": [0.5, 0.5]}\n";
+    write_text(trace1, t);
+  }
+  const auto out = tmp_path("run_golden.json");
+  for (const char* v : {"f16", "mixed", "fused", "gptoss"}) {
+    SCOPED_TRACE(v);
+    const std::string model = std::string(MOEROUTE_TEST_DATA_DIR) + "/ggml_golden/" + v + ".gguf";
+    const std::string layered = std::string(v) == "mixed" ? trace : trace1;
+    for (const std::string& mode : {std::string("--router --tokens 2"), "--trace " + layered}) {
+      std::remove(out.c_str());
+      const auto r = run_cli("run --model " + model + " " + mode + " --policies none,lru --vram-mib 4 --json " + out, "run_golden");
+      if (std::string(v) == "f16") {
+        ASSERT_EQ(r.code, 0) << r.err;
+        const auto j = nlohmann::json::parse(read_text(out));
+        EXPECT_EQ(j["experts"].get<int>(), 4);
+        EXPECT_EQ(j["top_k"].get<int>(), 2);
+        EXPECT_EQ(j["expert_bytes"].get<std::uint64_t>(), 3ull * 256 * 256 * 2);
+        continue;
+      }
+      if (r.code == 0) continue;  // the Vulkan backend runs this layout
+      EXPECT_EQ(r.code, 2) << r.err;
+      const std::string last = r.err.substr(r.err.rfind("moeroute: "));
+      EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << r.err;
+      const bool says_why = last.find("the Vulkan kernels take") != std::string::npos ||
+                            last.find("differs from blk.1") != std::string::npos;
+      EXPECT_TRUE(says_why) << r.err;
+      EXPECT_FALSE(file_exists(out));
+    }
+  }
+}

@@ -8,6 +8,7 @@
 
 #include "expect_error.hpp"
 #include "fuzz/gguf_writer.hpp"
+#include "golden_support.hpp"
 #include "moeroute/io/gguf.hpp"
 #include "moeroute/io/gguf_experts.hpp"
 
@@ -357,10 +358,11 @@ TEST(GgufExperts, RejectsFilesWithoutUsableExpertTensors) {
     if (t.name != "blk.3.ffn_down_exps.weight") missing.tensors.push_back(t);
   expect_experts_error(missing, "no 'blk.3.ffn_down_exps.weight'");
 
-  gguf_writer mixed = make_moe_model({1}, 3, 64, 32, 8, slice);
-  mixed.tensors[2].type = 1;  // down as F16: 64 rows of 32 halves = 4096 bytes per expert
-  mixed.tensors[2].data = std::string(3 * 64 * 32 * 2, '\0');
-  expect_experts_error(mixed, "all expert tensors must share one type");
+  gguf_writer short_down = make_moe_model({1}, 3, 64, 32, 8, slice);
+  short_down.tensors[2].type = 1;  // down as F16 needs 64 rows of 32 halves = 4096 bytes per expert
+  short_down.tensors[2].ne = {32, 64, 2};
+  short_down.tensors[2].data = std::string(2 * 64 * 32 * 2, '\0');
+  expect_experts_error(short_down, "'blk.1.ffn_down_exps.weight' has dimensions {32, 64, 2}, expected {32, 64, 3}");
 
   gguf_writer iq2 = make_moe_model({1}, 2, 256, 256, 16, [](int, int, int) { return std::string(256 * 66, '\0'); });
   expect_experts_error(iq2, "'blk.1.ffn_gate_exps.weight' has type IQ2_XXS");
@@ -389,4 +391,226 @@ TEST(GgufExperts, RejectsFilesWithoutUsableExpertTensors) {
   gguf_writer router = make_moe_model({1}, 3, 64, 32, 8, slice);
   router.tensor_f32("blk.1.ffn_gate_inp.weight", {64, 2}, std::vector<float>(128, 0.0f));
   expect_experts_error(router, "'blk.1.ffn_gate_inp.weight' has dimensions {64, 2}");
+}
+
+// ---- layouts of published models: per-tensor types, fused gate/up, biases, routing metadata ----
+
+TEST(GgufExperts, PerTensorTypesAreReadAsStored) {
+  // gate/up Q8_0, down F16 (as Q4_K_M-style files mix types): each slice keeps its own size.
+  gguf_writer w = make_moe_model({1}, 3, 64, 32, 8, [](int b, int p, int e) {
+    return pattern_slice(b, p, e, p == 2 ? 64 * 32 * 2 : 32 * 2 * 34);
+  });
+  w.tensors[2].type = 1;
+  gguf_expert_weights g(gguf_file::parse(w.bytes(), "m.gguf"));
+  const ffn_layer& s = g.shape();
+  EXPECT_EQ(s.gate_type, weight_type::q8_0);
+  EXPECT_EQ(s.up_type, weight_type::q8_0);
+  EXPECT_EQ(s.down_type, weight_type::f16);
+  EXPECT_FALSE(s.has_bias);
+  EXPECT_EQ(s.act, ffn_activation::swiglu);
+  ASSERT_EQ(s.expert_bytes(), 2u * 32 * 2 * 34 + 64u * 32 * 2);
+  std::vector<unsigned char> blob(s.expert_bytes());
+  g.read_expert(0, 2, blob.data());
+  EXPECT_EQ(std::string(blob.begin(), blob.end()),
+            pattern_slice(1, 0, 2, 32 * 2 * 34) + pattern_slice(1, 1, 2, 32 * 2 * 34) + pattern_slice(1, 2, 2, 64 * 32 * 2));
+  // in memory (parse buffer): views of the stored rows
+  const auto v = g.expert_slices(0, 2);
+  ASSERT_NE(v.gate, nullptr);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(v.down), 64 * 32 * 2), pattern_slice(1, 2, 2, 64 * 32 * 2));
+}
+
+// The golden models (tests/data/ggml_golden): each variant's layout as its README describes it.
+TEST(GgufExperts, GoldenModelLayouts) {
+  const struct {
+    const char* file;
+    int block;
+    weight_type gate, up, down;
+    bool fused, bias;
+  } cases[] = {
+      {"q4_k", 0, weight_type::q4_k, weight_type::q4_k, weight_type::q4_k, false, false},
+      {"mixed", 1, weight_type::q4_k, weight_type::q4_k, weight_type::q6_k, false, false},
+      {"mixed", 2, weight_type::q5_k, weight_type::q5_k, weight_type::q8_0, false, false},
+      {"fused", 0, weight_type::q4_k, weight_type::q4_k, weight_type::q6_k, true, false},
+      {"gptoss", 0, weight_type::mxfp4, weight_type::mxfp4, weight_type::mxfp4, false, true},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.file) + " blk." + std::to_string(c.block));
+    const auto g = gguf_expert_weights::open(golden::path(std::string(c.file) + ".gguf"));
+    EXPECT_TRUE(g.file().in_memory());  // mapped
+    const int l = g.layer_of_block(c.block);
+    ASSERT_GE(l, 0);
+    const ffn_layer& s = g.layer_shape(l);
+    EXPECT_EQ(s.num_experts, 4);
+    EXPECT_EQ(s.hidden, 256);
+    EXPECT_EQ(s.ffn, 256);
+    EXPECT_EQ(s.gate_type, c.gate);
+    EXPECT_EQ(s.up_type, c.up);
+    EXPECT_EQ(s.down_type, c.down);
+    EXPECT_EQ(g.layer(l).fused, c.fused);
+    EXPECT_EQ(s.has_bias, c.bias);
+    EXPECT_EQ(s.act, c.bias ? ffn_activation::swiglu_oai : ffn_activation::swiglu);
+    EXPECT_TRUE(g.ffn_unsupported().empty());
+    EXPECT_EQ(g.experts_used(), 2);
+    const gguf_moe_routing& r = g.routing();
+    EXPECT_EQ(r.config.top_k, 2);
+    EXPECT_EQ(r.config.scoring, scoring_kind::softmax);
+    EXPECT_TRUE(r.config.renorm);
+    EXPECT_EQ(r.gating, c.bias ? "softmax_weight" : "softmax");
+    EXPECT_EQ(r.logit_bias, c.bias);
+    EXPECT_EQ(g.router_bias(l).size(), c.bias ? 4u : 0u);
+    EXPECT_EQ(g.router_weights(l).size(), 4u * 256u);
+
+    // Blob of expert 3: the stored gate/up/down rows (fused: one slice), then the biases.
+    std::vector<unsigned char> blob(s.expert_bytes());
+    g.read_expert(l, 3, blob.data());
+    const auto& t = g.layer(l);
+    const std::string gate_bytes = [&] {
+      std::string b(c.fused ? s.gate_bytes() + s.up_bytes() : s.gate_bytes(), '\0');
+      g.file().read_tensor_range(*t.gate, 3 * b.size(), b.size(), b.data());
+      return b;
+    }();
+    EXPECT_EQ(std::string(blob.begin(), blob.begin() + static_cast<std::ptrdiff_t>(gate_bytes.size())), gate_bytes);
+    const auto v = g.expert_slices(l, 3);
+    EXPECT_EQ(std::memcmp(v.up, blob.data() + s.up_offset(), s.up_bytes()), 0);
+    EXPECT_EQ(std::memcmp(v.down, blob.data() + s.down_offset(), s.down_bytes()), 0);
+    if (c.bias) {
+      const auto bias_of = [&](const gguf_tensor_info* bt, std::size_t n) {
+        const auto all = g.file().read_tensor_f32(bt->name);
+        return std::vector<float>(all.begin() + static_cast<std::ptrdiff_t>(3 * n), all.begin() + static_cast<std::ptrdiff_t>(4 * n));
+      };
+      std::vector<float> want = bias_of(t.gate_bias, 256), up = bias_of(t.up_bias, 256), down = bias_of(t.down_bias, 256);
+      want.insert(want.end(), up.begin(), up.end());
+      want.insert(want.end(), down.begin(), down.end());
+      std::vector<float> got(want.size());
+      std::memcpy(got.data(), blob.data() + s.bias_offset(), got.size() * 4);
+      EXPECT_EQ(got, want);
+    }
+  }
+  // mixed: block 0 is dense, blocks 1 and 2 are MoE layers 0 and 1
+  const auto m = gguf_expert_weights::open(golden::path("mixed.gguf"));
+  EXPECT_EQ(m.num_layers(), 2);
+  EXPECT_EQ(m.layer_of_block(0), -1);
+  EXPECT_NE(m.layer_shape(0), m.layer_shape(1));
+  EXPECT_EQ(m.max_expert_bytes(), m.layer_shape(1).expert_bytes());  // q5_k/q8_0 > q4_k/q6_k
+}
+
+namespace {
+gguf_writer small_model(const std::string& arch, bool fused = false) {
+  auto slice = [](int b, int p, int e) { return pattern_slice(b, p, e, p == 2 ? 64 * 34 : 32 * 2 * 34); };
+  gguf_writer w = make_moe_model({1}, 4, 64, 32, 8, slice, arch);
+  if (fused) {
+    std::string data;
+    for (int e = 0; e < 4; ++e) data += pattern_slice(1, 0, e, 32 * 2 * 34) + pattern_slice(1, 1, e, 32 * 2 * 34);
+    w.tensors.erase(w.tensors.begin(), w.tensors.begin() + 2);
+    w.tensor_raw("blk.1.ffn_gate_up_exps.weight", 8, {64, 64, 4}, data);
+  }
+  return w;
+}
+std::string f32_bytes(std::size_t n, float v) {
+  std::vector<float> x(n, v);
+  return std::string(reinterpret_cast<const char*>(x.data()), n * 4);
+}
+gguf_expert_weights open_mem(const gguf_writer& w) { return gguf_expert_weights(gguf_file::parse(w.bytes(), "m.gguf")); }
+void expect_routing_error(const gguf_writer& w, const std::string& needle) {
+  const auto g = open_mem(w);
+  expect_error_message([&] { g.routing(); }, needle, "m.gguf");
+}
+}  // namespace
+
+TEST(GgufExperts, FusedGateUpAndBiases) {
+  gguf_writer w = small_model("gpt-oss", true);
+  w.tensor_raw("blk.1.ffn_gate_up_exps.bias", 0, {64, 4}, f32_bytes(64 * 4, 0.5f));
+  w.tensor_raw("blk.1.ffn_down_exps.bias", 0, {64, 4}, f32_bytes(64 * 4, -1.0f));
+  const auto g = open_mem(w);
+  const ffn_layer& s = g.shape();
+  EXPECT_TRUE(g.layer(0).fused);
+  EXPECT_TRUE(s.has_bias);
+  EXPECT_EQ(s.act, ffn_activation::swiglu_oai);
+  std::vector<unsigned char> blob(s.expert_bytes());
+  g.read_expert(0, 1, blob.data());
+  EXPECT_EQ(std::string(blob.begin(), blob.begin() + 2 * 32 * 2 * 34),
+            pattern_slice(1, 0, 1, 32 * 2 * 34) + pattern_slice(1, 1, 1, 32 * 2 * 34));
+  std::vector<float> b(2 * 32 + 64);
+  std::memcpy(b.data(), blob.data() + s.bias_offset(), b.size() * 4);
+  for (std::size_t i = 0; i < b.size(); ++i) EXPECT_EQ(b[i], i < 64 ? 0.5f : -1.0f) << i;
+
+  gguf_writer both = small_model("qwen3moe", true);
+  both.tensors.push_back(small_model("qwen3moe").tensors[0]);
+  expect_experts_error(both, "has both the fused 'blk.1.ffn_gate_up_exps.weight' and separate gate/up");
+  gguf_writer half = small_model("gpt-oss");
+  half.tensor_raw("blk.1.ffn_gate_exps.bias", 0, {32, 4}, f32_bytes(32 * 4, 0.0f));
+  expect_experts_error(half, "has some expert biases but not all of");
+  gguf_writer dims = small_model("gpt-oss");
+  dims.tensor_raw("blk.1.ffn_gate_exps.bias", 0, {32, 4}, f32_bytes(32 * 4, 0.0f));
+  dims.tensor_raw("blk.1.ffn_up_exps.bias", 0, {32, 4}, f32_bytes(32 * 4, 0.0f));
+  dims.tensor_raw("blk.1.ffn_down_exps.bias", 0, {32, 4}, f32_bytes(32 * 4, 0.0f));
+  expect_experts_error(dims, "'blk.1.ffn_down_exps.bias' has dimensions {32, 4}, expected {64, 4}");
+  gguf_writer qbias = small_model("gpt-oss");
+  qbias.tensor_raw("blk.1.ffn_gate_exps.bias", 8, {32, 4}, std::string(4 * 34, '\0'));
+  qbias.tensor_raw("blk.1.ffn_up_exps.bias", 0, {32, 4}, f32_bytes(32 * 4, 0.0f));
+  qbias.tensor_raw("blk.1.ffn_down_exps.bias", 0, {64, 4}, f32_bytes(64 * 4, 0.0f));
+  expect_experts_error(qbias, "'blk.1.ffn_gate_exps.bias' has type Q8_0; biases must be F32, F16 or BF16");
+  gguf_writer odd = small_model("qwen3moe", true);
+  odd.tensors.back().ne = {64, 63, 4};
+  expect_experts_error(odd, "fused gate_up tensor needs an even ne[1]");
+}
+
+TEST(GgufExperts, UnsupportedTypeNamesTensorAndType) {
+  gguf_writer w = make_moe_model({1}, 2, 256, 256, 8, [](int, int p, int) {
+    return std::string(p == 1 ? 256 * 56 : 256 * 8 * 34, '\0');
+  });
+  w.tensors[1].type = 29;  // IQ1_M
+  expect_experts_error(w, "tensor 'blk.1.ffn_up_exps.weight' has type IQ1_M; supported types are");
+}
+
+TEST(GgufExperts, RoutingFromMetadataAsLlamaCppReadsIt) {
+  // qwen2moe and olmoe: softmax without renormalization
+  EXPECT_FALSE(open_mem(small_model("qwen2moe")).routing().config.renorm);
+  // DeepSeek-V3-style: every setting from the keys, selection bias per layer
+  gguf_writer ds = small_model("deepseek2");
+  ds.kv_u32("deepseek2.expert_gating_func", 2);
+  ds.kv_raw("deepseek2.expert_weights_norm", 7, std::string(1, '\1'));
+  ds.kv_raw("deepseek2.expert_weights_scale", 6, f32_bytes(1, 2.5f));
+  ds.kv_u32("deepseek2.expert_group_count", 2);
+  ds.kv_u32("deepseek2.expert_group_used_count", 1);
+  ds.tensor_raw("blk.1.exp_probs_b.bias", 0, {4}, f32_bytes(4, 0.25f));
+  const auto g = open_mem(ds);
+  const router_config& c = g.routing().config;
+  EXPECT_EQ(c.scoring, scoring_kind::sigmoid);
+  EXPECT_TRUE(c.renorm);
+  EXPECT_EQ(c.scale, 2.5f);
+  EXPECT_EQ(c.groups, 2);
+  EXPECT_EQ(c.topk_groups, 1);
+  EXPECT_TRUE(c.uses_bias);
+  EXPECT_EQ(g.selection_bias(0), std::vector<float>(4, 0.25f));
+
+  gguf_writer no_scale = small_model("deepseek2");
+  expect_routing_error(no_scale, "'deepseek2.expert_weights_scale' is missing");
+  gguf_writer glm = small_model("glm4moe");
+  glm.kv_raw("glm4moe.expert_weights_scale", 6, f32_bytes(1, 1.0f));
+  expect_routing_error(glm, "'glm4moe.expert_gating_func' is missing");
+  gguf_writer bad_groups;
+  bad_groups.tensors = small_model("deepseek2").tensors;
+  bad_groups.kv_string("general.architecture", "deepseek2");
+  bad_groups.kv_u32("deepseek2.expert_count", 4);
+  bad_groups.kv_u32("deepseek2.expert_used_count", 2);
+  bad_groups.kv_raw("deepseek2.expert_weights_scale", 6, f32_bytes(1, 1.0f));
+  bad_groups.kv_u32("deepseek2.expert_group_count", 3);
+  bad_groups.kv_u32("deepseek2.expert_group_used_count", 1);
+  expect_routing_error(bad_groups, "does not describe a grouped top-2 of 4 experts");
+  gguf_writer qwen_groups = small_model("qwen3moe");
+  qwen_groups.kv_u32("qwen3moe.expert_group_count", 2);
+  expect_routing_error(qwen_groups, "llama.cpp does not group qwen3moe's experts");
+  gguf_writer qwen_sigmoid = small_model("qwen3moe");
+  qwen_sigmoid.kv_u32("qwen3moe.expert_gating_func", 2);
+  expect_routing_error(qwen_sigmoid, "'qwen3moe.expert_gating_func' is 2 but llama.cpp routes qwen3moe with softmax");
+  gguf_writer stray_bias = small_model("qwen3moe");
+  stray_bias.tensor_raw("blk.1.ffn_gate_inp.bias", 0, {4}, f32_bytes(4, 1.0f));
+  expect_routing_error(stray_bias, "ffn_gate_inp.bias is present but llama.cpp's qwen3moe graph does not use it");
+
+  const auto llama4 = open_mem(small_model("llama4"));
+  expect_error_message([&] { llama4.routing(); }, "architecture 'llama4': moeroute does not know how llama.cpp routes it",
+                       "m.gguf");
+  EXPECT_NE(llama4.ffn_unsupported().find("architecture 'llama4': moeroute does not know its experts' activation"),
+            std::string::npos);
 }

@@ -38,9 +38,10 @@ struct array {
   std::vector<std::int32_t> i32() const { return as<std::int32_t>("<i4"); }
 };
 
-// Reads a version 1.0 .npy written by NumPy (the fixtures' format).
-inline array load(const std::string& file) {
-  std::ifstream f(path(file), std::ios::binary);
+// Reads a version 1.0 .npy (NumPy's format for the fixtures, and what the CLI writes) at `full`.
+inline array load_file(const std::string& full) {
+  const std::string file = full;
+  std::ifstream f(full, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string b = ss.str();
@@ -64,6 +65,9 @@ inline array load(const std::string& file) {
   EXPECT_EQ(a.data.size(), a.size() * static_cast<std::size_t>(a.descr[2] - '0')) << file;
   return a;
 }
+
+// A fixture of tests/data/ggml_golden.
+inline array load(const std::string& file) { return load_file(path(file)); }
 
 // sum (got - want)^2 / sum want^2.
 template <class A, class B>

@@ -357,6 +357,11 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
 
 int main(int argc, char** argv) {
   register_all();
+#ifdef MOEROUTE_BENCH_NATIVE
+  benchmark::AddCustomContext("moeroute_native", "-march=native");
+#else
+  benchmark::AddCustomContext("moeroute_native", "off");
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   ratio_reporter reporter(benchmark::CreateDefaultDisplayReporter());

@@ -88,8 +88,15 @@ host_model make_model(const ffn_layer& s, int layers, unsigned seed) {
   return m;
 }
 
-/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored.
+/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored. The run loop
+/// drives one layer description per device pool, so the layers must share one.
 host_model load_model(const gguf_expert_weights& w, int layers) {
+  for (int l = 1; l < layers; ++l)
+    MOEROUTE_CHECK(w.layer_shape(l) == w.shape(), errc::unsupported, w.file().name(), ": blk.", w.layer(l).block, " (",
+                   weight_type_name(w.layer_shape(l).gate_type), "/", weight_type_name(w.layer_shape(l).up_type), "/",
+                   weight_type_name(w.layer_shape(l).down_type), ") differs from blk.", w.layer(0).block, " (",
+                   weight_type_name(w.shape().gate_type), "/", weight_type_name(w.shape().up_type), "/",
+                   weight_type_name(w.shape().down_type), "); run takes layers of one description (--layers 1 runs the first)");
   host_model m;
   m.shape = w.shape();
   m.layers = layers;
@@ -229,6 +236,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
       MOEROUTE_CHECK(sub.count(flag) == 0, errc::invalid_argument, flag, " cannot be combined with --model (",
                      a.model, " sets the model's shape)");
     gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
+    MOEROUTE_CHECK(gguf->ffn_unsupported().empty(), errc::unsupported, a.model, ": ", gguf->ffn_unsupported());
   }
   const weight_type type = gguf ? gguf->shape().gate_type : parse_type(a.type);
   const int hidden = gguf ? gguf->shape().hidden : a.hidden, ffn = gguf ? gguf->shape().ffn : a.ffn;
@@ -252,6 +260,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   std::vector<std::vector<int>> by_token;  // trace mode: [token][layer] -> index into steps, or -1
   std::vector<step> steps;
   std::vector<std::vector<float>> router_w;  // router mode: per layer E x H
+  std::vector<std::vector<float>> router_b;  // router mode: per layer logit bias (gpt-oss), or empty
   if (!a.router) {
     const std::string path = a.trace.empty() ? std::string(MOEROUTE_DEFAULT_TRACE) : a.trace;
     trace = read_routing_trace_jsonl(path);
@@ -302,7 +311,8 @@ void run_offload(const run_args& a, CLI::App& sub) {
   if (a.max_tokens > 0) T = std::min(T, a.max_tokens);
   MOEROUTE_CHECK(K > 0, errc::bad_input, "the trace routes no token to any expert");
 
-  const ffn_layer shape{E, hidden, ffn, type};
+  ffn_layer shape = gguf ? gguf->shape() : ffn_layer(E, hidden, ffn, type);
+  shape.num_experts = E;
   const std::string shape_why = check_ffn_layer(shape);
   MOEROUTE_CHECK(shape_why.empty(), errc::invalid_argument, "model shape: ", shape_why);
   const std::uint64_t cell_bytes = shape.expert_bytes();
@@ -334,12 +344,14 @@ void run_offload(const run_args& a, CLI::App& sub) {
     std::mt19937 rng(a.seed + 1);
     std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)));
     router_w.assign(static_cast<std::size_t>(L), std::vector<float>(static_cast<std::size_t>(E) * hidden));
+    router_b.assign(static_cast<std::size_t>(L), {});
     for (int l = 0; l < L; ++l) {
       auto& w = router_w[static_cast<std::size_t>(l)];
       if (gguf) {  // the model's own router (blk.N.ffn_gate_inp.weight) where it is stored as floats
         std::vector<float> r = gguf->router_weights(l);
         if (!r.empty()) {
           w = std::move(r);
+          router_b[static_cast<std::size_t>(l)] = gguf->router_bias(l);
           ++model_routers;
           continue;
         }
@@ -359,8 +371,9 @@ void run_offload(const run_args& a, CLI::App& sub) {
     return [&, cum_prob](int, int l, const std::vector<float>& x, step& out) {
       std::vector<float> logits(static_cast<std::size_t>(E));
       const auto& w = router_w[static_cast<std::size_t>(l)];
+      const auto& b = router_b[static_cast<std::size_t>(l)];
       for (int e = 0; e < E; ++e) {
-        float acc = 0;
+        float acc = b.empty() ? 0.0f : b[static_cast<std::size_t>(e)];
         for (int h = 0; h < hidden; ++h) acc += w[static_cast<std::size_t>(e) * hidden + h] * x[static_cast<std::size_t>(h)];
         logits[static_cast<std::size_t>(e)] = acc;
       }

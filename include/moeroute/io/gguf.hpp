@@ -9,9 +9,15 @@
 // u64 offset. Tensor data starts at the first multiple of `general.alignment` (default 32) after
 // the tensor infos; each tensor offset is relative to that start and a multiple of the alignment.
 //
+// open() maps the file read-only (detail/mapped_file.hpp) where the platform allows, so tensor
+// data can be used in place: tensor_data() hands out a view of a tensor's bytes, valid while any
+// copy of the gguf_file lives. Where mapping fails the file is read through streams and
+// tensor_data() returns nullptr; read_tensor_range works either way.
+//
 // Every count, length, dimension and offset is checked against the bytes left in the file before
 // it is used, so a truncated or hostile file gives moeroute::error naming the field, never a
-// crash or an allocation larger than a small multiple of the file size.
+// crash or an allocation larger than a small multiple of the file size. Views are only handed out
+// for tensors whose data was checked to lie inside the file.
 
 #include <cstdint>
 #include <cstring>
@@ -24,6 +30,7 @@
 #include <vector>
 
 #include "moeroute/detail/float16.hpp"
+#include "moeroute/detail/mapped_file.hpp"
 #include "moeroute/error.hpp"
 
 namespace moeroute {
@@ -356,7 +363,8 @@ class gguf_file {
     g.name_ = path;
     g.path_ = path;
     g.size_ = static_cast<std::uint64_t>(end);
-    detail::gguf_cursor c(path, &f, nullptr, g.size_);
+    g.map_ = detail::mapped_file::map(path, g.size_);
+    detail::gguf_cursor c(path, &f, g.map_ ? g.map_->data() : nullptr, g.size_);
     g.parse_header(c);
     return g;
   }
@@ -429,6 +437,17 @@ class gguf_file {
     return *t;
   }
 
+  /// True when tensor data is in memory (a mapped file or a parse() buffer): tensor_data views.
+  bool in_memory() const noexcept { return base() != nullptr; }
+
+  /// A view of tensor `t`'s t.nbytes bytes in the mapping (or the parse() buffer), valid while a
+  /// copy of this gguf_file lives; nullptr when the file is read through streams. `t` must be one
+  /// of tensors().
+  const unsigned char* tensor_data(const gguf_tensor_info& t) const noexcept {
+    const unsigned char* b = base();
+    return b == nullptr ? nullptr : b + t.file_offset;
+  }
+
   /// The raw bytes of one tensor (layout of its ggml type).
   std::vector<unsigned char> read_tensor_bytes(const std::string& tensor_name) const {
     const gguf_tensor_info& t = tensor(tensor_name);
@@ -443,8 +462,8 @@ class gguf_file {
     MOEROUTE_CHECK(offset <= t.nbytes && n <= t.nbytes - offset, errc::invalid_argument, name_, ": bytes [", offset,
                    ", +", n, ") are outside tensor '", t.name, "' (", t.nbytes, " bytes)");
     if (n == 0) return;
-    if (mem_) {
-      std::memcpy(out, mem_->data() + t.file_offset + offset, static_cast<std::size_t>(n));
+    if (const unsigned char* b = base()) {
+      std::memcpy(out, b + t.file_offset + offset, static_cast<std::size_t>(n));
       return;
     }
     std::ifstream f(path_, std::ios::binary);
@@ -488,6 +507,12 @@ class gguf_file {
   }
 
  private:
+  const unsigned char* base() const noexcept {
+    if (map_) return map_->data();
+    if (mem_) return reinterpret_cast<const unsigned char*>(mem_->data());
+    return nullptr;
+  }
+
   gguf_value parse_value(detail::gguf_cursor& c, gguf_type t, const std::string& field, int depth) {
     gguf_value v;
     if (t == gguf_type::string) return gguf_value::make_string(c.str(field));
@@ -646,6 +671,7 @@ class gguf_file {
   std::string name_;
   std::string path_;
   std::shared_ptr<const std::string> mem_;
+  std::shared_ptr<const detail::mapped_file> map_;
   std::uint64_t size_ = 0;
   std::uint32_t version_ = 0;
   std::uint64_t alignment_ = gguf_default_alignment;

@@ -76,6 +76,12 @@ struct ffn_layer {
       : num_experts(E), hidden(H), ffn(F), gate_type(gate), up_type(up), down_type(down), has_bias(bias),
         act(activation) {}
 
+  bool operator==(const ffn_layer& o) const noexcept {
+    return num_experts == o.num_experts && hidden == o.hidden && ffn == o.ffn && gate_type == o.gate_type &&
+           up_type == o.up_type && down_type == o.down_type && has_bias == o.has_bias && act == o.act;
+  }
+  bool operator!=(const ffn_layer& o) const noexcept { return !(*this == o); }
+
   /// True when gate, up and down share one type.
   bool single_type() const noexcept { return gate_type == up_type && up_type == down_type; }
 
