@@ -2,6 +2,11 @@
 // MOEROUTE_VK_VALIDATION=1 the Khronos validation layer is on and any message fails the test.
 // Without a Vulkan device every test skips with a message.
 #include "ffn_test_common.hpp"
+#include "golden_support.hpp"
+
+#include <moeroute/io/gguf.hpp>
+#include <moeroute/weights/layer.hpp>
+#include <moeroute/weights/types.hpp>
 
 #include <gtest/gtest.h>
 
@@ -97,7 +102,7 @@ TEST_F(VulkanFfn, AllTypesAllBatchSizesMatchReferences) {
     ffn_test::random_weights(p, 100 + static_cast<std::uint32_t>(type));
     // Experts in reversed slots, pool split into buffers of 3 slots: exercises the slot table
     // and the per-buffer dispatch. One op per type, initialized for the largest call.
-    const VkDeviceSize three = 3 * moeroute::detail::vk7_round_up(p.shape.expert_bytes() + 2, 16);
+    const VkDeviceSize three = 3 * moeroute::vulkan_expert_pool::slot_layout(p.shape)[3];
     moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 8, three);
     ASSERT_EQ(pool.num_buffers(), 3);
     std::vector<std::int32_t> table(8);
@@ -132,6 +137,177 @@ TEST_F(VulkanFfn, AllTypesAllBatchSizesMatchReferences) {
       EXPECT_LE(ffn_test::nmse(y, as_double(yc)), bound(type)) << what << " vs Eigen";
 #endif
     }
+  }
+}
+
+namespace {
+// A layer whose rows put blocks at every alignment the types allow and end part-way through a
+// mat-vec lane's chunk: 32-value types H = 96 (3 blocks), F = 160 (5 blocks); with a 256-value
+// type H = 768 (3 superblocks), F = 256.
+moeroute::ffn_layer odd_layer(int E, weight_type g, weight_type u, weight_type d, bool bias = false,
+                              moeroute::ffn_activation act = moeroute::ffn_activation::swiglu) {
+  const bool big = moeroute::block_elems(g) == 256 || moeroute::block_elems(u) == 256 || moeroute::block_elems(d) == 256;
+  return moeroute::ffn_layer(E, big ? 768 : 96, big ? 256 : 160, g, u, d, bias, act);
+}
+
+std::string layer_name(const moeroute::ffn_layer& s) {
+  return std::string(moeroute::weight_type_name(s.gate_type)) + "/" + moeroute::weight_type_name(s.up_type) + "/" +
+         moeroute::weight_type_name(s.down_type) + (s.has_bias ? " bias" : "") + " " + moeroute::ffn_activation_name(s.act);
+}
+}  // namespace
+
+// Every weight type, decode (T = 1: mat-vec kernels) and prefill (T = 64 over 4 experts: tiled
+// kernels), against the plain-loop reference that dequantizes the stored rows (dequantize_row,
+// checked against ggml in weights_test) and accumulates in double. Experts sit in permuted slots
+// of a pool split into buffers of 3 slots.
+TEST_F(VulkanFfn, EveryWeightTypeDecodeAndPrefill) {
+  for (weight_type type : moeroute::all_weight_types) {
+    ffn_test::problem p;
+    p.shape = odd_layer(4, type, type, type);
+    ffn_test::random_weights(p, 700 + static_cast<std::uint32_t>(type));
+    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 4, 3 * moeroute::vulkan_expert_pool::slot_layout(p.shape)[3]);
+    ASSERT_EQ(pool.num_buffers(), 2);
+    const std::vector<std::int32_t> table{2, 0, 3, 1};
+    for (int e = 0; e < 4; ++e)
+      pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+    pool.set_slot_table(table.data(), 4);
+    moeroute::vulkan_ffn op(*ctx_, pool);
+    const moeroute::vulkan_ffn_config cfg{64, 128};
+    ASSERT_EQ(op.can_implement(cfg), "") << layer_name(p.shape);
+    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+    op.initialize(cfg, ws);
+    for (std::size_t T : {1u, 64u}) {
+      ffn_test::random_x(p, T, 800 + static_cast<std::uint32_t>(T));
+      p.routing = ffn_test::random_routing(T, 4, 2, 900 + static_cast<std::uint32_t>(T));
+      std::vector<float> y(T * static_cast<std::size_t>(p.shape.hidden), -7.0f);
+      op.forward({p.routing.view(), p.x.data(), y.data()});
+      EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 1e-5) << layer_name(p.shape) << " T=" << T;
+    }
+  }
+}
+
+// Per-tensor types (gate/up one type and down another, as Q4_K_M files), expert biases and
+// gpt-oss's swiglu_oai, in both kernels. The golden fixtures cover one type per layer, gate/up
+// Q4_K with down Q6_K and gpt-oss (MXFP4, biases, swiglu_oai) at T = 5. Gate and up of different
+// types are rejected with the reason.
+TEST_F(VulkanFfn, MixedTypesBiasesAndSwigluOai) {
+  using A = moeroute::ffn_activation;
+  const moeroute::ffn_layer layers[] = {
+      odd_layer(4, weight_type::q4_k, weight_type::q4_k, weight_type::mxfp4, true, A::swiglu_oai),
+      odd_layer(4, weight_type::q5_1, weight_type::q5_1, weight_type::bf16, true, A::swiglu),
+  };
+  std::uint32_t seed = 1000;
+  for (const auto& layer : layers) {
+    ffn_test::problem p;
+    p.shape = layer;
+    ffn_test::random_weights(p, ++seed);
+    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 4);
+    const std::vector<std::int32_t> table{3, 2, 1, 0};
+    for (int e = 0; e < 4; ++e)
+      pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+    pool.set_slot_table(table.data(), 4);
+    moeroute::vulkan_ffn op(*ctx_, pool);
+    const moeroute::vulkan_ffn_config cfg{64, 128};
+    ASSERT_EQ(op.can_implement(cfg), "") << layer_name(layer);
+    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+    op.initialize(cfg, ws);
+    for (std::size_t T : {1u, 64u}) {
+      ffn_test::random_x(p, T, ++seed);
+      p.routing = ffn_test::random_routing(T, 4, 2, ++seed);
+      std::vector<float> y(T * static_cast<std::size_t>(p.shape.hidden), -7.0f);
+      op.forward({p.routing.view(), p.x.data(), y.data()});
+      EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 1e-5) << layer_name(layer) << " T=" << T;
+    }
+  }
+  moeroute::vulkan_expert_pool pool(*ctx_, odd_layer(2, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k), 1);
+  moeroute::vulkan_ffn op(*ctx_, pool);
+  EXPECT_NE(op.can_implement({1, 1}).find("gate q4_k and up q5_k"), std::string::npos) << op.can_implement({1, 1});
+}
+
+namespace {
+// One MoE block of a golden GGUF as the Vulkan op takes it: the layer (types per tensor; fused
+// gate_up split into its F gate rows and F up rows; gpt-oss biases and activation) and one blob
+// per expert, built from the tensors' raw bytes with the io/ GGUF reader.
+struct golden_layer {
+  moeroute::ffn_layer layer;
+  std::vector<std::vector<unsigned char>> blobs;
+};
+
+golden_layer load_golden(const golden::variant& v) {
+  const auto f = moeroute::gguf_file::open(golden::path(std::string(v.name) + ".gguf"));
+  const std::string b = "blk." + std::to_string(v.block) + ".ffn_";
+  const auto* fused = f.find_tensor(b + "gate_up_exps.weight");
+  const auto& down = f.tensor(b + "down_exps.weight");
+  const int H = static_cast<int>(down.ne[1]), F = static_cast<int>(down.ne[0]), E = static_cast<int>(down.ne[2]);
+  auto type_of = [](const moeroute::gguf_tensor_info& t) {
+    weight_type w{};
+    EXPECT_TRUE(moeroute::weight_type_from_ggml(t.type, w)) << t.name;
+    return w;
+  };
+  const auto& gate = fused ? *fused : f.tensor(b + "gate_exps.weight");
+  const auto& up = fused ? *fused : f.tensor(b + "up_exps.weight");
+  const bool bias = f.find_tensor(b + "down_exps.bias") != nullptr;
+  golden_layer g;
+  g.layer = moeroute::ffn_layer(E, H, F, type_of(gate), type_of(up), type_of(down), bias,
+                                bias ? moeroute::ffn_activation::swiglu_oai : moeroute::ffn_activation::swiglu);
+  const auto& s = g.layer;
+  for (int e = 0; e < E; ++e) {
+    std::vector<unsigned char> blob(s.expert_bytes(), 0);
+    const auto ue = static_cast<std::uint64_t>(e);
+    if (fused) {
+      f.read_tensor_range(*fused, ue * (s.gate_bytes() + s.up_bytes()), s.gate_bytes() + s.up_bytes(), blob.data());
+    } else {
+      f.read_tensor_range(gate, ue * s.gate_bytes(), s.gate_bytes(), blob.data() + s.gate_offset());
+      f.read_tensor_range(up, ue * s.up_bytes(), s.up_bytes(), blob.data() + s.up_offset());
+    }
+    f.read_tensor_range(down, ue * s.down_bytes(), s.down_bytes(), blob.data() + s.down_offset());
+    if (bias) {
+      const auto Fb = static_cast<std::uint64_t>(F) * 4, Hb = static_cast<std::uint64_t>(H) * 4;
+      unsigned char* at = blob.data() + s.bias_offset();
+      if (fused) {
+        f.read_tensor_range(f.tensor(b + "gate_up_exps.bias"), ue * 2 * Fb, 2 * Fb, at);
+      } else {
+        f.read_tensor_range(f.tensor(b + "gate_exps.bias"), ue * Fb, Fb, at);
+        f.read_tensor_range(f.tensor(b + "up_exps.bias"), ue * Fb, Fb, at + Fb);
+      }
+      f.read_tensor_range(f.tensor(b + "down_exps.bias"), ue * Hb, Hb, at + 2 * Fb);
+    }
+    g.blobs.push_back(std::move(blob));
+  }
+  return g;
+}
+}  // namespace
+
+// The golden fixtures (tests/data/ggml_golden, computed by ggml): for every variant, the Vulkan
+// op on the stored bytes with ggml's routing (ids, weights) lands within NMSE 1e-5 of y_exact
+// (the exact answer for those bytes, in double).
+TEST_F(VulkanFfn, GgmlGoldenFixtures) {
+  for (const auto& v : golden::kVariants) {
+    const std::string what = golden::stem(v);
+    const golden_layer g = load_golden(v);
+    const auto x = golden::load(std::string(v.name) + ".x.npy").f32();
+    const auto ids = golden::load(what + ".ids.npy");
+    const auto w = golden::load(what + ".w.npy").f32();
+    const auto y_exact = golden::load(what + ".y_exact.npy").f64();
+    ASSERT_EQ(ids.shape.size(), 2u) << what;
+    const std::size_t T = ids.shape[0], K = ids.shape[1];
+    ASSERT_EQ(x.size(), T * static_cast<std::size_t>(g.layer.hidden)) << what;
+    ffn_test::problem p;
+    p.shape = g.layer;
+    p.blobs = g.blobs;
+    p.x = x;
+    p.routing.num_tokens = T;
+    p.routing.num_experts = g.layer.num_experts;
+    const auto id = ids.i32();
+    for (std::size_t t = 0; t < T; ++t) {
+      for (std::size_t k = 0; k < K; ++k) {
+        p.routing.ids.push_back(id[t * K + k]);
+        p.routing.weights.push_back(w[t * K + k]);
+      }
+      p.routing.offsets.push_back(static_cast<std::uint32_t>(p.routing.ids.size()));
+    }
+    const auto y = run_vk(p, identity(g.layer.num_experts), g.layer.num_experts);
+    EXPECT_LE(golden::nmse(y, y_exact), 1e-5) << what << " (" << layer_name(g.layer) << ")";
   }
 }
 

@@ -66,4 +66,8 @@ TEST(Shaders, EmbeddedWordsAreSpirv) {
   expect_spirv(sp::vk7_down_f16_spv, "down_f16");
   expect_spirv(sp::vk7_down_q8_0_spv, "down_q8_0");
   expect_spirv(sp::vk7_down_q4_0_spv, "down_q4_0");
+  expect_spirv(sp::vk7_gate_up_q4_k_spv, "gate_up_q4_k");
+  expect_spirv(sp::vk7_gate_up_mv_mxfp4_spv, "gate_up_mv_mxfp4");
+  expect_spirv(sp::vk7_down_q6_k_spv, "down_q6_k");
+  expect_spirv(sp::vk7_down_mv_iq4_xs_spv, "down_mv_iq4_xs");
 }

@@ -3,6 +3,9 @@
 // Shapes: qwen3_30b_a3b (E = 128, K = 8, H = 2048, F = 768) and e256 (E = 256, K = 8, H = 2048,
 // F = 512: Qwen3.6-35B-A3B / DeepSeek-like expert count). T = 1, 8, 32, 512. Each case runs with
 // the full top-8 routing and with the same routing zero-gated to a mean of 5.4 experts per token.
+// Vulkan weight types: f32, f16, q8_0 and q4_0 at every shape and T; bf16, q4_1, q5_0, q5_1,
+// q2_k .. q6_k, iq4_nl, iq4_xs, mxfp4 and q4_k_m (gate/up q4_k, down q6_k) at qwen3_30b_a3b,
+// T = 1 and 512, full routing.
 // Counters: GFLOPS (2 * 3 * H * F per routed pair), weight_GBps (bytes of the distinct experts a
 // call reads / time), active (routed pairs per token). Times are wall-clock; the CPU column of the
 // Vulkan cases is the CPU time of the whole process (all driver threads: on a CPU device such as
@@ -21,6 +24,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -45,14 +49,32 @@ struct shape_def {
 };
 const shape_def kShapes[] = {{"qwen3_30b_a3b", 128, 8, 2048, 768}, {"e256", 256, 8, 2048, 512}};
 
-moeroute::ffn_layer make_shape(int si, moeroute::weight_type t) {
-  const shape_def& d = kShapes[si];
-  return {d.E, d.H, d.F, t};
-}
+// The weight types of the Vulkan cases (gate, up, down); a case's second argument indexes this
+// table. The first four run at every shape and T; the others (every other type, and q4_k_m:
+// gate/up Q4_K with down Q6_K as in Q4_K_M files) at the qwen3 shape, T = 1 and 512.
+struct type_def {
+  const char* name;
+  moeroute::weight_type gate, up, down;
+};
+using wt = moeroute::weight_type;
+const type_def kTypes[] = {
+    {"f32", wt::f32, wt::f32, wt::f32},          {"f16", wt::f16, wt::f16, wt::f16},
+    {"q8_0", wt::q8_0, wt::q8_0, wt::q8_0},      {"q4_0", wt::q4_0, wt::q4_0, wt::q4_0},
+    {"bf16", wt::bf16, wt::bf16, wt::bf16},      {"q4_1", wt::q4_1, wt::q4_1, wt::q4_1},
+    {"q5_0", wt::q5_0, wt::q5_0, wt::q5_0},      {"q5_1", wt::q5_1, wt::q5_1, wt::q5_1},
+    {"q2_k", wt::q2_k, wt::q2_k, wt::q2_k},      {"q3_k", wt::q3_k, wt::q3_k, wt::q3_k},
+    {"q4_k", wt::q4_k, wt::q4_k, wt::q4_k},      {"q5_k", wt::q5_k, wt::q5_k, wt::q5_k},
+    {"q6_k", wt::q6_k, wt::q6_k, wt::q6_k},      {"iq4_nl", wt::iq4_nl, wt::iq4_nl, wt::iq4_nl},
+    {"iq4_xs", wt::iq4_xs, wt::iq4_xs, wt::iq4_xs}, {"mxfp4", wt::mxfp4, wt::mxfp4, wt::mxfp4},
+    {"q4_k_m", wt::q4_k, wt::q4_k, wt::q6_k},
+};
+constexpr int kAllShapeTypes = 4;  // kTypes[0 .. 4) run at every shape and T
 
-// The weight types of the Vulkan cases; a case's second argument indexes this table.
-const moeroute::weight_type kTypes[] = {moeroute::weight_type::f32, moeroute::weight_type::f16,
-                                        moeroute::weight_type::q8_0, moeroute::weight_type::q4_0};
+moeroute::ffn_layer make_shape(int si, int ti) {
+  const shape_def& d = kShapes[si];
+  const type_def& t = kTypes[ti];
+  return moeroute::ffn_layer(d.E, d.H, d.F, t.gate, t.up, t.down);
+}
 
 // One expert blob (random, N(0, 1/sqrt(fan_in))) reused for every slot: the memory traffic is the
 // same as with distinct experts since every slot is its own memory.
@@ -110,7 +132,7 @@ void set_counters(benchmark::State& state, const moeroute::ffn_layer& s, const m
 #ifdef MOEROUTE_BENCH_VULKAN
 struct vk_cache {
   int si = -1;
-  moeroute::weight_type type{};
+  int type = -1;
   std::unique_ptr<moeroute::vulkan_expert_pool> pool;
   std::unique_ptr<moeroute::vulkan_ffn> op;
   std::unique_ptr<moeroute::vulkan_buffer> ws;
@@ -126,7 +148,7 @@ vk_cache& vk_state() {
 
 void BM_vulkan(benchmark::State& state) {
   const int si = static_cast<int>(state.range(0));
-  const moeroute::weight_type type = kTypes[state.range(1)];
+  const int type = static_cast<int>(state.range(1));
   const auto T = static_cast<std::size_t>(state.range(2));
   const bool gated = state.range(3) != 0;
   if (!vk_ctx()) {
@@ -194,7 +216,7 @@ void BM_eigen(benchmark::State& state) {
   const int si = static_cast<int>(state.range(0));
   const auto T = static_cast<std::size_t>(state.range(2));
   const bool gated = state.range(3) != 0;
-  const moeroute::ffn_layer s = make_shape(si, moeroute::weight_type::f32);
+  const moeroute::ffn_layer s = make_shape(si, 0);
   if (cached_si != si) {
     op.reset();
     op = std::make_unique<moeroute::cpu_ffn>(s, s.num_experts);
@@ -227,18 +249,22 @@ void register_all() {
   const std::vector<int> shapes = quick ? std::vector<int>{0} : std::vector<int>{0, 1};
   const std::vector<int> tokens = quick ? std::vector<int>{1, 512} : std::vector<int>{1, 8, 32, 512};
   auto name = [&](const char* impl, int si, int t, int T, int g) {
-    return std::string(impl) + "/" + kShapes[si].name + "/" + moeroute::weight_type_name(kTypes[t]) + "/T:" + std::to_string(T) +
+    return std::string(impl) + "/" + kShapes[si].name + "/" + kTypes[t].name + "/T:" + std::to_string(T) +
            (g ? "/gated_5.4" : "/full");
   };
   auto iters = [](int T) { return T >= 512 ? 2 : (T >= 32 ? 5 : (T >= 8 ? 20 : 100)); };
 #ifdef MOEROUTE_BENCH_VULKAN
+  auto add_vulkan = [&](int si, int t, int T, int g) {
+    benchmark::RegisterBenchmark(name("vulkan", si, t, T, g).c_str(), BM_vulkan)
+        ->Args({si, t, T, g})->Iterations(iters(T))->MeasureProcessCPUTime()->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  };
   for (int si : shapes)
-    for (int t = 0; t < 4; ++t)
+    for (int t = 0; t < kAllShapeTypes; ++t)
       for (int T : tokens)
-        for (int g = 0; g < 2; ++g)
-          benchmark::RegisterBenchmark(name("vulkan", si, t, T, g).c_str(), BM_vulkan)
-              ->Args({si, t, T, g})->Iterations(iters(T))->MeasureProcessCPUTime()->UseRealTime()
-              ->Unit(benchmark::kMillisecond);
+        for (int g = 0; g < 2; ++g) add_vulkan(si, t, T, g);
+  for (int t = kAllShapeTypes; t < static_cast<int>(std::size(kTypes)); ++t)
+    for (int T : {1, 512}) add_vulkan(0, t, T, 0);
 #endif
 #ifdef MOEROUTE_BENCH_EIGEN
   for (int si : shapes)

@@ -1,7 +1,10 @@
 #pragma once
 // Vulkan backend of the grouped SwiGLU expert FFN (see weights/layer.hpp for the math and the
-// expert blob layout). Layers it computes: one weight type for gate, up and down among f32, f16,
-// q8_0 and q4_0, no biases, swiglu (can_implement says why otherwise).
+// expert blob layout). Layers it computes: every weight_type (f32, f16, bf16, q8_0, q4_0, q4_1,
+// q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, mxfp4), read on the device as stored
+// (no dequantized copy), gate and up of one type and down of the same or another type, optional
+// f32 expert biases, swiglu or swiglu_oai; hidden and ffn multiples of 32 (256 for the 256-value
+// block types). can_implement says why otherwise (gate and up of different types).
 //
 //   vulkan_context ctx;                                   // device choice, validation (context.hpp)
 //   vulkan_expert_pool pool(ctx, shape, num_slots);       // device slots for expert weights
@@ -24,9 +27,17 @@
 // writes the indirect dispatch sizes; zero-gated experts are simply absent from the CSR.
 // The weight pool is split into buffers of at most maxTexelBufferElements x 16 bytes (and
 // maxMemoryAllocationSize, and 2 GiB) with slots never straddling two; the matmuls read them as
-// uniform texel buffers and are dispatched once per pool buffer.
+// uniform texel buffers and are dispatched once per pool buffer. In a slot, the gate, up and down
+// matrices and the biases each start at a multiple of 16 bytes (upload_expert places the parts of
+// the blob), so every block starts at a multiple of gcd(16, block bytes).
+//
+// Pipelines: one SPIR-V module per (kernel, weight type) (spirv/matmul.hpp, generated from
+// glsl/matmul.comp with TA = the ggml type id), chosen when the op is built for the pool's layer:
+// gate+up for the gate/up type, down for the down type.
 
 #include <moeroute/backends/ffn_types.hpp>
+#include <moeroute/weights/layer.hpp>
+#include <moeroute/weights/types.hpp>
 #include <moeroute/backends/vulkan/context.hpp>
 #include <moeroute/backends/vulkan/spirv/group.hpp>
 #include <moeroute/backends/vulkan/spirv/matmul.hpp>
@@ -46,10 +57,54 @@ namespace moeroute {
 namespace detail {
 inline VkDeviceSize vk7_round_up(VkDeviceSize v, VkDeviceSize a) noexcept { return (v + a - 1) / a * a; }
 
-/// Push constants shared by every kernel (must match `Params` in the GLSL sources).
+/// Push constants shared by every kernel (must match `Params` in the GLSL sources). rbh / rbu /
+/// rbf: bytes per gate / up / down row; flags: bit 0 biases, bit 1 swiglu_oai.
 struct vk7_params {
-  std::uint32_t T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
+  std::uint32_t T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb, rbu, bias_off, flags;
 };
+
+/// One SPIR-V module: its words and size in bytes.
+struct vk7_spirv {
+  const std::uint32_t* words = nullptr;
+  std::size_t bytes = 0;
+};
+template <std::size_t N>
+constexpr vk7_spirv vk7_spv(const std::uint32_t (&w)[N]) noexcept {
+  return {w, sizeof(w)};
+}
+
+/// The matmul modules of one weight type: gate+up tiled / mat-vec, down tiled / mat-vec.
+struct vk7_matmul_modules {
+  vk7_spirv gate_up, gate_up_mv, down, down_mv;
+};
+/// The modules of type t (false for a type without kernels).
+inline bool vk7_modules(weight_type t, vk7_matmul_modules& m) noexcept {
+  namespace sp = spirv;
+#define MOEROUTE_VK7_MODULES(name)                                                                            \
+  m = {vk7_spv(sp::vk7_gate_up_##name##_spv), vk7_spv(sp::vk7_gate_up_mv_##name##_spv), vk7_spv(sp::vk7_down_##name##_spv), \
+       vk7_spv(sp::vk7_down_mv_##name##_spv)};                                                                \
+  return true
+  switch (t) {
+    case weight_type::f32: MOEROUTE_VK7_MODULES(f32);
+    case weight_type::f16: MOEROUTE_VK7_MODULES(f16);
+    case weight_type::bf16: MOEROUTE_VK7_MODULES(bf16);
+    case weight_type::q8_0: MOEROUTE_VK7_MODULES(q8_0);
+    case weight_type::q4_0: MOEROUTE_VK7_MODULES(q4_0);
+    case weight_type::q4_1: MOEROUTE_VK7_MODULES(q4_1);
+    case weight_type::q5_0: MOEROUTE_VK7_MODULES(q5_0);
+    case weight_type::q5_1: MOEROUTE_VK7_MODULES(q5_1);
+    case weight_type::q2_k: MOEROUTE_VK7_MODULES(q2_k);
+    case weight_type::q3_k: MOEROUTE_VK7_MODULES(q3_k);
+    case weight_type::q4_k: MOEROUTE_VK7_MODULES(q4_k);
+    case weight_type::q5_k: MOEROUTE_VK7_MODULES(q5_k);
+    case weight_type::q6_k: MOEROUTE_VK7_MODULES(q6_k);
+    case weight_type::iq4_nl: MOEROUTE_VK7_MODULES(iq4_nl);
+    case weight_type::iq4_xs: MOEROUTE_VK7_MODULES(iq4_xs);
+    case weight_type::mxfp4: MOEROUTE_VK7_MODULES(mxfp4);
+  }
+#undef MOEROUTE_VK7_MODULES
+  return false;
+}
 }  // namespace detail
 
 /// Device pool of expert weight slots plus the slot table (expert -> slot).
@@ -63,7 +118,11 @@ class vulkan_expert_pool {
     const std::string why = check_ffn_layer(shape);
     MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "vulkan_expert_pool: ", why);
     MOEROUTE_CHECK(num_slots > 0, errc::invalid_argument, "vulkan_expert_pool: num_slots must be positive");
-    stride_ = detail::vk7_round_up(shape.expert_bytes() + 2, 16);
+    const auto layout = slot_layout(shape);
+    up_off_ = layout[0];
+    down_off_ = layout[1];
+    bias_off_ = layout[2];
+    stride_ = layout[3];
     // The kernels read a pool buffer as a texel buffer of 16-byte texels with 32-bit byte offsets.
     const VkDeviceSize texel_cap = static_cast<VkDeviceSize>(ctx.limits().maxTexelBufferElements) * 16;
     VkDeviceSize cap = std::min<VkDeviceSize>({texel_cap, ctx.max_allocation(), VkDeviceSize{1} << 31});
@@ -79,7 +138,7 @@ class vulkan_expert_pool {
       buffers_.push_back(ctx.make_buffer(slots * stride_, false));
       views_.emplace_back(st_, buffers_.back().handle(), VK_FORMAT_R32G32B32A32_UINT);
     }
-    staging_ = ctx.make_buffer(stride_, true);
+    staging_ = ctx.make_buffer(std::max<VkDeviceSize>(shape.expert_bytes(), 1), true);
     table_buf_ = ctx.make_buffer(static_cast<VkDeviceSize>(shape.num_experts) * 4, true);
     table_.assign(static_cast<std::size_t>(shape.num_experts), -1);
     loaded_.assign(static_cast<std::size_t>(num_slots), false);
@@ -92,11 +151,27 @@ class vulkan_expert_pool {
   int num_buffers() const noexcept { return static_cast<int>(buffers_.size()); }
   std::uint32_t slots_per_buffer() const noexcept { return static_cast<std::uint32_t>(spb_); }
   VkDeviceSize slot_stride() const noexcept { return stride_; }
+  /// Slot layout of a layer: offsets of the up rows, the down rows and the biases, then the slot
+  /// stride. Gate, up, down rows and biases each start at a multiple of 16 bytes; 2 spare bytes
+  /// at the end.
+  static std::array<VkDeviceSize, 4> slot_layout(const ffn_layer& s) noexcept {
+    std::array<VkDeviceSize, 4> o{};
+    o[0] = detail::vk7_round_up(s.gate_bytes(), 16);
+    o[1] = detail::vk7_round_up(o[0] + s.up_bytes(), 16);
+    o[2] = detail::vk7_round_up(o[1] + s.down_bytes(), 16);
+    o[3] = detail::vk7_round_up(o[2] + s.bias_bytes() + 2, 16);
+    return o;
+  }
+  /// Byte offsets of the up rows, the down rows and the biases inside a slot (the gate rows start
+  /// at 0); multiples of 16.
+  VkDeviceSize slot_up_offset() const noexcept { return up_off_; }
+  VkDeviceSize slot_down_offset() const noexcept { return down_off_; }
+  VkDeviceSize slot_bias_offset() const noexcept { return bias_off_; }
   /// Bytes copied host -> device by upload_expert so far.
   std::uint64_t transfer_bytes() const noexcept { return transfer_bytes_; }
 
   /// Copies an expert blob (shape().expert_bytes() bytes, layout in weights/layer.hpp) into a slot
-  /// through the staging buffer, and waits for the copy.
+  /// through the staging buffer, each part to its slot offset, and waits for the copy.
   void upload_expert(int slot, const void* blob, std::size_t bytes) {
     MOEROUTE_CHECK(slot >= 0 && slot < num_slots_, errc::invalid_argument, "vulkan_expert_pool: slot ", slot,
                    " outside [0, ", num_slots_, ")");
@@ -105,8 +180,13 @@ class vulkan_expert_pool {
     std::memcpy(staging_.mapped(), blob, bytes);
     const auto s = static_cast<VkDeviceSize>(slot);
     VkCommandBuffer cmd = cmds_.begin();
-    VkBufferCopy region{0, (s % spb_) * stride_, bytes};
-    vkCmdCopyBuffer(cmd, staging_.handle(), buffers_[static_cast<std::size_t>(s / spb_)].handle(), 1, &region);
+    const VkDeviceSize base = (s % spb_) * stride_;
+    const VkBufferCopy regions[4] = {{shape_.gate_offset(), base, shape_.gate_bytes()},
+                                     {shape_.up_offset(), base + up_off_, shape_.up_bytes()},
+                                     {shape_.down_offset(), base + down_off_, shape_.down_bytes()},
+                                     {shape_.bias_offset(), base + bias_off_, shape_.bias_bytes()}};
+    vkCmdCopyBuffer(cmd, staging_.handle(), buffers_[static_cast<std::size_t>(s / spb_)].handle(), shape_.has_bias ? 4 : 3,
+                    regions);
     cmds_.submit_and_wait();
     transfer_bytes_ += bytes;
     loaded_[static_cast<std::size_t>(slot)] = true;
@@ -138,7 +218,7 @@ class vulkan_expert_pool {
   std::shared_ptr<detail::vk7_device_state> st_;
   ffn_layer shape_;
   vulkan_commands cmds_;
-  VkDeviceSize stride_ = 0, spb_ = 0;
+  VkDeviceSize stride_ = 0, spb_ = 0, up_off_ = 0, down_off_ = 0, bias_off_ = 0;
   int num_slots_ = 0;
   std::vector<vulkan_buffer> buffers_;
   std::vector<vulkan_buffer_view> views_;
@@ -311,10 +391,13 @@ class vulkan_ffn {
     p.F = static_cast<std::uint32_t>(s.ffn);
     p.spb = pool_->slots_per_buffer();
     p.stride = static_cast<std::uint32_t>(pool_->slot_stride());
-    p.up_off = static_cast<std::uint32_t>(s.up_offset());
-    p.down_off = static_cast<std::uint32_t>(s.down_offset());
+    p.up_off = static_cast<std::uint32_t>(pool_->slot_up_offset());
+    p.down_off = static_cast<std::uint32_t>(pool_->slot_down_offset());
+    p.bias_off = static_cast<std::uint32_t>(pool_->slot_bias_offset());
     p.rbh = static_cast<std::uint32_t>(row_bytes(s.gate_type, static_cast<std::size_t>(s.hidden)));
+    p.rbu = static_cast<std::uint32_t>(row_bytes(s.up_type, static_cast<std::size_t>(s.hidden)));
     p.rbf = static_cast<std::uint32_t>(row_bytes(s.down_type, static_cast<std::size_t>(s.ffn)));
+    p.flags = (s.has_bias ? 1u : 0u) | (s.act == ffn_activation::swiglu_oai ? 2u : 0u);
     p.nb = static_cast<std::uint32_t>(sets_.size());
     const std::uint32_t gx_h = (p.H + 63) / 64;
     // Indirect dispatch sizes written by the grouping pass (see group.comp).
@@ -368,18 +451,18 @@ class vulkan_ffn {
   }
 
  private:
-  // Empty when the kernels compute this layer: one type among f32, f16, q8_0, q4_0 for all three
-  // tensors, no biases, swiglu.
+  // Empty when the kernels compute this layer (a type with kernels for each tensor, gate and up
+  // of one type; check_ffn_layer covers the block sizes), else the reason.
   static std::string unsupported_layer(const ffn_layer& s) {
-    const weight_type t = s.gate_type;
-    const bool kernel_type = t == weight_type::f32 || t == weight_type::f16 || t == weight_type::q8_0 || t == weight_type::q4_0;
-    if (!s.single_type() || !kernel_type)
-      return detail::concat("the Vulkan kernels take one weight type among f32, f16, q8_0 and q4_0 for gate, up and down; "
-                            "this layer has gate ", weight_type_name(s.gate_type), ", up ", weight_type_name(s.up_type),
-                            ", down ", weight_type_name(s.down_type));
-    if (s.has_bias) return "the Vulkan kernels take no expert biases";
-    if (s.act != ffn_activation::swiglu)
-      return detail::concat("the Vulkan kernels compute swiglu, not ", ffn_activation_name(s.act));
+    detail::vk7_matmul_modules m;
+    for (weight_type t : {s.gate_type, s.up_type, s.down_type})
+      if (!detail::vk7_modules(t, m))
+        return detail::concat("no Vulkan kernels for weight type ", static_cast<std::uint32_t>(t));
+    if (s.gate_type != s.up_type)
+      return detail::concat("the Vulkan kernels read gate and up in one type; this layer has gate ",
+                            weight_type_name(s.gate_type), " and up ", weight_type_name(s.up_type));
+    if (s.act != ffn_activation::swiglu && s.act != ffn_activation::swiglu_oai)
+      return detail::concat("no Vulkan kernels for activation ", static_cast<std::uint32_t>(s.act));
     return {};
   }
 
@@ -427,10 +510,10 @@ class vulkan_ffn {
     return off;
   }
 
-  VkPipeline make_pipeline(const std::uint32_t* words, std::size_t bytes) {
+  VkPipeline make_pipeline(detail::vk7_spirv m) {
     auto mi = detail::vk7_make<VkShaderModuleCreateInfo>(VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO);
-    mi.codeSize = bytes;
-    mi.pCode = words;
+    mi.codeSize = m.bytes;
+    mi.pCode = m.words;
     VkShaderModule mod = VK_NULL_HANDLE;
     detail::vk7_check(vkCreateShaderModule(st_->device, &mi, nullptr, &mod), "vkCreateShaderModule");
     auto ci = detail::vk7_make<VkComputePipelineCreateInfo>(VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO);
@@ -463,37 +546,18 @@ class vulkan_ffn {
     try {
       detail::vk7_check(vkCreatePipelineLayout(st_->device, &pli, nullptr, &pipe_layout_), "vkCreatePipelineLayout");
       namespace sp = detail::spirv;
-      group_ = make_pipeline(sp::vk7_group_spv, sizeof(sp::vk7_group_spv));
-      reduce_ = make_pipeline(sp::vk7_reduce_spv, sizeof(sp::vk7_reduce_spv));
+      group_ = make_pipeline(detail::vk7_spv(sp::vk7_group_spv));
+      reduce_ = make_pipeline(detail::vk7_spv(sp::vk7_reduce_spv));
+      const ffn_layer& s = pool_->shape();
       // Layers unsupported_layer() rejects get no matmul pipelines; can_implement reports why.
-      if (!unsupported_layer(pool_->shape()).empty()) return;
-      switch (pool_->shape().gate_type) {
-        case weight_type::f32:
-          gate_up_ = make_pipeline(sp::vk7_gate_up_f32_spv, sizeof(sp::vk7_gate_up_f32_spv));
-          down_ = make_pipeline(sp::vk7_down_f32_spv, sizeof(sp::vk7_down_f32_spv));
-          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_f32_spv, sizeof(sp::vk7_gate_up_mv_f32_spv));
-          down_mv_ = make_pipeline(sp::vk7_down_mv_f32_spv, sizeof(sp::vk7_down_mv_f32_spv));
-          break;
-        case weight_type::f16:
-          gate_up_ = make_pipeline(sp::vk7_gate_up_f16_spv, sizeof(sp::vk7_gate_up_f16_spv));
-          down_ = make_pipeline(sp::vk7_down_f16_spv, sizeof(sp::vk7_down_f16_spv));
-          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_f16_spv, sizeof(sp::vk7_gate_up_mv_f16_spv));
-          down_mv_ = make_pipeline(sp::vk7_down_mv_f16_spv, sizeof(sp::vk7_down_mv_f16_spv));
-          break;
-        case weight_type::q8_0:
-          gate_up_ = make_pipeline(sp::vk7_gate_up_q8_0_spv, sizeof(sp::vk7_gate_up_q8_0_spv));
-          down_ = make_pipeline(sp::vk7_down_q8_0_spv, sizeof(sp::vk7_down_q8_0_spv));
-          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_q8_0_spv, sizeof(sp::vk7_gate_up_mv_q8_0_spv));
-          down_mv_ = make_pipeline(sp::vk7_down_mv_q8_0_spv, sizeof(sp::vk7_down_mv_q8_0_spv));
-          break;
-        case weight_type::q4_0:
-          gate_up_ = make_pipeline(sp::vk7_gate_up_q4_0_spv, sizeof(sp::vk7_gate_up_q4_0_spv));
-          down_ = make_pipeline(sp::vk7_down_q4_0_spv, sizeof(sp::vk7_down_q4_0_spv));
-          gate_up_mv_ = make_pipeline(sp::vk7_gate_up_mv_q4_0_spv, sizeof(sp::vk7_gate_up_mv_q4_0_spv));
-          down_mv_ = make_pipeline(sp::vk7_down_mv_q4_0_spv, sizeof(sp::vk7_down_mv_q4_0_spv));
-          break;
-        default: break;
-      }
+      if (!unsupported_layer(s).empty()) return;
+      detail::vk7_matmul_modules g, d;
+      detail::vk7_modules(s.gate_type, g);
+      detail::vk7_modules(s.down_type, d);
+      gate_up_ = make_pipeline(g.gate_up);
+      gate_up_mv_ = make_pipeline(g.gate_up_mv);
+      down_ = make_pipeline(d.down);
+      down_mv_ = make_pipeline(d.down_mv);
     } catch (...) {
       destroy();
       throw;

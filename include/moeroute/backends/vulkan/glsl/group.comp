@@ -19,7 +19,7 @@ layout(std430, set = 0, binding = 7) buffer List { uint list[]; };
 layout(std430, set = 0, binding = 8) buffer Tok { uint tok[]; };
 
 layout(push_constant) uniform Params {
-  uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
+  uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb, rbu, bias_off, flags;
 } pc;
 
 const uint MAX_E = 4096;

@@ -7,7 +7,7 @@ layout(std430, set = 0, binding = 4) writeonly buffer Y { float y[]; };
 layout(std430, set = 0, binding = 10) readonly buffer Partial { float partial[]; };
 
 layout(push_constant) uniform Params {
-  uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb;
+  uint T, nnz, E, H, F, buf_index, spb, stride, up_off, down_off, rbh, rbf, nb, rbu, bias_off, flags;
 } pc;
 
 void main() {
