@@ -36,6 +36,8 @@ struct access_info {
   std::uint64_t time = 0;              ///< access counter of the cache (0, 1, 2, ...)
   std::uint64_t next_use = no_next_use;  ///< time of the next access to the same cell, if known
   std::int32_t layer = 0;              ///< layer of the accessed cell
+  std::uint64_t record = 0;            ///< batch counter of the cache (expert_cache::begin_batch; one
+                                       ///< per request() and per replayed trace record)
 };
 
 namespace detail {
