@@ -11,7 +11,8 @@
 // latest access), ties least recently accessed), least-stale (cells not touched in the current
 // forward pass first, earliest loaded first in each tier; a pass starts at a record whose layer
 // is below the previous record's, or at every record of a one-layer cache) and, in
-// simulate_recommended, the recommended policy written out from the contract in
+// simulate_recommended, the recommended policy (next-use, layer-cycle and LRU rules chosen by
+// shadow caches) written out from the contract in
 // include/moeroute/cache/recommended.hpp. Times are per cache (every access of that cache,
 // pinned ones included, counts one), as the contracts define them.
 
@@ -152,6 +153,54 @@ inline result simulate(const std::vector<access>& acc, const std::string& policy
 }
 
 
+// layer-cycle's rule (contract: layer_cycle_eviction in include/moeroute/cache/eviction.hpp) over
+// a set of cells: the victim comes from the layers in order of most recent visit, the layer of the
+// access being served (or else the current one) last; inside a layer, cells not touched during
+// the layer's latest visit first, then the fewest touches, then the least recently touched.
+struct layer_cycle_ref {
+  using key = std::pair<int, int>;
+  std::map<key, std::size_t> count, last;
+  std::map<int, std::size_t> visit_start;
+  std::vector<int> order;  // most recently visited first
+  int current = -1, incoming = -1;
+  void touch(const key& k, std::size_t now) {
+    ++count[k];
+    last[k] = now;
+    incoming = -1;
+    if (k.first == current) return;
+    current = k.first;
+    visit_start[k.first] = now;
+    order.erase(std::remove(order.begin(), order.end(), k.first), order.end());
+    order.insert(order.begin(), k.first);
+  }
+  template <class Excluded>
+  std::size_t victim(const std::vector<key>& set, Excluded&& excluded) const {
+    auto pick = [&](int l) {
+      std::size_t best = set.size();
+      for (std::size_t j = 0; j < set.size(); ++j) {
+        const auto& c = set[j];
+        if (c.first != l || excluded(c)) continue;
+        if (best == set.size()) {
+          best = j;
+          continue;
+        }
+        const auto& b = set[best];
+        const bool sc = last.at(c) < visit_start.at(l), sb = last.at(b) < visit_start.at(l);
+        if ((sc && !sb) || (sc == sb && (count.at(c) < count.at(b) || (count.at(c) == count.at(b) && last.at(c) < last.at(b)))))
+          best = j;
+      }
+      return best;
+    };
+    const int own = incoming >= 0 ? incoming : current;
+    for (int l : order) {
+      if (l == own) continue;
+      const auto v = pick(l);
+      if (v != set.size()) return v;
+    }
+    return own >= 0 ? pick(own) : set.size();
+  }
+};
+
 // The recommended policy (contract: include/moeroute/cache/recommended.hpp), one cache per part,
 // written out with maps and linear scans.
 inline result simulate_recommended(const std::vector<access>& acc, std::size_t capacity, bool per_layer,
@@ -166,13 +215,14 @@ inline result simulate_recommended(const std::vector<access>& acc, std::size_t c
     std::size_t start = 0, gap = 0, vlen = 0, visits = 0;
   };
   struct part_state {
-    std::vector<key> resident, shadow_next, shadow_lru;
+    std::vector<key> resident, shadow_next, shadow_lru, shadow_cycle;
+    layer_cycle_ref cycle, cycle_shadow;
     std::map<key, cell_stat> cells;
     std::map<int, layer_stat> layers;
     int cur = -1;
     std::size_t record = 0, clock = 0, capacity = 0, pinned = 0;
     bool started = false, capacity_known = false;
-    double miss_next = 0, miss_lru = 0;
+    double miss_next = 0, miss_lru = 0, miss_cycle = 0;
   };
   std::map<int, part_state> parts;
   for (const auto& c : pinned) ++parts[per_layer ? c.first : 0].pinned;
@@ -253,35 +303,50 @@ inline result simulate_recommended(const std::vector<access>& acc, std::size_t c
       return best;
     };
     auto not_k = [&](const key& c) { return c == k; };
-    auto shadow = [&](std::vector<key>& set, bool lru, double& misses) {
-      if (std::find(set.begin(), set.end(), k) != set.end()) return;
+    // rule 0 next-use, 1 layer-cycle, 2 LRU
+    auto pick = [&](int rule, const std::vector<key>& set, const layer_cycle_ref& lc, auto&& excluded) {
+      return rule == 1 ? lc.victim(set, excluded) : worst(set, rule == 2, excluded);
+    };
+    auto shadow = [&](std::vector<key>& set, int rule, double& misses) {
+      if (std::find(set.begin(), set.end(), k) != set.end()) {
+        if (rule == 1) P.cycle_shadow.touch(k, now);
+        return;
+      }
       misses += 1.0;
+      if (rule == 1) P.cycle_shadow.incoming = k.first;
       if (P.capacity_known && P.capacity != 0 && set.size() >= P.capacity) {
-        const auto v = worst(set, lru, not_k);
+        const auto v = pick(rule, set, P.cycle_shadow, not_k);
         if (v != set.size()) set.erase(set.begin() + static_cast<std::ptrdiff_t>(v));
       }
       set.push_back(k);
+      if (rule == 1) P.cycle_shadow.touch(k, now);
     };
     P.miss_next *= decay;
+    P.miss_cycle *= decay;
     P.miss_lru *= decay;
-    shadow(P.shadow_next, false, P.miss_next);
-    shadow(P.shadow_lru, true, P.miss_lru);
+    shadow(P.shadow_next, 0, P.miss_next);
+    shadow(P.shadow_cycle, 1, P.miss_cycle);
+    shadow(P.shadow_lru, 2, P.miss_lru);
     if (std::find(P.resident.begin(), P.resident.end(), k) != P.resident.end()) {
       ++r.hits;
+      P.cycle.touch(k, now);
       continue;
     }
     ++r.misses;
+    P.cycle.incoming = k.first;
     const std::size_t room = capacity - P.pinned;
     if (room == 0) continue;
     if (P.resident.size() >= room) {
       if (!P.capacity_known) {
         P.capacity_known = true;
         P.capacity = P.resident.size();
-        for (auto* set : {&P.shadow_next, &P.shadow_lru})
-          while (P.capacity != 0 && set->size() > P.capacity) {
-            const auto v = worst(*set, set == &P.shadow_lru, not_k);
-            set->erase(set->begin() + static_cast<std::ptrdiff_t>(v));
+        for (int rule = 0; rule < 3; ++rule) {
+          auto& set = rule == 0 ? P.shadow_next : rule == 1 ? P.shadow_cycle : P.shadow_lru;
+          while (P.capacity != 0 && set.size() > P.capacity) {
+            const auto v = pick(rule, set, P.cycle_shadow, not_k);
+            set.erase(set.begin() + static_cast<std::ptrdiff_t>(v));
           }
+        }
       }
       auto in_record = [&](const key& e) {
         if (!protect) return false;
@@ -291,11 +356,15 @@ inline result simulate_recommended(const std::vector<access>& acc, std::size_t c
           if (acc[j].layer == e.first && acc[j].expert == e.second) return true;
         return false;
       };
-      const auto v = worst(P.resident, P.miss_lru < P.miss_next, in_record);
+      const int rule = P.miss_next <= P.miss_cycle && P.miss_next <= P.miss_lru ? 0
+                       : P.miss_cycle <= P.miss_lru                        ? 1
+                                                                           : 2;
+      const auto v = pick(rule, P.resident, P.cycle, in_record);
       if (v == P.resident.size()) continue;
       P.resident.erase(P.resident.begin() + static_cast<std::ptrdiff_t>(v));
     }
     P.resident.push_back(k);
+    P.cycle.touch(k, now);
   }
   return r;
 }

@@ -17,11 +17,13 @@
 //     (1 - q) * T_far. A forward pass visits the layers in order, so the layer just used is needed
 //     again last: T grows with d. G unknown (first visit): G = 2 * max(now - start, 1).
 //  3. next-use rule: evict the largest T(c) (ties: least recently accessed).
-//  4. Online choice of rule (set dueling): two tag-only shadow caches of the same capacity replay
-//     every access, one evicting by the next-use rule, one by LRU; each keeps a miss count that
-//     decays by (1 - 1/1024) per access. The real cache evicts by the next-use rule unless the LRU
-//     shadow's decayed misses are strictly fewer. The capacity of the shadows is the number of
-//     resident cells at the cache's first eviction (before it, every accessed cell is resident).
+//  4. Online choice of rule (set dueling): three tag-only shadow caches of the same capacity replay
+//     every access, evicting by the next-use rule, by layer-cycle (eviction.hpp) and by LRU; each
+//     keeps a miss count that decays by (1 - 1/1024) per access. The real cache evicts by the rule
+//     whose shadow has the fewest decayed misses (ties: next-use, then layer-cycle, then LRU); the
+//     layer-cycle rule runs on a layer_cycle_eviction that hears the real cache's events. The
+//     capacity of the shadows is the number of resident cells at the cache's first eviction
+//     (before it, every accessed cell is resident).
 //  5. Prefetch (optional, prefetch.hpp): expect(cell, p) before prefetching a cell records the
 //     predictor's probability that it is used in the next visit of its layer; until that visit
 //     starts, the cell's T is p * d + (1 - p) * T(c). A prefetched cell is not an access.
@@ -175,48 +177,81 @@ struct recommended_eviction {
   static constexpr bool needs_future = false;
   static constexpr double miss_decay = 1.0 - 1.0 / 1024.0;
 
+  /// The rules it chooses between (step 4).
+  enum class rule { next_use, layer_cycle, lru };
+
   void reset(std::uint32_t num_cells, std::uint32_t layers = 1) {
     model_.reset(num_cells, layers);
+    cycle_.reset(num_cells, layers);
+    cycle_shadow_.reset(num_cells, layers);
     resident_.reset(num_cells);
-    shadow_next_.reset(num_cells);
-    shadow_lru_.reset(num_cells);
+    for (auto& s : shadow_) s.reset(num_cells);
     capacity_ = 0;
-    miss_next_ = miss_lru_ = 0.0;
+    for (auto& m : misses_) m = 0.0;
   }
-  void on_load(std::uint32_t c, const access_info&) { resident_.insert(c); }
-  void on_prefetch(std::uint32_t c, const access_info&) { resident_.insert(c); }
-  void on_hit(std::uint32_t c, const access_info& a) { see(c, a); }
-  void on_miss(std::uint32_t c, const access_info& a) { see(c, a); }
-  void on_evict(std::uint32_t c) { resident_.erase(c); }
+  void on_load(std::uint32_t c, const access_info& a) {
+    resident_.insert(c);
+    cycle_.on_load(c, a);
+  }
+  void on_prefetch(std::uint32_t c, const access_info& a) { on_load(c, a); }
+  void on_hit(std::uint32_t c, const access_info& a) {
+    see(c, a);
+    cycle_.on_hit(c, a);
+  }
+  void on_miss(std::uint32_t c, const access_info& a) {
+    see(c, a);
+    cycle_.on_miss(c, a);
+  }
+  void on_evict(std::uint32_t c) {
+    resident_.erase(c);
+    cycle_.on_evict(c);
+  }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) {
     if (capacity_ == 0) start_shadows();
-    return use_lru() ? model_.pick_lru(resident_.cells, skip) : model_.pick(resident_.cells, skip);
+    switch (current_rule()) {
+      case rule::lru: return model_.pick_lru(resident_.cells, skip);
+      case rule::layer_cycle: return cycle_.victim(skip);
+      default: return model_.pick(resident_.cells, skip);
+    }
   }
   /// The predictor's probability that `cell` is used in the next visit of its layer (call before
   /// expert_cache::prefetch of that cell).
   void expect(std::uint32_t cell, double p) { model_.expect(cell, p); }
-  /// True while the LRU shadow is ahead (the real cache then evicts by LRU).
-  bool use_lru() const { return miss_lru_ < miss_next_; }
+  /// The rule the real cache evicts by now.
+  rule current_rule() const {
+    const double n = misses_[0], c = misses_[1], l = misses_[2];
+    if (n <= c && n <= l) return rule::next_use;
+    return c <= l ? rule::layer_cycle : rule::lru;
+  }
 
  private:
   void see(std::uint32_t c, const access_info& a) {
     model_.observe(c, a);
-    miss_next_ *= miss_decay;
-    miss_lru_ *= miss_decay;
-    shadow_access(shadow_next_, c, false, miss_next_);
-    shadow_access(shadow_lru_, c, true, miss_lru_);
+    for (auto& m : misses_) m *= miss_decay;
+    for (std::size_t r = 0; r < 3; ++r) shadow_access(r, c, a);
   }
-  void shadow_access(detail::cache_cell_set& s, std::uint32_t c, bool lru, double& misses) {
-    if (s.contains(c)) return;
-    misses += 1.0;
-    if (capacity_ != 0 && s.cells.size() >= capacity_) shadow_evict(s, lru, c);
+  void shadow_access(std::size_t r, std::uint32_t c, const access_info& a) {
+    auto& s = shadow_[r];
+    if (s.contains(c)) {
+      if (r == 1) cycle_shadow_.on_hit(c, a);
+      return;
+    }
+    misses_[r] += 1.0;
+    if (r == 1) cycle_shadow_.on_miss(c, a);
+    if (capacity_ != 0 && s.cells.size() >= capacity_) shadow_evict(r, c);
     s.insert(c);
+    if (r == 1) cycle_shadow_.on_load(c, a);
   }
-  void shadow_evict(detail::cache_cell_set& s, bool lru, std::uint32_t keep) {
+  void shadow_evict(std::size_t r, std::uint32_t keep) {
     const auto skip = [keep](std::uint32_t x) { return x == keep; };
-    const std::uint32_t v = lru ? model_.pick_lru(s.cells, skip) : model_.pick(s.cells, skip);
-    if (v != no_cell) s.erase(v);
+    auto& s = shadow_[r];
+    const std::uint32_t v = r == 0 ? model_.pick(s.cells, skip)
+                            : r == 1 ? cycle_shadow_.victim(skip)
+                                     : model_.pick_lru(s.cells, skip);
+    if (v == no_cell) return;
+    s.erase(v);
+    if (r == 1) cycle_shadow_.on_evict(v);
   }
   // First eviction: the cache is full with every cell accessed so far, and so are the shadows
   // (plus the cell being accessed now, which they already hold): trim them to the capacity.
@@ -224,20 +259,21 @@ struct recommended_eviction {
     capacity_ = static_cast<std::uint32_t>(resident_.cells.size());
     if (capacity_ == 0) return;
     const std::uint32_t incoming = last_incoming();
-    while (shadow_next_.cells.size() > capacity_) shadow_evict(shadow_next_, false, incoming);
-    while (shadow_lru_.cells.size() > capacity_) shadow_evict(shadow_lru_, true, incoming);
+    for (std::size_t r = 0; r < 3; ++r)
+      while (shadow_[r].cells.size() > capacity_) shadow_evict(r, incoming);
   }
   std::uint32_t last_incoming() const {
     std::uint32_t best = no_cell;
-    for (std::uint32_t c : shadow_next_.cells)
+    for (std::uint32_t c : shadow_[0].cells)
       if (best == no_cell || model_.last(c) > model_.last(best)) best = c;
     return best;
   }
 
   detail::next_use_model model_;
-  detail::cache_cell_set resident_, shadow_next_, shadow_lru_;
+  layer_cycle_eviction cycle_, cycle_shadow_;  // the layer-cycle rule on the real cache, on its shadow
+  detail::cache_cell_set resident_, shadow_[3];  // real residents; shadows: next-use, layer-cycle, LRU
   std::uint32_t capacity_ = 0;
-  double miss_next_ = 0.0, miss_lru_ = 0.0;
+  double misses_[3] = {0.0, 0.0, 0.0};
 };
 
 }  // namespace moeroute
