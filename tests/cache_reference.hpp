@@ -37,6 +37,15 @@ struct result {
   std::uint64_t accesses = 0, hits = 0, misses = 0;
 };
 
+// True when the record of access i also names (layer, expert) (protect: not evicted while it runs).
+inline bool in_record(const std::vector<access>& acc, std::size_t i, int layer, int expert) {
+  for (std::size_t j = i; j < acc.size() && acc[j].record == acc[i].record; ++j)
+    if (acc[j].layer == layer && acc[j].expert == expert) return true;
+  for (std::size_t j = i; j-- > 0 && acc[j].record == acc[i].record;)
+    if (acc[j].layer == layer && acc[j].expert == expert) return true;
+  return false;
+}
+
 inline result simulate(const std::vector<access>& acc, const std::string& policy, std::size_t capacity,
                        bool per_layer, const std::set<std::pair<int, int>>& pinned, bool protect) {
   struct entry {
@@ -111,14 +120,7 @@ inline result simulate(const std::vector<access>& acc, const std::string& policy
     ++r.misses;
     if (room == 0) continue;
     if (cache.size() >= room) {
-      auto in_record = [&](const entry& e) {
-        if (!protect) return false;
-        for (std::size_t j = i; j < acc.size() && acc[j].record == a.record; ++j)
-          if (acc[j].layer == e.layer && acc[j].expert == e.expert) return true;
-        for (std::size_t j = i; j-- > 0 && acc[j].record == a.record;)
-          if (acc[j].layer == e.layer && acc[j].expert == e.expert) return true;
-        return false;
-      };
+      auto in_record = [&](const entry& e) { return protect && cache_ref::in_record(acc, i, e.layer, e.expert); };
       auto next_use = [&](const entry& e) { return next[e.last_global]; };
       std::size_t victim = cache.size();
       for (std::size_t k = 0; k < cache.size(); ++k) {
@@ -348,14 +350,7 @@ inline result simulate_recommended(const std::vector<access>& acc, std::size_t c
           }
         }
       }
-      auto in_record = [&](const key& e) {
-        if (!protect) return false;
-        for (std::size_t j = i; j < acc.size() && acc[j].record == a.record; ++j)
-          if (acc[j].layer == e.first && acc[j].expert == e.second) return true;
-        for (std::size_t j = i; j-- > 0 && acc[j].record == a.record;)
-          if (acc[j].layer == e.first && acc[j].expert == e.second) return true;
-        return false;
-      };
+      auto in_record = [&](const key& e) { return protect && cache_ref::in_record(acc, i, e.first, e.second); };
       const int rule = P.miss_next <= P.miss_cycle && P.miss_next <= P.miss_lru ? 0
                        : P.miss_cycle <= P.miss_lru                        ? 1
                                                                            : 2;
