@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "cache_reference.hpp"
+#include "moeroute/cache/compare.hpp"
+#include "moeroute/cache/prefetch.hpp"
 #include "moeroute/cache/simulate.hpp"
 #include "moeroute/io/routing_trace.hpp"
 
@@ -220,9 +222,16 @@ INSTANTIATE_TEST_SUITE_P(
                       RefCase{"lfu", false, true, false}, RefCase{"belady", false, true, false},
                       RefCase{"lru", true, true, false}, RefCase{"lfu", true, true, false},
                       RefCase{"belady", true, true, false}, RefCase{"lru", false, false, true},
-                      RefCase{"fifo", false, false, true}, RefCase{"lfu", false, true, true}),
+                      RefCase{"fifo", false, false, true}, RefCase{"lfu", false, true, true},
+                      RefCase{"lfru", false, false, false}, RefCase{"lfru", true, false, false},
+                      RefCase{"lfru", false, true, false}, RefCase{"lfru", true, true, true},
+                      RefCase{"least-stale", false, false, false}, RefCase{"least-stale", true, false, false},
+                      RefCase{"least-stale", false, true, false}, RefCase{"least-stale", true, true, true}),
     [](const ::testing::TestParamInfo<RefCase>& i) {
-      return std::string(i.param.policy) + (i.param.per_layer ? "_perlayer" : "_global") +
+      std::string name = i.param.policy;
+      for (auto& ch : name)
+        if (ch == '-') ch = '_';
+      return name + (i.param.per_layer ? "_perlayer" : "_global") +
              (i.param.pinned ? "_pinned" : "") + (i.param.protect ? "_protect" : "");
     });
 
@@ -348,5 +357,184 @@ TEST(CacheSimCurves, OnePassOptCurveEqualsBeladyReplayAtEveryCapacity) {
         }
       }
     }
+  }
+}
+
+// Single layer, accesses 0 1 0 2 3 2 0, capacity 2 (lfru worked by hand, score = count / age):
+// t2 hits 0 (count 2); t3 miss 2: 0 scores 2/2, 1 scores 1/3 -> evict 1; t4 miss 3: 0 scores 2/3,
+// 2 scores 1/2 -> evict 2; t5 miss 2: 0 scores 2/4, 3 scores 1/2, a tie -> the least recently
+// accessed, 0, goes; t6 misses 0: 1 hit. LRU: t4 evicts 0, t5 hits 2, t6 misses: 2 hits.
+TEST(CacheSimHand, LfruScoresFrequencyOverAge) {
+  const auto t = trace_of({{0, {0}}, {0, {1}}, {0, {0}}, {0, {2}}, {0, {3}}, {0, {2}}, {0, {0}}});
+  EXPECT_EQ(run("lfru", t, 2).hits, 1u);
+  EXPECT_EQ(run("lru", t, 2).hits, 2u);
+}
+
+// Two layers, capacity 3; a pass starts where the layer goes back to 0. Cells a=(0,0) b=(1,0)
+// c=(0,1) d=(1,1), records a b | c b | a d | c (by hand): a b c load; b hits (pass 1); a hits
+// (pass 2); d misses with a b c resident: a is fresh, b and c are stale (pass 1) and b was loaded
+// first -> least-stale evicts b and the final c hits: 3 hits. LRU evicts c (accessed before b and
+// a) and the final c misses: 2 hits.
+TEST(CacheSimHand, LeastStaleEvictsEarlierPassesFirstInLoadOrder) {
+  const auto t = trace_of({{0, {0}}, {1, {0}}, {0, {1}}, {1, {0}}, {0, {0}}, {1, {1}}, {0, {1}}});
+  const auto acc = accesses_of(t);
+  for (std::size_t cap : {2, 3})
+    for (const char* p : {"least-stale", "lru"})
+      EXPECT_EQ(run(p, t, cap).hits, cache_ref::simulate(acc, p, cap, false, {}, false).hits) << p << cap;
+  EXPECT_EQ(run("least-stale", t, 3).hits, 3u);
+  EXPECT_EQ(run("lru", t, 3).hits, 2u);
+}
+
+// The recommended policy against the reference written from its contract.
+TEST(CacheSimVsReferenceRecommended, MixtralAndFlame) {
+  const auto& t = mixtral();
+  const auto acc = accesses_of(t);
+  for (const bool per_layer : {false, true})
+    for (const bool pinned : {false, true})
+      for (const bool protect : {false, true}) {
+        cache_sim_options o;
+        o.scope = per_layer ? cache_scope::per_layer : cache_scope::global;
+        o.protect_batch = protect;
+        if (pinned) {
+          o.pinned = residency_set(t.num_layers(), t.num_experts());
+          for (int l = 0; l < t.num_layers(); l += 3) o.pinned.insert(l, (l * 5) % 8);
+        }
+        const auto caps = per_layer ? std::vector<std::size_t>{1, 2, 3, 5} : std::vector<std::size_t>{13, 26, 51, 102, 200};
+        for (auto cap : caps) {
+          const auto got = run("recommended", t, cap, o);
+          const auto want = cache_ref::simulate_recommended(acc, cap, per_layer, pin_list(o.pinned), protect);
+          EXPECT_EQ(got.hits, want.hits) << per_layer << pinned << protect << " cap " << cap;
+          EXPECT_EQ(got.misses, want.misses) << per_layer << pinned << protect << " cap " << cap;
+        }
+      }
+  // FLAME-MoE, first 1200 records (64 experts, top-6), both scopes.
+  const auto flame = read_routing_trace_jsonl(trace_path("flame-moe-290m_pretrain_decode10"));
+  routing_trace part;
+  for (std::size_t r = 0; r < 1200; ++r) {
+    part.layer.push_back(flame.layer[r]);
+    part.token.push_back(flame.token[r]);
+    for (auto i = flame.offsets[r]; i < flame.offsets[r + 1]; ++i) part.experts.push_back(flame.experts[i]);
+    part.offsets.push_back(static_cast<std::uint32_t>(part.experts.size()));
+  }
+  const auto facc = accesses_of(part);
+  for (const bool per_layer : {false, true}) {
+    cache_sim_options o;
+    o.scope = per_layer ? cache_scope::per_layer : cache_scope::global;
+    for (std::size_t cap : per_layer ? std::vector<std::size_t>{6, 13} : std::vector<std::size_t>{51, 102})
+      EXPECT_EQ(run("recommended", part, cap, o).hits,
+                cache_ref::simulate_recommended(facc, cap, per_layer, {}, false).hits)
+          << per_layer << " " << cap;
+  }
+}
+
+// Held-out halves: the prefix replays identically, so counting from record n/2 gives the full
+// counts minus those of a replay of the first n/2 records (online policies), for every scope.
+TEST(CacheSimHeldOut, CountFromRecordCountsTheSecondHalf) {
+  const auto& t = mixtral();
+  routing_trace first;
+  const std::size_t half = t.size() / 2;
+  for (std::size_t r = 0; r < half; ++r) {
+    first.layer.push_back(t.layer[r]);
+    first.token.push_back(t.token[r]);
+    for (auto i = t.offsets[r]; i < t.offsets[r + 1]; ++i) first.experts.push_back(t.experts[i]);
+    first.offsets.push_back(static_cast<std::uint32_t>(first.experts.size()));
+  }
+  for (const char* p : {"lru", "layer-cycle", "lfru", "least-stale", "recommended"})
+    for (const auto scope : {cache_scope::global, cache_scope::per_layer}) {
+      cache_sim_options o, h;
+      o.scope = h.scope = scope;
+      h.count_from_record = half;
+      const std::size_t cap = scope == cache_scope::global ? 26 : 2;
+      const auto full = run(p, t, cap, o), head = run(p, first, cap, o), tail = run(p, t, cap, h);
+      EXPECT_EQ(tail.accesses, full.accesses - head.accesses) << p;
+      EXPECT_EQ(tail.hits, full.hits - head.hits) << p;
+      EXPECT_EQ(tail.misses, full.misses - head.misses) << p;
+    }
+  cache_sim_options none;
+  none.count_from_record = t.size();
+  EXPECT_EQ(run("lru", t, 26, none).accesses, 0u);
+}
+
+// Co-activation predictor, by hand: layer 0 -> layer 1 records (0: [0, 1] then 1: [2]) and
+// (0: [0] then 1: [3]): from expert 0, 2 and 3 each followed once in 2 records -> 1/2 each; from
+// expert 1, 2 followed in its only record -> 1. predict(0, [0, 1]) = mean: 2 -> 3/4, 3 -> 1/4.
+TEST(CachePrefetch, CoactivationPredictorByHand) {
+  coactivation_predictor p(2, 4);
+  std::vector<std::pair<std::int32_t, double>> out;
+  const std::int32_t r0[] = {0, 1}, r1[] = {2}, r2[] = {0}, r3[] = {3};
+  EXPECT_EQ(p.predict(0, r0, 2, out), -1);  // nothing follows layer 0 yet
+  p.observe(0, r0, 2);
+  p.observe(1, r1, 1);
+  p.observe(0, r2, 1);
+  p.observe(1, r3, 1);
+  ASSERT_EQ(p.predict(0, r0, 2, out), 1);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].first, 2);
+  EXPECT_DOUBLE_EQ(out[0].second, 0.75);
+  EXPECT_EQ(out[1].first, 3);
+  EXPECT_DOUBLE_EQ(out[1].second, 0.25);
+  // Layer 1 is followed by layer 0: from (1, 2), expert 0 followed in its only record.
+  ASSERT_EQ(p.predict(1, r1, 1, out), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, 0);
+  EXPECT_DOUBLE_EQ(out[0].second, 1.0);
+  const std::int32_t bad[] = {4};
+  EXPECT_THROW(p.observe(0, bad, 1), error);
+  EXPECT_THROW(p.predict(2, r0, 2, out), error);
+}
+
+// Prefetch replay: with a threshold no prediction reaches, it is simulate_cache<recommended>; with
+// prefetch, every access is a hit or a miss and loads = misses + prefetch loads.
+TEST(CachePrefetch, ReplayCountsPrefetchLoads) {
+  const auto& t = mixtral();
+  for (const auto scope : {cache_scope::global, cache_scope::per_layer}) {
+    cache_sim_options o;
+    o.scope = scope;
+    o.cell_bytes = 7;
+    const std::vector<std::size_t> caps = scope == cache_scope::global ? std::vector<std::size_t>{26, 51}
+                                                                         : std::vector<std::size_t>{2, 4};
+    const auto off = simulate_cache_prefetch(t, caps, o, 2.0);
+    const auto plain = simulate_cache<recommended_eviction>(t, caps, o);
+    const auto on = simulate_cache_prefetch(t, caps, o);
+    for (std::size_t i = 0; i < caps.size(); ++i) {
+      EXPECT_EQ(off[i].hits, plain[i].hits);
+      EXPECT_EQ(off[i].prefetch_loads, 0u);
+      EXPECT_EQ(on[i].accesses, t.num_accesses());
+      EXPECT_EQ(on[i].hits + on[i].misses, on[i].accesses);
+      EXPECT_GT(on[i].prefetch_loads, 0u);
+      EXPECT_EQ(on[i].bytes_loaded, (on[i].misses + on[i].prefetch_loads) * 7);
+      // Belady's misses bound the loads of any policy from below.
+      EXPECT_GE(on[i].loads(), simulate_cache<belady_eviction>(t, caps[i], o).misses);
+    }
+  }
+  cache_sim_options pinned;
+  pinned.pinned = residency_set(t.num_layers(), t.num_experts());
+  pinned.pinned.insert(0, 0);
+  EXPECT_THROW(simulate_cache_prefetch(t, {26}, pinned), error);
+}
+
+// The comparison's gap closure and capacities, by hand.
+TEST(CacheCompare, GapClosureAndCapacities) {
+  EXPECT_DOUBLE_EQ(cache_gap_closure(100, 75, 50), 0.5);
+  EXPECT_DOUBLE_EQ(cache_gap_closure(100, 110, 50), -0.2);
+  EXPECT_TRUE(std::isnan(cache_gap_closure(10, 10, 10)));
+  const auto& t = mixtral();
+  EXPECT_EQ(cache_compare_cells(t, cache_scope::global), 256u);
+  EXPECT_EQ(cache_compare_cells(t, cache_scope::per_layer), 8u);
+  EXPECT_EQ(cache_compare_capacity(256, 10), 26u);
+  EXPECT_EQ(cache_compare_capacity(8, 1), 1u);
+  const auto rows = cache_compare(t, cache_scope::global, {10});
+  ASSERT_EQ(rows.size(), 1u);
+  ASSERT_EQ(rows[0].entries.size(), cache_compare_policies().size());
+  EXPECT_EQ(rows[0].entries.front().full.misses, run("lru", t, 26).misses);
+  EXPECT_EQ(rows[0].entries.back().full.misses, run("belady", t, 26).misses);
+}
+
+// The recommended policy never loads more than LRU on Mixtral at any capacity from 1% to 80% of
+// the cells, in both scopes (docs/cache.md has the figures for every shipped trace).
+TEST(CacheSimFigures, RecommendedNoWorseThanLruOnMixtral) {
+  for (const auto scope : {cache_scope::global, cache_scope::per_layer}) {
+    std::size_t at = 0;
+    EXPECT_LE(cache_compare_worst_vs_lru("recommended", mixtral(), scope, 1, 80, 1, at), 0) << at;
   }
 }

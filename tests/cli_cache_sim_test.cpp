@@ -62,7 +62,7 @@ void expect_bad(const std::string& args, const std::string& needle) {
 
 TEST(CliCacheSim, HitsMatchTheReferenceForEveryContractPolicy) {
   const auto acc = mixtral_accesses();
-  for (const std::string policy : {"lru", "fifo", "lfu", "belady"})
+  for (const std::string policy : {"lru", "fifo", "lfu", "belady", "lfru", "least-stale"})
     for (const bool per_layer : {false, true}) {
       const std::vector<std::size_t> caps = per_layer ? std::vector<std::size_t>{3, 1, 6}
                                                       : std::vector<std::size_t>{51, 13, 26, 102};
@@ -81,7 +81,8 @@ TEST(CliCacheSim, HitsMatchTheReferenceForEveryContractPolicy) {
       for (std::size_t i = 0; i < caps.size(); ++i) {
         const auto& row = j["results"][i];
         EXPECT_EQ(keys(row), (std::vector<std::string>{"capacity", "accesses", "hits", "misses", "hit_rate",
-                                                       "bytes_loaded"}));
+                                                       "prefetch_loads", "bytes_loaded"}));
+        EXPECT_EQ(row["prefetch_loads"].get<std::uint64_t>(), 0u);
         const auto want = cache_ref::simulate(acc, policy, caps[i], per_layer, {}, false);
         EXPECT_EQ(row["capacity"].get<std::size_t>(), caps[i]);
         EXPECT_EQ(row["accesses"].get<std::uint64_t>(), want.accesses);
@@ -204,6 +205,53 @@ TEST(CliCacheSim, BadInputExitsTwoNamingTheLineOrFlag) {
   expect_bad(tr + "--policy lru --capacity 5 --scope layer", "--scope");
   expect_bad(tr + "--policy lru --capacity 5 --cell-bytes -1", "--cell-bytes");
   expect_bad(tr + "--policy lru", "capacity");
+  expect_bad(tr + "--capacity 5", "--policy");
+  expect_bad(tr + "--compare --policy lru", "--compare");
+  expect_bad(tr + "--compare --percent 0", "--percent");
+  expect_bad(tr + "--trace \"" + kMixtral + "\" --policy lru --capacity 5", "--trace");
+  expect_bad(tr + "--policy recommended-prefetch --capacity 5 --protect-batch", "protect_batch");
+}
+
+// The recommended policy against the plain reference written from its contract, and its prefetch
+// variant: prefetch loads are counted and billed in bytes_loaded.
+TEST(CliCacheSim, RecommendedAndPrefetchCounters) {
+  const auto acc = mixtral_accesses();
+  const std::string out = kTmp + "/cli_cache_sim_rec.json";
+  auto r = cli("--trace \"" + kMixtral + "\" --policy recommended --capacity 26,13 --cell-bytes 10 -o \"" + out + "\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::ordered_json::parse(slurp(out));
+  for (std::size_t i = 0; i < 2; ++i) {
+    const std::size_t cap = i == 0 ? 26 : 13;
+    const auto want = cache_ref::simulate_recommended(acc, cap, false, {}, false);
+    EXPECT_EQ(j["results"][i]["hits"].get<std::uint64_t>(), want.hits) << cap;
+    EXPECT_EQ(j["results"][i]["bytes_loaded"].get<std::uint64_t>(), want.misses * 10);
+  }
+  r = cli("--trace \"" + kMixtral + "\" --policy recommended-prefetch --capacity 51 --cell-bytes 10 -o \"" + out + "\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::ordered_json::parse(slurp(out));
+  const auto& row = j["results"][0];
+  EXPECT_GT(row["prefetch_loads"].get<std::uint64_t>(), 0u);
+  EXPECT_EQ(row["hits"].get<std::uint64_t>() + row["misses"].get<std::uint64_t>(), acc.size());
+  EXPECT_EQ(row["bytes_loaded"].get<std::uint64_t>(),
+            (row["misses"].get<std::uint64_t>() + row["prefetch_loads"].get<std::uint64_t>()) * 10);
+}
+
+TEST(CliCacheSim, CompareWritesTheMarkdownTables) {
+  const std::string t = write_tmp("cli_cache_sim_cmp.jsonl",
+                                  "{\"layer\": 0, \"experts\": [0, 1]}\n{\"layer\": 1, \"experts\": [1, 2]}\n"
+                                  "{\"layer\": 0, \"experts\": [0, 2]}\n{\"layer\": 1, \"experts\": [1, 3]}\n");
+  const std::string out = kTmp + "/cli_cache_sim_cmp.md";
+  const auto r = cli("--compare --trace \"" + t + "\" --percent 25,50 -o \"" + out + "\"");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string md = slurp(out);
+  EXPECT_NE(md.find("#### cli_cache_sim_cmp, global (8 cells)"), std::string::npos) << md;
+  EXPECT_NE(md.find("#### cli_cache_sim_cmp, per-layer (4 cells per layer)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| % cells | capacity | LRU loads | Belady loads | lfu | layer-cycle | lfru | least-stale | "
+                    "recommended | recommended-prefetch | recommended-prefetch stalls |"),
+            std::string::npos);
+  // 25% of 8 cells = 2 (by hand): LRU misses all 8 accesses (4 in the second half); Belady keeps
+  // (0,0) for its second use and misses the other 7 (3 of them in the second half).
+  EXPECT_NE(md.find("| 25 | 2 | 8 (4) | 7 (3) |"), std::string::npos) << md;
 }
 
 #endif

@@ -291,3 +291,30 @@ TEST(EvictionPolicies, LargeCacheKeepsSlotsConsistent) {
   EXPECT_EQ(a.stats().total.hits + a.stats().total.misses, 20000u);
   EXPECT_EQ(a.stats().total.misses - a.stats().total.evictions, 1000u);
 }
+
+// prefetch(): a load ahead of use, counted apart from accesses; evicts as the policy says.
+TEST(ExpertCache, PrefetchLoadsWithoutCountingAnAccess) {
+  expert_cache<lru_eviction> c(1, 4, 2);
+  c.set_cell_bytes(5);
+  c.access(0);
+  EXPECT_TRUE(c.prefetch(1));
+  EXPECT_FALSE(c.prefetch(1));  // already resident
+  EXPECT_EQ(c.prefetch_loads(), 1u);
+  EXPECT_EQ(c.prefetch_bytes(), 5u);
+  EXPECT_TRUE(c.access(1).hit);
+  EXPECT_TRUE(c.prefetch(2));  // full: evicts 0, the least recently used
+  EXPECT_FALSE(c.contains(0, 0));
+  EXPECT_EQ(c.stats().total.accesses, 2u);
+  EXPECT_EQ(c.stats().total.hits, 1u);
+  EXPECT_EQ(c.stats().total.misses, 1u);
+  EXPECT_EQ(c.stats().total.bytes_loaded, 5u);
+  EXPECT_EQ(c.prefetch_loads(), 2u);
+  c.reset_stats();
+  EXPECT_EQ(c.prefetch_loads(), 0u);
+  // Nothing evictable (pinned fill the cache): the prefetch loads nothing.
+  residency_set pins(1, 4);
+  pins.insert(0, 3);
+  expert_cache<lru_eviction> p(1, 4, 1, pins);
+  EXPECT_FALSE(p.prefetch(1));
+  EXPECT_EQ(p.prefetch_loads(), 0u);
+}

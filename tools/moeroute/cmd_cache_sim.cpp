@@ -2,6 +2,8 @@
 // Contract: issue 6 ("moeroute cache-sim"). Bad input or flags throw moeroute::error (exit 2).
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "cli.hpp"
 #include "svg.hpp"
+#include "moeroute/cache/compare.hpp"
 #include "moeroute/cache/simulate.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
@@ -20,7 +23,9 @@ namespace {
 
 struct cache_sim_args {
   std::string trace, policy, capacity, scope = "global", pin, cell_bytes = "0", output = "-", svg;
-  bool protect_batch = false, curve = false;
+  bool protect_batch = false, curve = false, compare = false;
+  std::vector<std::string> traces;  // --trace, once per file (several only with --compare)
+  std::string percent = "1,2,5,10,20,40,60,80";
 };
 
 // Pinned cells of an ATX policy for this trace: keep_layer_experts when present, else every
@@ -106,9 +111,90 @@ std::string cache_sim_svg(const std::string& title, const moeroute::cache_hit_cu
   return chart.render();
 }
 
+std::string cache_sim_pct(double x) {
+  if (std::isnan(x)) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.0f%%", 100.0 * x);
+  return b;
+}
+
+std::string cache_sim_stem(const std::string& path) {
+  const auto slash = path.find_last_of("/\\");
+  std::string s = slash == std::string::npos ? path : path.substr(slash + 1);
+  const auto dot = s.rfind(".jsonl");
+  return dot == std::string::npos ? s : s.substr(0, dot);
+}
+
+// --compare: every comparison policy x trace x scope x capacity as Markdown tables (docs/cache.md).
+void run_cache_compare(const cache_sim_args& a) {
+  using moeroute::errc;
+  std::vector<double> percents;
+  for (double p : moeroute::cli::parse_list<double>(a.percent, "--percent")) {
+    MOEROUTE_CHECK(p > 0 && p <= 100, errc::invalid_argument, "--percent: ", p, " is not in (0, 100]");
+    percents.push_back(p);
+  }
+  std::vector<moeroute::routing_trace> traces;
+  for (const auto& path : a.traces) traces.push_back(moeroute::read_routing_trace_jsonl(path));
+  const auto& pol = moeroute::cache_compare_policies();
+  std::string md;
+  for (std::size_t ti = 0; ti < traces.size(); ++ti) {
+    const auto& t = traces[ti];
+    for (const auto scope : {moeroute::cache_scope::global, moeroute::cache_scope::per_layer}) {
+      const auto rows = moeroute::cache_compare(t, scope, percents);
+      md += "#### " + cache_sim_stem(a.traces[ti]) + ", " + moeroute::cache_scope_name(scope) + " (" +
+            std::to_string(moeroute::cache_compare_cells(t, scope)) + " cells" +
+            (scope == moeroute::cache_scope::per_layer ? " per layer" : "") + ")\n\n";
+      md += "| % cells | capacity | LRU loads | Belady loads |";
+      for (const auto& name : pol)
+        if (name != "lru" && name != "belady") md += " " + name + " |";
+      md += " recommended-prefetch stalls |\n|---|---|---|---|";
+      for (std::size_t i = 0; i + 2 < pol.size(); ++i) md += "---|";
+      md += "---|\n";
+      const std::size_t lru = 0, bel = pol.size() - 1;
+      for (const auto& r : rows) {
+        char head[160];
+        std::snprintf(head, sizeof head, "| %g | %zu | %llu (%llu) | %llu (%llu) |", r.percent, r.capacity,
+                      static_cast<unsigned long long>(r.entries[lru].full.loads()),
+                      static_cast<unsigned long long>(r.entries[lru].held_out.loads()),
+                      static_cast<unsigned long long>(r.entries[bel].full.loads()),
+                      static_cast<unsigned long long>(r.entries[bel].held_out.loads()));
+        md += head;
+        auto closure = [&](std::size_t k, bool stalls) {
+          const auto& e = r.entries[k];
+          const auto& L = r.entries[lru];
+          const auto& B = r.entries[bel];
+          const double f = stalls ? moeroute::cache_gap_closure(L.full.misses, e.full.misses, B.full.misses)
+                                  : moeroute::cache_gap_closure(L.full.loads(), e.full.loads(), B.full.loads());
+          const double h = stalls ? moeroute::cache_gap_closure(L.held_out.misses, e.held_out.misses, B.held_out.misses)
+                                  : moeroute::cache_gap_closure(L.held_out.loads(), e.held_out.loads(), B.held_out.loads());
+          return " " + cache_sim_pct(f) + " (" + cache_sim_pct(h) + ") |";
+        };
+        for (std::size_t k = 1; k < bel; ++k) md += closure(k, false);
+        md += closure(bel - 1, true) + "\n";
+      }
+      std::size_t at = 0;
+      const auto worst = moeroute::cache_compare_worst_vs_lru("recommended", t, scope, 1, 80, 1, at);
+      md += "\nrecommended - LRU loads, worst over every 1% step from 1% to 80% of the cells: " +
+            std::string(worst > 0 ? "+" : "") + std::to_string(worst) + " (capacity " + std::to_string(at) + ")\n\n";
+    }
+  }
+  moeroute::cli::write_output(a.output, md);
+}
+
 void run_cache_sim(const cache_sim_args& a) {
   using moeroute::errc;
-  const auto& names = moeroute::cache_policy_names();
+  MOEROUTE_CHECK(!a.traces.empty(), errc::invalid_argument, "--trace is required");
+  if (a.compare) {
+    MOEROUTE_CHECK(a.policy.empty() && a.capacity.empty(), errc::invalid_argument,
+                   "--compare runs every policy at --percent of the cells; drop --policy and --capacity");
+    run_cache_compare(a);
+    return;
+  }
+  MOEROUTE_CHECK(a.traces.size() == 1, errc::invalid_argument, "--trace: one trace (several only with --compare)");
+  MOEROUTE_CHECK(!a.policy.empty(), errc::invalid_argument, "--policy is required");
+  MOEROUTE_CHECK(!a.capacity.empty(), errc::invalid_argument, "--capacity is required");
+  auto names = moeroute::cache_policy_names();
+  names.push_back("recommended-prefetch");
   std::string known;
   for (const auto& n : names) known += (known.empty() ? "" : "|") + n;
   MOEROUTE_CHECK(std::find(names.begin(), names.end(), a.policy) != names.end(), errc::invalid_argument,
@@ -127,7 +213,7 @@ void run_cache_sim(const cache_sim_args& a) {
   if (!a.svg.empty()) outs.declare("--svg", a.svg);
   outs.declare("--output", a.output);
 
-  const auto trace = moeroute::read_routing_trace_jsonl(a.trace);
+  const auto trace = moeroute::read_routing_trace_jsonl(a.traces[0]);
   moeroute::cache_sim_options o;
   o.scope = a.scope == "global" ? moeroute::cache_scope::global : moeroute::cache_scope::per_layer;
   o.cell_bytes = static_cast<std::uint64_t>(cb[0]);
@@ -136,11 +222,11 @@ void run_cache_sim(const cache_sim_args& a) {
 
   std::vector<moeroute::cache_sim_result> results;
   try {
-    results = moeroute::simulate_cache_named(a.policy, trace, caps, o);
+    results = moeroute::simulate_cache_any(a.policy, trace, caps, o);
   } catch (const moeroute::error& e) {
     if (!a.pin.empty() && e.message().find("pinned") != std::string::npos)
       moeroute::detail::fail(e.code(), "--pin ", a.pin, " with --capacity: ", e.message());
-    moeroute::detail::fail(e.code(), a.trace, ": ", e.message());
+    moeroute::detail::fail(e.code(), a.traces[0], ": ", e.message());
   }
 
   nlohmann::ordered_json out;
@@ -154,6 +240,7 @@ void run_cache_sim(const cache_sim_args& a) {
     j["hits"] = r.hits;
     j["misses"] = r.misses;
     j["hit_rate"] = r.hit_rate();
+    j["prefetch_loads"] = r.prefetch_loads;
     j["bytes_loaded"] = r.bytes_loaded;
     out["results"].push_back(std::move(j));
   }
@@ -167,7 +254,7 @@ void run_cache_sim(const cache_sim_args& a) {
       out["opt_curve"] = cache_sim_curve_json(opt, lo);
     }
     if (!a.svg.empty())
-      outs.set(a.svg, cache_sim_svg("cache-sim " + a.scope + ": " + a.trace, lru, opt, lo, a.policy, results));
+      outs.set(a.svg, cache_sim_svg("cache-sim " + a.scope + ": " + a.traces[0], lru, opt, lo, a.policy, results));
   }
   outs.set(a.output, out.dump(2) + "\n");
   outs.commit();
@@ -176,9 +263,13 @@ void run_cache_sim(const cache_sim_args& a) {
 void setup_cache_sim(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<cache_sim_args>();
   auto* cmd = app.add_subcommand("cache-sim", "Replay a routing trace through an expert cache: hit rates per capacity");
-  cmd->add_option("--trace", args->trace, "routing trace JSONL")->required();
-  cmd->add_option("--policy", args->policy, "lru|fifo|lfu|belady|layer-cycle")->required();
-  cmd->add_option("--capacity", args->capacity, "cells, N[,N2,...] (per layer with --scope per-layer)")->required();
+  cmd->add_option("--trace", args->traces, "routing trace JSONL (repeat with --compare)");
+  cmd->add_option("--policy", args->policy,
+                  "lru|fifo|lfu|belady|layer-cycle|lfru|least-stale|recommended|recommended-prefetch");
+  cmd->add_option("--capacity", args->capacity, "cells, N[,N2,...] (per layer with --scope per-layer)");
+  cmd->add_flag("--compare", args->compare,
+                "Markdown tables: every policy x trace x scope x --percent, loads, stalls, gap closure");
+  cmd->add_option("--percent", args->percent, "with --compare: capacities as % of the cells (default 1,2,5,10,20,40,60,80)");
   cmd->add_option("--scope", args->scope, "global (default) or per-layer");
   cmd->add_option("--pin", args->pin, "ATX residency policy whose cells stay pinned");
   cmd->add_option("--cell-bytes", args->cell_bytes, "bytes of one cell, for bytes_loaded (default 0)");

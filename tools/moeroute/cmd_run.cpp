@@ -26,6 +26,7 @@
 #if MOEROUTE_CLI_HAS_VULKAN
 #include "moeroute/backends/vulkan.hpp"
 #include "moeroute/cache/expert_cache.hpp"
+#include "moeroute/cache/policies.hpp"
 #include "moeroute/cache/simulate.hpp"
 #include "moeroute/io/gguf_experts.hpp"
 #include "moeroute/io/routing_trace.hpp"

@@ -41,6 +41,8 @@ struct access_info {
   std::uint64_t time = 0;              ///< access counter of the cache (0, 1, 2, ...)
   std::uint64_t next_use = no_next_use;  ///< time of the next access to the same cell, if known
   std::int32_t layer = 0;              ///< layer of the accessed cell
+  std::uint64_t record = 0;            ///< batch counter of the cache (expert_cache::begin_batch; one
+                                       ///< per request() and per replayed trace record)
 };
 
 namespace detail {
@@ -422,40 +424,5 @@ inline constexpr bool is_eviction_policy_v = detail::eviction_contract<P>::value
 template <class P>
 concept eviction_policy = is_eviction_policy_v<P>;
 #endif
-
-/// Names of the eviction policies visit_eviction knows, in the order the CLI lists them.
-inline const std::vector<std::string>& eviction_policy_names() {
-  static const std::vector<std::string> names{"lru", "fifo", "lfu", "belady", "layer-cycle"};
-  return names;
-}
-
-/// Tag carrying an eviction policy type to a visitor: `typename decltype(tag)::type`.
-template <class P>
-struct eviction_tag {
-  using type = P;
-};
-
-/// The one place a policy name becomes a type: calls f(eviction_tag<P>{}) for the policy named
-/// `name` (eviction_policy_names()) and returns its result. An unknown name is
-/// errc::invalid_argument listing the known ones. belady needs the future (needs_future): only a
-/// simulator that knows every next use can run it.
-template <class F>
-decltype(auto) visit_eviction(const std::string& name, F&& f) {
-  if (name == "lru") return std::forward<F>(f)(eviction_tag<lru_eviction>{});
-  if (name == "fifo") return std::forward<F>(f)(eviction_tag<fifo_eviction>{});
-  if (name == "lfu") return std::forward<F>(f)(eviction_tag<lfu_eviction>{});
-  if (name == "belady") return std::forward<F>(f)(eviction_tag<belady_eviction>{});
-  if (name == "layer-cycle") return std::forward<F>(f)(eviction_tag<layer_cycle_eviction>{});
-  std::string known;
-  for (const auto& n : eviction_policy_names()) known += (known.empty() ? "" : ", ") + n;
-  detail::fail(errc::invalid_argument, "unknown eviction policy '", name, "' (known: ", known, ")");
-}
-
-/// True when `name` is one of eviction_policy_names().
-inline bool is_eviction_policy_name(const std::string& name) {
-  for (const auto& n : eviction_policy_names())
-    if (n == name) return true;
-  return false;
-}
 
 }  // namespace moeroute

@@ -11,6 +11,8 @@
 //  - access(layer, expert): one demand-paged access (the simulator's unit). A miss loads the cell,
 //    evicting as the policy says; when nothing can be evicted (pinned cells fill the capacity, or
 //    every candidate is protected) the miss is served without loading ("bypass").
+//  - prefetch(cell): load a cell ahead of its use (a predictor's guess, cache/prefetch.hpp); counted
+//    apart in prefetch_loads(), never as an access.
 // Statistics: accesses, hits, misses, evictions, bytes_loaded (bytes of every miss), per layer.
 // Hot path: dense arrays indexed by cell = layer x E + expert; no hashing, no allocation.
 
@@ -18,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -26,6 +29,14 @@
 #include "moeroute/residency/residency_set.hpp"
 
 namespace moeroute {
+
+namespace detail {
+template <class P, class = void>
+struct has_on_prefetch : std::false_type {};
+template <class P>
+struct has_on_prefetch<P, std::void_t<decltype(std::declval<P&>().on_prefetch(std::uint32_t{}, std::declval<const access_info&>()))>>
+    : std::true_type {};
+}  // namespace detail
 
 /// Counters of a cache (or of one layer of it).
 struct cache_counters {
@@ -124,10 +135,13 @@ class expert_cache {
   std::size_t pinned_count() const noexcept { return pinned_count_; }
   const cache_stats& stats() const noexcept { return stats_; }
   void reset_stats() {
+    prefetch_loads_ = prefetch_bytes_ = 0;
     stats_.total = cache_counters{};
     std::fill(stats_.per_layer.begin(), stats_.per_layer.end(), cache_counters{});
   }
   const Eviction& eviction() const noexcept { return policy_; }
+  /// The policy, for calls beyond the Eviction contract (e.g. recommended_eviction::expect).
+  Eviction& eviction() noexcept { return policy_; }
 
   std::uint32_t cell_index(int layer, int expert) const {
     MOEROUTE_CHECK(layer >= 0 && layer < layers_ && expert >= 0 && expert < experts_,
@@ -150,7 +164,10 @@ class expert_cache {
   }
 
   /// Starts a new batch: cells marked with protect() until the next begin_batch() are not evicted.
+  /// Accesses after it carry the next access_info::record number (policies that work per token
+  /// or per forward pass see batch boundaries through it).
   void begin_batch() noexcept {
+    ++record_;
     if (++epoch_ == 0) {
       std::fill(protect_.begin(), protect_.end(), 0u);
       epoch_ = 1;
@@ -162,7 +179,7 @@ class expert_cache {
   /// this cache's access count (needed by Eviction::needs_future policies). Never throws.
   cache_access_result access(std::uint32_t cell, std::uint64_t next_use = no_next_use) noexcept {
     const access_info a{time_++, next_use,
-                        static_cast<std::int32_t>(cell / static_cast<std::uint32_t>(experts_))};
+                        static_cast<std::int32_t>(cell / static_cast<std::uint32_t>(experts_)), record_};
     cache_counters& lc = stats_.per_layer[static_cast<std::size_t>(a.layer)];
     ++stats_.total.accesses;
     ++lc.accesses;
@@ -193,6 +210,33 @@ class expert_cache {
   cache_access_result access(int layer, int expert, std::uint64_t next_use = no_next_use) {
     return access(cell_index(layer, expert), next_use);
   }
+
+  /// Loads `cell` before it is asked for (prefetch). Counts no access, hit or miss: a load that
+  /// happens is counted in prefetch_loads() (and its bytes in prefetch_bytes()). Returns true when
+  /// the cell was loaded, false when it was already resident or nothing could be evicted. The
+  /// policy hears on_prefetch(cell, a) when it has that member, else on_load(cell, a); a carries
+  /// the time of the next access. Never throws.
+  bool prefetch(std::uint32_t cell) noexcept {
+    if (slot_[cell] != no_cell) return false;
+    const access_info a{time_, no_next_use, static_cast<std::int32_t>(cell / static_cast<std::uint32_t>(experts_)),
+                        record_};
+    const std::uint64_t b = bytes_of(cell);
+    std::uint32_t evicted = no_cell;
+    if (!make_room(b, evicted)) return false;
+    slot_[cell] = free_slots_.back();
+    free_slots_.pop_back();
+    ++resident_;
+    used_bytes_ += byte_mode_ ? b : 0;
+    ++prefetch_loads_;
+    prefetch_bytes_ += b;
+    if constexpr (detail::has_on_prefetch<Eviction>::value)
+      policy_.on_prefetch(cell, a);
+    else
+      policy_.on_load(cell, a);
+    return true;
+  }
+  std::uint64_t prefetch_loads() const noexcept { return prefetch_loads_; }
+  std::uint64_t prefetch_bytes() const noexcept { return prefetch_bytes_; }
 
   /// Engine call: the batch at `layer` needs experts[0..n). Writes each expert's slot to
   /// slots_out[i] and returns the loads to perform (in access order; valid until the next call).
@@ -312,7 +356,7 @@ class expert_cache {
         free_slots_.pop_back();
         ++resident_;
       }
-    time_ = 0;
+    time_ = record_ = prefetch_loads_ = prefetch_bytes_ = 0;
   }
   bool fits(std::uint64_t b) const noexcept {
     return byte_mode_ ? (used_bytes_ + b <= budget_ && !free_slots_.empty()) : !free_slots_.empty();
@@ -351,7 +395,7 @@ class expert_cache {
   std::vector<std::uint32_t> protect_;
   std::uint32_t epoch_ = 1;
   std::vector<std::uint32_t> free_slots_;
-  std::uint64_t time_ = 0;
+  std::uint64_t time_ = 0, record_ = 0, prefetch_loads_ = 0, prefetch_bytes_ = 0;
   cache_stats stats_;
   std::vector<cache_load> loads_;
   std::vector<std::pair<std::int32_t, std::int32_t>> request_evicted_;

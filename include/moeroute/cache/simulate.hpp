@@ -8,7 +8,11 @@
 // layer its own cache of `capacity` cells. The shape is inferred from the trace (1 + the largest
 // layer and expert id), widened to cover the pinned set. Pinned cells are resident from the start,
 // never evicted, count in the capacity (per_layer: their layer's) and their accesses are hits;
-// more pinned cells than capacity is errc::bad_input. bytes_loaded = misses x cell_bytes.
+// more pinned cells than capacity is errc::bad_input. bytes_loaded = (misses + prefetch_loads) x
+// cell_bytes (prefetch_loads: simulate_cache_prefetch in prefetch.hpp; 0 here). Each record is one
+// batch of the cache (expert_cache::begin_batch), so policies see record boundaries.
+// count_from_record: records before it are replayed (they warm the cache) but not counted, for
+// held-out halves.
 //
 // Belady's OPT is belady_eviction fed with exact next-use times (computed here).
 // lru_hit_curve: Mattson's stack-distance algorithm, the LRU hits at every capacity in one pass
@@ -20,8 +24,11 @@
 #include <string>
 #include <vector>
 
+#include "moeroute/cache/anchors.hpp"
 #include "moeroute/cache/eviction.hpp"
 #include "moeroute/cache/expert_cache.hpp"
+#include "moeroute/cache/policies.hpp"
+#include "moeroute/cache/recommended.hpp"
 #include "moeroute/error.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/residency_set.hpp"
@@ -40,12 +47,15 @@ struct cache_sim_options {
   residency_set pinned;          ///< pinned cells (any shape; empty = none)
   std::uint64_t cell_bytes = 0;  ///< bytes of one cell, for bytes_loaded
   bool protect_batch = false;    ///< never evict a cell of the record being replayed
+  std::size_t count_from_record = 0;  ///< count only accesses of records from this index on
 };
 
 /// Counters of one simulated capacity.
 struct cache_sim_result {
   std::size_t capacity = 0;
   std::uint64_t accesses = 0, hits = 0, misses = 0, evictions = 0, bytes_loaded = 0;
+  std::uint64_t prefetch_loads = 0;  ///< cells loaded ahead of use (prefetching policies only)
+  std::uint64_t loads() const noexcept { return misses + prefetch_loads; }
   double hit_rate() const noexcept {
     return accesses ? static_cast<double>(hits) / static_cast<double>(accesses) : 0.0;
   }
@@ -82,6 +92,7 @@ struct cache_sim_plan {
     std::vector<std::uint32_t> record_end;  // exclusive end (local index) of each record with accesses
     std::vector<std::uint8_t> pinned;       // per local cell
     std::size_t pinned_count = 0;
+    std::size_t count_start = 0;  // local index of the first counted access (count_from_record)
     std::uint32_t num_cells = 0;
     int cache_layers = 1;  // cache shape: cache_layers x (num_cells / cache_layers)
   };
@@ -114,6 +125,8 @@ inline cache_sim_plan cache_make_plan(const routing_trace& t, const cache_sim_op
     ++st.pinned_count;
   });
   for (std::size_t r = 0; r < t.size(); ++r) {
+    if (r == o.count_from_record)
+      for (auto& s : p.streams) s.count_start = s.cells.size();
     const auto l = static_cast<std::size_t>(t.layer[r]);
     auto& st = p.streams[global ? 0 : l];
     for (std::uint32_t i = t.offsets[r]; i < t.offsets[r + 1]; ++i) {
@@ -122,6 +135,8 @@ inline cache_sim_plan cache_make_plan(const routing_trace& t, const cache_sim_op
     }
     if (t.offsets[r + 1] > t.offsets[r]) st.record_end.push_back(static_cast<std::uint32_t>(st.cells.size()));
   }
+  if (o.count_from_record >= t.size())
+    for (auto& s : p.streams) s.count_start = s.cells.size();
   p.accesses = t.num_accesses();
   if (need_future)
     for (auto& st : p.streams) {
@@ -162,26 +177,27 @@ cache_sim_result cache_run_plan(const cache_sim_plan& p, std::size_t capacity, c
     expert_cache<Eviction> cache(Lc, Ec, std::min<std::size_t>(capacity, st.num_cells), pins);
     std::size_t i = 0;
     for (const std::uint32_t end : st.record_end) {
-      if (o.protect_batch) {
-        cache.begin_batch();
+      cache.begin_batch();
+      if (o.protect_batch)
         for (std::size_t j = i; j < end; ++j) cache.protect(st.cells[j]);
-      }
       for (; i < end; ++i) {
+        if (i == st.count_start) cache.reset_stats();
         if constexpr (Eviction::needs_future)
           cache.access(st.cells[i], st.next_use[i]);
         else
           cache.access(st.cells[i]);
       }
     }
+    if (st.count_start >= st.cells.size()) cache.reset_stats();
     const auto& c = cache.stats().total;
     res.accesses += c.accesses;
     res.hits += c.hits;
     res.misses += c.misses;
     res.evictions += c.evictions;
   }
-  MOEROUTE_CHECK(o.cell_bytes == 0 || res.misses <= UINT64_MAX / o.cell_bytes, errc::bad_input, "cell_bytes ",
-                 o.cell_bytes, " x ", res.misses, " misses overflows bytes_loaded (64 bits)");
-  res.bytes_loaded = res.misses * o.cell_bytes;
+  MOEROUTE_CHECK(o.cell_bytes == 0 || res.loads() <= UINT64_MAX / o.cell_bytes, errc::bad_input, "cell_bytes ",
+                 o.cell_bytes, " x ", res.loads(), " loads overflows bytes_loaded (64 bits)");
+  res.bytes_loaded = res.loads() * o.cell_bytes;
   return res;
 }
 
