@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_support.hpp"
+#include "fuzz/gguf_writer.hpp"
 
 #ifndef MOEROUTE_CLI_PATH
 TEST(CliPlacement, Skipped) { GTEST_SKIP() << "the moeroute CLI is not built"; }
@@ -71,6 +72,31 @@ TEST(CliPlacement, DeepSeekReadmeExampleFromLogicalCount) {
   EXPECT_EQ(v.at("num_slots"), 16);
   EXPECT_EQ(v.at("initial_global_assignments").at("1"),
             nlohmann::json::parse("[7,10,6,8,6,11,8,9,2,4,5,1,5,0,3,1]"));
+}
+
+TEST(CliPlacement, DeepSeekReadmeExampleFromAnImatrix) {
+  // The README weights as the ffn_down_exps counts of an imatrix with layers 0 and 1.
+  const std::string path = kTmp + "/cli_placement_readme.imatrix.gguf";
+  moeroute_test::make_imatrix({0, 1}, {{90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86},
+                                       {20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27}})
+      .write(path);
+  const std::string out = kTmp + "/cli_placement_readme_imatrix.json";
+  const auto r = cli("--imatrix " + q(path) + " --gpus 8 --nodes 2 --groups 4 --redundant 4 --algorithm eplb -o " + q(out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = read_json(out);
+  EXPECT_EQ(j.at("physical_to_logical_map"),
+            nlohmann::json::parse("[[5,6,5,7,8,4,3,4,10,9,10,2,0,1,11,1],[7,10,6,8,6,11,8,9,2,4,5,1,5,0,3,1]]"));
+  EXPECT_EQ(j.at("source").at("format"), "imatrix-gguf");
+  expect_bad("--imatrix " + q(path) + " --gpus 8 --redundant 4 --experts 16", "has 12 experts, expected 16");
+  // And as a gpu-container trace given to --trace.
+  const std::string ct = write_tmp(
+      "cli_placement_readme.container.json",
+      R"({"model": "m", "layers": [{"layer_index": 0, "expert_counts": [90,132,40,61,104,165,39,4,73,56,183,86]},)"
+      R"({"layer_index": 1, "expert_counts": [20,107,104,64,19,197,187,157,172,86,16,27]}]})");
+  const auto c = cli("--trace " + q(ct) + " --gpus 8 --nodes 2 --groups 4 --redundant 4 --algorithm eplb -o " + q(out));
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_EQ(read_json(out).at("physical_to_logical_map"), j.at("physical_to_logical_map"));
+  expect_bad("--trace " + q(ct) + " --gpus 8 --redundant 4 --first-half", "no per-token records");
 }
 
 TEST(CliPlacement, EveryAlgorithmAndFormatFromATrace) {

@@ -3,7 +3,6 @@
 // Contract: issue 17 and docs/placement.md. Bad input or flags throw moeroute::error (exit 2).
 
 #include <cstdint>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -49,15 +48,6 @@ const char* placement_half_name(moeroute::trace_half h) {
   return h == moeroute::trace_half::first ? "first" : h == moeroute::trace_half::second ? "second" : "all";
 }
 
-std::string placement_slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return ss.str();
-}
-
 // A gpu-container trace JSON (one object with "layers") rather than routing-trace JSONL?
 bool placement_is_container(const std::string& text) {
   const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -85,7 +75,7 @@ void run_placement(const placement_args& a) {
   nlohmann::ordered_json source;
   std::string input;
   if (!a.trace.empty()) {
-    const std::string text = placement_slurp(a.trace);
+    const std::string text = moeroute::read_text_file(a.trace);
     if (placement_is_container(text)) {
       MOEROUTE_CHECK(half == moeroute::trace_half::all && !a.mass, errc::invalid_argument, a.trace,
                      ": a gpu-container trace has no per-token records (no --first-half/--second-half/--mass)");
@@ -188,7 +178,7 @@ void placement_run_eval(const placement_eval_args& a) {
   const auto half = placement_half(a.first_half, a.second_half);
   moeroute::placement_format fmt{};
   const auto p = moeroute::read_placement_json(a.placement, a.gpus, &fmt);
-  const std::string text = placement_slurp(a.trace);
+  const std::string text = moeroute::read_text_file(a.trace);
   MOEROUTE_CHECK(!placement_is_container(text), errc::invalid_argument, a.trace,
                  ": placement eval needs a routing-trace JSONL (per-token records), not counts");
   std::istringstream in(text);

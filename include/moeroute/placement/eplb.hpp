@@ -168,34 +168,32 @@ inline void check_eplb_options(int num_logical, const placement_options& o, bool
                  " (hierarchical EPLB packs whole groups onto nodes; use eplb-global)");
 }
 
-/// DeepSeek EPLB, hierarchical policy (see the contract at the top).
-inline expert_placement eplb_hierarchical(const load_table& w, int num_logical, const placement_options& o) {
-  check_eplb_options(num_logical, o, true);
-  detail::check_load_table(w, num_logical);
+namespace detail {
+inline expert_placement eplb_run(const load_table& w, int num_logical, const placement_options& o, bool hierarchical) {
+  check_eplb_options(num_logical, o, hierarchical);
+  check_load_table(w, num_logical);
   expert_placement p;
   p.num_logical = num_logical;
   p.num_gpus = o.gpus;
   p.num_nodes = o.nodes;
+  const auto P = static_cast<std::size_t>(num_logical + o.redundant);
+  const auto groups = hierarchical ? static_cast<std::size_t>(o.groups) : 1;
+  const auto nodes = hierarchical ? static_cast<std::size_t>(o.nodes) : 1;
   for (const auto& row : w)
-    p.physical_to_logical.push_back(detail::eplb_layer(
-        row, static_cast<std::size_t>(num_logical + o.redundant), static_cast<std::size_t>(o.groups),
-        static_cast<std::size_t>(o.nodes), static_cast<std::size_t>(o.gpus)));
+    p.physical_to_logical.push_back(eplb_layer(row, P, groups, nodes, static_cast<std::size_t>(o.gpus)));
   return p;
+}
+}  // namespace detail
+
+/// DeepSeek EPLB, hierarchical policy (see the contract at the top).
+inline expert_placement eplb_hierarchical(const load_table& w, int num_logical, const placement_options& o) {
+  return detail::eplb_run(w, num_logical, o, true);
 }
 
 /// DeepSeek EPLB, global policy: replicas and GPUs chosen over all experts (groups and nodes
 /// ignored for packing; N is kept in the result).
 inline expert_placement eplb_global(const load_table& w, int num_logical, const placement_options& o) {
-  check_eplb_options(num_logical, o, false);
-  detail::check_load_table(w, num_logical);
-  expert_placement p;
-  p.num_logical = num_logical;
-  p.num_gpus = o.gpus;
-  p.num_nodes = o.nodes;
-  for (const auto& row : w)
-    p.physical_to_logical.push_back(detail::eplb_layer(row, static_cast<std::size_t>(num_logical + o.redundant),
-                                                       1, 1, static_cast<std::size_t>(o.gpus)));
-  return p;
+  return detail::eplb_run(w, num_logical, o, false);
 }
 
 }  // namespace moeroute

@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 
 #include "moeroute/error.hpp"
 #include "moeroute/io/routing_trace.hpp"
+#include "moeroute/placement/load_sources.hpp"
 #include "moeroute/placement/placement.hpp"
 
 namespace moeroute {
@@ -212,12 +212,7 @@ inline expert_placement parse_placement_json(const std::string& text, const std:
 
 /// Reads a placement file (any of the three formats).
 inline expert_placement read_placement_json(const std::string& path, int gpus, placement_format* format = nullptr) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return parse_placement_json(ss.str(), path, gpus, format);
+  return parse_placement_json(read_text_file(path), path, gpus, format);
 }
 
 }  // namespace moeroute

@@ -93,14 +93,19 @@ inline load_table parse_logical_count_json(const std::string& text, const std::s
   return t;
 }
 
-/// Reads SGLang's expert-distribution JSON file.
-inline load_table read_logical_count_json(const std::string& path) {
+/// The whole text of a file (errc::io_error naming it when it cannot be read).
+inline std::string read_text_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
   std::stringstream ss;
   ss << f.rdbuf();
   MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return parse_logical_count_json(ss.str(), path);
+  return ss.str();
+}
+
+/// Reads SGLang's expert-distribution JSON file.
+inline load_table read_logical_count_json(const std::string& path) {
+  return parse_logical_count_json(read_text_file(path), path);
 }
 
 /// The records of every layer, in file order (one record = one token of that layer).
