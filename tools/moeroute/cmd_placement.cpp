@@ -220,14 +220,19 @@ void setup_placement(CLI::App& app, int& /*exit_code*/) {
   pl->add_option("--trace", a->trace, "Routing trace JSONL (or gpu-container trace JSON)");
   pl->add_option("--counts", a->counts, "SGLang expert-distribution JSON with logical_count");
   pl->add_option("--imatrix", a->imatrix, "llama.cpp imatrix GGUF of an MoE model");
-  pl->add_option("--gpus", a->gpus, "GPU count G (physical experts E + R must divide by it)");
-  pl->add_option("--nodes", a->nodes, "Node count N (divides G and, for eplb, the groups)");
-  pl->add_option("--groups", a->groups, "Expert groups GR of group-limited routing (divides E)");
-  pl->add_option("--redundant", a->redundant, "Redundant experts R");
-  pl->add_option("--experts", a->experts, "Logical experts E (default: from the input)");
+  pl->add_option("--gpus", a->gpus, "GPU count G (physical experts E + R must divide by it)")
+      ->check(moeroute::cli::int_in(1, 1 << 20));
+  pl->add_option("--nodes", a->nodes, "Node count N (divides G and, for eplb, the groups)")
+      ->check(moeroute::cli::int_in(1, 1 << 20));
+  pl->add_option("--groups", a->groups, "Expert groups GR of group-limited routing (divides E)")
+      ->check(moeroute::cli::int_in(1, 1 << 20));
+  pl->add_option("--redundant", a->redundant, "Redundant experts R")->check(moeroute::cli::int_in(0, 1 << 20));
+  pl->add_option("--experts", a->experts, "Logical experts E (default: from the input)")
+      ->check(moeroute::cli::int_in(1, 1 << 20));
   pl->add_option("--algorithm", a->algorithm, "eplb | eplb-global | moeroute (default moeroute)");
   pl->add_option("--format", a->format, "sglang | vllm | moeroute (default moeroute)");
-  pl->add_option("--batch", a->batch, "Tokens per batch step that moeroute's algorithm balances (default 64)");
+  pl->add_option("--batch", a->batch, "Tokens per batch step that moeroute's algorithm balances (default 64)")
+      ->check(moeroute::cli::int_in(1, 1 << 30));
   pl->add_flag("--mass", a->mass, "Load = router-weight mass of the trace instead of activation counts");
   pl->add_flag("--first-half", a->first_half, "Build from the first half of each layer's tokens");
   pl->add_flag("--second-half", a->second_half, "Build from the second half of each layer's tokens");
@@ -241,9 +246,10 @@ void setup_placement(CLI::App& app, int& /*exit_code*/) {
   auto e = std::make_shared<placement_eval_args>();
   ev->add_option("--trace", e->trace, "Routing trace JSONL")->required();
   ev->add_option("--placement", e->placement, "Placement file (SGLang, vLLM or moeroute JSON)")->required();
-  ev->add_option("--batch", e->batch, "Tokens per batch step (default 64)");
+  ev->add_option("--batch", e->batch, "Tokens per batch step (default 64)")->check(moeroute::cli::int_in(1, 1 << 30));
   ev->add_option("--dispatch", e->dispatch, "round-robin (vLLM's rule) | least-loaded");
-  ev->add_option("--gpus", e->gpus, "GPU count (required for SGLang/vLLM files)");
+  ev->add_option("--gpus", e->gpus, "GPU count (required for SGLang/vLLM files)")
+      ->check(moeroute::cli::int_in(1, 1 << 20));
   ev->add_flag("--first-half", e->first_half, "Replay the first half of each layer's tokens");
   ev->add_flag("--second-half", e->second_half, "Replay the second half of each layer's tokens");
   ev->add_option("-o,--output", e->output, "Output JSON (default stdout)");

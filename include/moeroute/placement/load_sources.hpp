@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeroute/error.hpp"
+#include "moeroute/io/input_file.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/io/trace_counts.hpp"
 #include "moeroute/placement/placement.hpp"
@@ -93,15 +94,9 @@ inline load_table parse_logical_count_json(const std::string& text, const std::s
   return t;
 }
 
-/// The whole text of a file (errc::io_error naming it when it cannot be read).
-inline std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MOEROUTE_CHECK(f.good(), errc::io_error, path, ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  MOEROUTE_CHECK(!f.bad(), errc::io_error, path, ": read error");
-  return ss.str();
-}
+/// The whole text of a placement input file, opened as io/input_file.hpp says (regular files
+/// only, at most input_cap_document bytes).
+inline std::string read_text_file(const std::string& path) { return read_input_file(path); }
 
 /// Reads SGLang's expert-distribution JSON file.
 inline load_table read_logical_count_json(const std::string& path) {
