@@ -135,7 +135,7 @@ class output_files {
         f.has_content = true;
         return;
       }
-    detail::fail(errc::invalid_argument, "output ", path, " was not declared");
+    moeroute::detail::fail(errc::invalid_argument, "output ", path, " was not declared");
   }
 
   /// Writes every output that has content: files to their temporaries, then renames them all;
