@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -536,5 +537,88 @@ TEST(CacheSimFigures, RecommendedNoWorseThanLruOnMixtral) {
   for (const auto scope : {cache_scope::global, cache_scope::per_layer}) {
     std::size_t at = 0;
     EXPECT_LE(cache_compare_worst_vs_lru("recommended", mixtral(), scope, 1, 80, 1, at), 0) << at;
+  }
+}
+
+// layer-cycle (ordered sets per layer) against a plain scan of its documented rule on random
+// traces, including one wide layer: victim from the most recently visited layer that has a
+// resident cell (the access's own layer last); within it cells not accessed in the layer's latest
+// visit first, then fewest accesses since the start, then least recently accessed.
+TEST(CacheSimLayerCycle, OrderedSetsMatchAPlainScanOfTheRule) {
+  std::uint64_t state = 99;
+  auto rnd = [&](std::uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (state >> 33) % n;
+  };
+  for (int trial = 0; trial < 30; ++trial) {
+    const int L = 1 + static_cast<int>(rnd(4)), E = 2 + static_cast<int>(rnd(trial % 3 == 0 ? 300 : 10));
+    std::vector<std::pair<int, std::vector<int>>> recs;
+    for (int r = 0; r < 150; ++r) {
+      const int e0 = static_cast<int>(rnd(static_cast<std::uint64_t>(E)));
+      std::vector<int> ids{e0};
+      if (E > 1 && rnd(2)) ids.push_back((e0 + 1 + static_cast<int>(rnd(static_cast<std::uint64_t>(E - 1)))) % E);
+      recs.push_back({static_cast<int>(rnd(3) ? r % L : rnd(static_cast<std::uint64_t>(L))), ids});
+    }
+    const auto t = trace_of(recs);
+    const auto acc = accesses_of(t);
+    for (std::size_t cap : {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{17}}) {
+      struct cell {
+        int l, e;
+        std::uint64_t last;
+      };
+      std::vector<cell> res;
+      std::map<std::pair<int, int>, std::uint64_t> count;
+      std::vector<int> visits;  // layers, most recent visit first
+      std::map<int, std::uint64_t> visit_start;
+      int current = -1;
+      std::uint64_t hits = 0;
+      for (std::uint64_t time = 0; time < acc.size(); ++time) {
+        const int l = acc[time].layer, e = acc[time].expert;
+        auto it = std::find_if(res.begin(), res.end(), [&](const cell& c) { return c.l == l && c.e == e; });
+        if (it != res.end()) {
+          ++hits;
+        } else if (res.size() == cap) {
+          std::vector<int> order;
+          for (int v : visits)
+            if (v != l) order.push_back(v);
+          order.push_back(l);
+          bool done = false;
+          for (int v : order) {
+            int best = -1;
+            for (std::size_t i = 0; i < res.size(); ++i) {
+              if (res[i].l != v) continue;
+              const bool stale = res[i].last < visit_start[v];
+              if (best < 0) {
+                best = static_cast<int>(i);
+                continue;
+              }
+              const auto& b = res[static_cast<std::size_t>(best)];
+              const bool bstale = b.last < visit_start[v];
+              const auto ci = count[{res[i].l, res[i].e}], cb = count[{b.l, b.e}];
+              if ((stale && !bstale) || (stale == bstale && (ci < cb || (ci == cb && res[i].last < b.last))))
+                best = static_cast<int>(i);
+            }
+            if (best >= 0) {
+              res.erase(res.begin() + best);
+              done = true;
+              break;
+            }
+          }
+          ASSERT_TRUE(done);
+        }
+        // touch: count, time, a new visit when the layer changes
+        ++count[{l, e}];
+        if (l != current) {
+          current = l;
+          visit_start[l] = time;
+          visits.erase(std::remove(visits.begin(), visits.end(), l), visits.end());
+          visits.insert(visits.begin(), l);
+        }
+        it = std::find_if(res.begin(), res.end(), [&](const cell& c) { return c.l == l && c.e == e; });
+        if (it == res.end()) res.push_back({l, e, time});
+        else it->last = time;
+      }
+      EXPECT_EQ(run("layer-cycle", t, cap).hits, hits) << "trial " << trial << " cap " << cap;
+    }
   }
 }

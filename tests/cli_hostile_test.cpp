@@ -106,7 +106,7 @@ TEST(CliHostile, BadFlagValuesAndContradictionsAreRefused) {
       {"concentration --trace " + kTrace + " -o " + out + " --cell-bytes -1", "--cell-bytes: -1 is not in"},
       {"concentration --trace " + kTrace + " -o " + out + " --coverage nan", "--coverage: 'nan'"},
       {"concentration --trace " + kTrace + " -o " + out + " --threshold 0", "--threshold: 0 is not in (0, 1]"},
-      {"concentration --imatrix x.gguf -o " + out + " --num-experts 8", "--num-experts excludes --imatrix"},
+      {"concentration --imatrix x.gguf -o " + out + " --num-experts 8", "--imatrix excludes --num-experts"},
       {"policy build --trace " + kTrace + " --percent 10 -o " + out + " --hybrid-top-layers -3",
        "--hybrid-top-layers: -3 is not in"},
       {"policy build --trace " + kTrace + " --percent nan -o " + out, "--percent: 'nan'"},
@@ -135,7 +135,7 @@ TEST(CliHostile, BadFlagValuesAndContradictionsAreRefused) {
 // flag fails before any pass has run (no banner, no table on stdout).
 TEST(CliHostile, RunPrintsNothingBeforeItsChecksPass) {
   const std::string out = tmp("run.json");
-  for (const std::string args : {"--router --cum-prob 1.5", "--router --experts 4 --topk 2 --layers 65536 --tokens 1",
+  for (const std::string& args : std::vector<std::string>{"--router --cum-prob 1.5", "--router --experts 4 --topk 2 --layers 65536 --tokens 1",
                                  "--trace " + kTrace + " --report " + tmp("nodir/r.html")}) {
     std::remove(out.c_str());
     const auto r = run_cli("run " + args + " --json " + out, "hostile_run");
@@ -164,7 +164,7 @@ TEST(CliHostile, TwoOutputsAreWrittenAllOrNothing) {
   // and when every path is good, both are written
   const std::string svg = tmp("both.svg");
   std::remove(svg.c_str());
-  const auto r = run_cli("policy pareto " + kPolicy + " --cell-mib 1 -o " + good + " --svg " + svg, "hostile_out");
+  const auto r = run_cli("policy pareto " + kPolicy + " --layers 40 --cell-mib 1 -o " + good + " --svg " + svg, "hostile_out");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(file_exists(good));
   EXPECT_TRUE(file_exists(svg));

@@ -22,7 +22,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <set>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -298,36 +300,38 @@ struct belady_eviction {
 /// least recently accessed). On batch-1 decoding this keeps the layers ahead of the sweep and the
 /// layer's frequent experts resident; on batched traces (long runs of one layer) it behaves like
 /// LRU across layers and like frequency inside the current one.
-/// Cost: O(1) per access; victim() walks the layers (O(L)) and one layer's cells (O(E)).
+/// Cost: O(log E) per access; victim() walks the layers (O(L)) and takes the first evictable cell
+/// of a layer from its ordered sets (O(1) plus the cells skipped).
 struct layer_cycle_eviction {
   static constexpr const char* name = "layer-cycle";
   static constexpr bool needs_future = false;
 
   void reset(std::uint32_t num_cells, std::uint32_t layers = 1) {
-    n_ = num_cells;
     layers_ = layers;
-    prev_.assign(static_cast<std::size_t>(n_) + layers, 0);
-    next_.assign(static_cast<std::size_t>(n_) + layers, 0);
-    for (std::uint32_t l = 0; l < layers; ++l) prev_[n_ + l] = next_[n_ + l] = n_ + l;
+    stale_.assign(layers, {});
+    fresh_.assign(layers, {});
+    layer_of_.assign(num_cells, 0);
     lprev_.assign(static_cast<std::size_t>(layers) + 1, no_cell);
     lnext_.assign(static_cast<std::size_t>(layers) + 1, no_cell);
     lprev_[layers] = lnext_[layers] = layers;
     count_.assign(num_cells, 0);
     last_.assign(num_cells, 0);
-    visit_start_.assign(layers, 0);
     current_ = incoming_ = -1;
   }
   void on_load(std::uint32_t c, const access_info& a) {
+    layer_of_[c] = static_cast<std::uint32_t>(a.layer);
     touch(c, a);
-    push_front(static_cast<std::uint32_t>(a.layer), c);
   }
   void on_hit(std::uint32_t c, const access_info& a) {
+    fresh_[layer_of_[c]].erase(key(c));
+    stale_[layer_of_[c]].erase(key(c));
     touch(c, a);
-    unlink(c);
-    push_front(static_cast<std::uint32_t>(a.layer), c);
   }
   void on_miss(std::uint32_t, const access_info& a) { incoming_ = a.layer; }
-  void on_evict(std::uint32_t c) { unlink(c); }
+  void on_evict(std::uint32_t c) {
+    fresh_[layer_of_[c]].erase(key(c));
+    stale_[layer_of_[c]].erase(key(c));
+  }
   template <class Skip>
   std::uint32_t victim(Skip&& skip) const {
     const std::int32_t own = incoming_ >= 0 ? incoming_ : current_;
@@ -340,55 +344,43 @@ struct layer_cycle_eviction {
   }
 
  private:
+  // (accesses since reset, latest access time, cell): the order a layer's cells are evicted in
+  using cell_key = std::tuple<std::uint64_t, std::uint64_t, std::uint32_t>;
+  cell_key key(std::uint32_t c) const { return {count_[c], last_[c], c}; }
+
   template <class Skip>
   std::uint32_t pick_in_layer(std::uint32_t l, Skip&& skip) const {
-    std::uint32_t best = no_cell;
-    bool best_stale = false;
-    const std::uint32_t s = n_ + l;
-    for (std::uint32_t c = prev_[s]; c != s; c = prev_[c]) {  // oldest first: ties keep the older
-      if (skip(c)) continue;
-      const bool stale = last_[c] < visit_start_[l];
-      if (best == no_cell || (stale && !best_stale) || (stale == best_stale && count_[c] < count_[best])) {
-        best = c;
-        best_stale = stale;
-      }
-    }
-    return best;
+    for (const auto* set : {&stale_[l], &fresh_[l]})  // cells not accessed in the latest visit first
+      for (const auto& k : *set)
+        if (!skip(std::get<2>(k))) return std::get<2>(k);
+    return no_cell;
   }
   void touch(std::uint32_t c, const access_info& a) {
     const auto l = static_cast<std::uint32_t>(a.layer);
     incoming_ = -1;
     ++count_[c];
     last_[c] = a.time;
-    if (a.layer == current_) return;
-    current_ = a.layer;
-    visit_start_[l] = a.time;
-    if (lprev_[l] != no_cell) {
-      lnext_[lprev_[l]] = lnext_[l];
-      lprev_[lnext_[l]] = lprev_[l];
+    if (a.layer != current_) {  // a new visit of layer l: its cells accessed so far become stale
+      current_ = a.layer;
+      stale_[l].insert(fresh_[l].begin(), fresh_[l].end());
+      fresh_[l].clear();
+      if (lprev_[l] != no_cell) {
+        lnext_[lprev_[l]] = lnext_[l];
+        lprev_[lnext_[l]] = lprev_[l];
+      }
+      lprev_[l] = layers_;
+      lnext_[l] = lnext_[layers_];
+      lprev_[lnext_[layers_]] = l;
+      lnext_[layers_] = l;
     }
-    lprev_[l] = layers_;
-    lnext_[l] = lnext_[layers_];
-    lprev_[lnext_[layers_]] = l;
-    lnext_[layers_] = l;
-  }
-  void push_front(std::uint32_t l, std::uint32_t c) {
-    const std::uint32_t s = n_ + l, nx = next_[s];
-    prev_[c] = s;
-    next_[c] = nx;
-    next_[s] = c;
-    prev_[nx] = c;
-  }
-  void unlink(std::uint32_t c) {
-    next_[prev_[c]] = next_[c];
-    prev_[next_[c]] = prev_[c];
+    fresh_[l].insert(key(c));
   }
 
-  std::vector<std::uint32_t> prev_, next_;    // per-layer recency lists of resident cells; n + l = sentinel
-  std::vector<std::uint32_t> lprev_, lnext_;  // layers by latest visit; index L = sentinel
-  std::vector<std::uint64_t> count_, last_;   // per cell: accesses since reset, latest access time
-  std::vector<std::uint64_t> visit_start_;    // per layer: time its latest visit began
-  std::uint32_t n_ = 0, layers_ = 0;
+  std::vector<std::set<cell_key>> stale_, fresh_;  // per layer: resident cells, by cell_key
+  std::vector<std::uint32_t> layer_of_;           // per cell
+  std::vector<std::uint32_t> lprev_, lnext_;      // layers by latest visit; index L = sentinel
+  std::vector<std::uint64_t> count_, last_;       // per cell: accesses since reset, latest access time
+  std::uint32_t layers_ = 0;
   std::int32_t current_ = -1, incoming_ = -1;
 };
 
