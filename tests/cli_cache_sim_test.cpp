@@ -28,7 +28,6 @@ const std::string kMixtral = std::string(MOEROUTE_TEST_DATA_DIR) + "/traces/mixt
 
 using clitest::run_result;
 const auto& slurp = clitest::read_text;
-const auto& exists = clitest::file_exists;
 
 run_result cli(const std::string& args) { return clitest::run_cli("cache-sim " + args, "cli_cache_sim"); }
 

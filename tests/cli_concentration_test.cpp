@@ -27,7 +27,6 @@ using result = clitest::run_result;
 
 std::string tmp(const std::string& name) { return clitest::tmp_path("cliconc_" + name); }
 const auto& slurp = clitest::read_text;
-const auto& exists = clitest::file_exists;
 const auto& spit = clitest::write_text;
 
 result run(const std::string& args) { return clitest::run_cli("concentration " + args, "cliconc"); }

@@ -32,7 +32,6 @@ const std::string kLayer = kAtx + "combined_top_05pct_layer_experts.hybrid_top_4
 
 std::string tmp(const std::string& name) { return clitest::tmp_path("cli_policy_" + name); }
 const auto& slurp = clitest::read_text;
-const auto& exists = clitest::file_exists;
 const auto& spit = clitest::write_text;
 using result = clitest::run_result;
 
