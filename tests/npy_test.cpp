@@ -88,3 +88,30 @@ TEST(Npy, RejectsEveryMalformedHeaderAndSize) {
                "overflows");
   EXPECT_THROW(read_npy("/nonexistent/logits.npy"), error);
 }
+
+// Expert ids: int32 and int64 arrays (read_npy_ints / parse_npy with ints), int32 written back.
+TEST(Npy, IntegerIdsInt32AndInt64) {
+  const std::vector<std::int32_t> ids = {3, 0, -1, 7, 2147483647, 5};
+  auto a = parse_npy(format_npy_i32(ids.data(), 3, 2), "i.npy", false, true);
+  EXPECT_EQ(a.dtype, npy_dtype::i32);
+  EXPECT_EQ(a.rows, 3u);
+  EXPECT_EQ(a.cols, 2u);
+  EXPECT_EQ(a.ints, (std::vector<std::int64_t>{3, 0, -1, 7, 2147483647, 5}));
+  EXPECT_EQ((format_npy_i32(ids.data(), 3, 2).size() - 24) % 64, 0u);
+  std::string b = raw_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 2), }", 16);
+  const std::int64_t v[2] = {-5, std::int64_t{1} << 40};
+  std::memcpy(&b[b.size() - 16], v, 16);
+  a = parse_npy(b, "l.npy", false, true);
+  EXPECT_EQ(a.dtype, npy_dtype::i64);
+  EXPECT_EQ(a.ints, (std::vector<std::int64_t>{-5, std::int64_t{1} << 40}));
+  // floats where ints are wanted, and ints where floats are wanted, name what is expected
+  try {
+    parse_npy(format_npy(std::vector<float>{1.0f}.data(), 1, 1), "f.npy", false, true);
+    ADD_FAILURE() << "accepted floats as ids";
+  } catch (const error& e) {
+    EXPECT_NE(e.message().find("'<f4' is not supported (expected '<i4' or '<i8')"), std::string::npos) << e.message();
+  }
+  expect_error(format_npy_i32(ids.data(), 3, 2), "'<i4' is not supported (expected '<f4' or '<f2')");
+  EXPECT_THROW(parse_npy(raw_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }", 16), "s.npy", false, true),
+               error);  // 4 int64 values need 32 bytes
+}
