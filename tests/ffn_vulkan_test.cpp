@@ -26,6 +26,20 @@ using moeroute::weight_type;
 
 namespace {
 
+// A layer whose rows put blocks at every alignment the types allow and end part-way through a
+// mat-vec lane's chunk: 32-value types H = 96 (3 blocks), F = 160 (5 blocks); with a 256-value
+// type H = 768 (3 superblocks), F = 256.
+moeroute::ffn_layer odd_layer(int E, weight_type g, weight_type u, weight_type d, bool bias = false,
+                              moeroute::ffn_activation act = moeroute::ffn_activation::swiglu) {
+  const bool big = moeroute::block_elems(g) == 256 || moeroute::block_elems(u) == 256 || moeroute::block_elems(d) == 256;
+  return moeroute::ffn_layer(E, big ? 768 : 96, big ? 256 : 160, g, u, d, bias, act);
+}
+
+std::string layer_name(const moeroute::ffn_layer& s) {
+  return std::string(moeroute::weight_type_name(s.gate_type)) + "/" + moeroute::weight_type_name(s.up_type) + "/" +
+         moeroute::weight_type_name(s.down_type) + (s.has_bias ? " bias" : "") + " " + moeroute::ffn_activation_name(s.act);
+}
+
 class VulkanFfn : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -81,6 +95,33 @@ class VulkanFfn : public ::testing::Test {
   }
 
   static double bound(weight_type t) { return t == weight_type::f32 ? 1e-7 : 5e-4; }
+
+  // Random experts of `layer` in permuted slots of a pool split into buffers of 3 slots, one op
+  // for T <= 64: decode (T = 1, mat-vec kernels) and prefill (T = 64, K = 2 of 4 experts: tiled
+  // kernels) against the plain-loop reference (dequantized rows, double), NMSE <= 1e-5.
+  static void check_decode_and_prefill(const moeroute::ffn_layer& layer, std::uint32_t seed) {
+    ffn_test::problem p;
+    p.shape = layer;
+    ffn_test::random_weights(p, seed);
+    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 4, 3 * moeroute::vulkan_expert_pool::slot_layout(p.shape)[3]);
+    ASSERT_EQ(pool.num_buffers(), 2);
+    const std::vector<std::int32_t> table{2, 0, 3, 1};
+    for (int e = 0; e < 4; ++e)
+      pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
+    pool.set_slot_table(table.data(), 4);
+    moeroute::vulkan_ffn op(*ctx_, pool);
+    const moeroute::vulkan_ffn_config cfg{64, 128};
+    ASSERT_EQ(op.can_implement(cfg), "") << layer_name(p.shape);
+    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
+    op.initialize(cfg, ws);
+    for (std::size_t T : {1u, 64u}) {
+      ffn_test::random_x(p, T, seed + 1 + static_cast<std::uint32_t>(T));
+      p.routing = ffn_test::random_routing(T, 4, 2, seed + 2 + static_cast<std::uint32_t>(T));
+      std::vector<float> y(T * static_cast<std::size_t>(p.shape.hidden), -7.0f);
+      op.forward({p.routing.view(), p.x.data(), y.data()});
+      EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 1e-5) << layer_name(p.shape) << " T=" << T;
+    }
+  }
 
   static std::unique_ptr<moeroute::vulkan_context> ctx_;
   static std::unique_ptr<moeroute::vulkan_expert_pool> keep_;  // the pool of the last run_vk
@@ -140,50 +181,14 @@ TEST_F(VulkanFfn, AllTypesAllBatchSizesMatchReferences) {
   }
 }
 
-namespace {
-// A layer whose rows put blocks at every alignment the types allow and end part-way through a
-// mat-vec lane's chunk: 32-value types H = 96 (3 blocks), F = 160 (5 blocks); with a 256-value
-// type H = 768 (3 superblocks), F = 256.
-moeroute::ffn_layer odd_layer(int E, weight_type g, weight_type u, weight_type d, bool bias = false,
-                              moeroute::ffn_activation act = moeroute::ffn_activation::swiglu) {
-  const bool big = moeroute::block_elems(g) == 256 || moeroute::block_elems(u) == 256 || moeroute::block_elems(d) == 256;
-  return moeroute::ffn_layer(E, big ? 768 : 96, big ? 256 : 160, g, u, d, bias, act);
-}
-
-std::string layer_name(const moeroute::ffn_layer& s) {
-  return std::string(moeroute::weight_type_name(s.gate_type)) + "/" + moeroute::weight_type_name(s.up_type) + "/" +
-         moeroute::weight_type_name(s.down_type) + (s.has_bias ? " bias" : "") + " " + moeroute::ffn_activation_name(s.act);
-}
-}  // namespace
 
 // Every weight type, decode (T = 1: mat-vec kernels) and prefill (T = 64 over 4 experts: tiled
 // kernels), against the plain-loop reference that dequantizes the stored rows (dequantize_row,
 // checked against ggml in weights_test) and accumulates in double. Experts sit in permuted slots
 // of a pool split into buffers of 3 slots.
 TEST_F(VulkanFfn, EveryWeightTypeDecodeAndPrefill) {
-  for (weight_type type : moeroute::all_weight_types) {
-    ffn_test::problem p;
-    p.shape = odd_layer(4, type, type, type);
-    ffn_test::random_weights(p, 700 + static_cast<std::uint32_t>(type));
-    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 4, 3 * moeroute::vulkan_expert_pool::slot_layout(p.shape)[3]);
-    ASSERT_EQ(pool.num_buffers(), 2);
-    const std::vector<std::int32_t> table{2, 0, 3, 1};
-    for (int e = 0; e < 4; ++e)
-      pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
-    pool.set_slot_table(table.data(), 4);
-    moeroute::vulkan_ffn op(*ctx_, pool);
-    const moeroute::vulkan_ffn_config cfg{64, 128};
-    ASSERT_EQ(op.can_implement(cfg), "") << layer_name(p.shape);
-    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
-    op.initialize(cfg, ws);
-    for (std::size_t T : {1u, 64u}) {
-      ffn_test::random_x(p, T, 800 + static_cast<std::uint32_t>(T));
-      p.routing = ffn_test::random_routing(T, 4, 2, 900 + static_cast<std::uint32_t>(T));
-      std::vector<float> y(T * static_cast<std::size_t>(p.shape.hidden), -7.0f);
-      op.forward({p.routing.view(), p.x.data(), y.data()});
-      EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 1e-5) << layer_name(p.shape) << " T=" << T;
-    }
-  }
+  for (weight_type type : moeroute::all_weight_types)
+    check_decode_and_prefill(odd_layer(4, type, type, type), 700 + static_cast<std::uint32_t>(type));
 }
 
 // Per-tensor types (gate/up one type and down another, as Q4_K_M files), expert biases and
@@ -197,28 +202,7 @@ TEST_F(VulkanFfn, MixedTypesBiasesAndSwigluOai) {
       odd_layer(4, weight_type::q5_1, weight_type::q5_1, weight_type::bf16, true, A::swiglu),
   };
   std::uint32_t seed = 1000;
-  for (const auto& layer : layers) {
-    ffn_test::problem p;
-    p.shape = layer;
-    ffn_test::random_weights(p, ++seed);
-    moeroute::vulkan_expert_pool pool(*ctx_, p.shape, 4);
-    const std::vector<std::int32_t> table{3, 2, 1, 0};
-    for (int e = 0; e < 4; ++e)
-      pool.upload_expert(table[static_cast<std::size_t>(e)], p.blobs[static_cast<std::size_t>(e)].data(), p.shape.expert_bytes());
-    pool.set_slot_table(table.data(), 4);
-    moeroute::vulkan_ffn op(*ctx_, pool);
-    const moeroute::vulkan_ffn_config cfg{64, 128};
-    ASSERT_EQ(op.can_implement(cfg), "") << layer_name(layer);
-    auto ws = ctx_->make_buffer(op.workspace_size(cfg), false);
-    op.initialize(cfg, ws);
-    for (std::size_t T : {1u, 64u}) {
-      ffn_test::random_x(p, T, ++seed);
-      p.routing = ffn_test::random_routing(T, 4, 2, ++seed);
-      std::vector<float> y(T * static_cast<std::size_t>(p.shape.hidden), -7.0f);
-      op.forward({p.routing.view(), p.x.data(), y.data()});
-      EXPECT_LE(ffn_test::nmse(y, ffn_test::reference(p)), 1e-5) << layer_name(layer) << " T=" << T;
-    }
-  }
+  for (const auto& layer : layers) check_decode_and_prefill(layer, seed += 10);
   moeroute::vulkan_expert_pool pool(*ctx_, odd_layer(2, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k), 1);
   moeroute::vulkan_ffn op(*ctx_, pool);
   EXPECT_NE(op.can_implement({1, 1}).find("gate q4_k and up q5_k"), std::string::npos) << op.can_implement({1, 1});
