@@ -87,6 +87,12 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(a.backend == "eigen" || a.backend == "vulkan", errc::invalid_argument, "--backend '", a.backend,
                  "' (expected eigen or vulkan)");
 
+  // Every output is declared (and its place checked) before any work; all are written at the end.
+  cli::output_files outs;
+  outs.declare("--output", a.out);
+  if (!a.ids_out.empty()) outs.declare("--ids-out", a.ids_out);
+  if (!a.weights_out.empty()) outs.declare("--weights-out", a.weights_out);
+
   const auto w = gguf_expert_weights::open(a.model);
   const int layer = w.layer_of_block(a.block);
   if (layer < 0) {
@@ -142,9 +148,10 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
 #endif
   }
 
-  if (!a.ids_out.empty()) cli::write_output(a.ids_out, format_npy_i32(r.ids.data(), T, K));
-  if (!a.weights_out.empty()) cli::write_output(a.weights_out, format_npy(r.weights.data(), T, K));
-  cli::write_output(a.out, format_npy(y.data(), T, H));
+  if (!a.ids_out.empty()) outs.set(a.ids_out, format_npy_i32(r.ids.data(), T, K));
+  if (!a.weights_out.empty()) outs.set(a.weights_out, format_npy(r.weights.data(), T, K));
+  outs.set(a.out, format_npy(y.data(), T, H));
+  outs.commit();
   std::cerr << "moeroute ffn: " << a.model << " blk." << a.block << " (" << weight_type_name(s.gate_type) << "/"
             << weight_type_name(s.up_type) << "/" << weight_type_name(s.down_type)
             << (s.has_bias ? ", biases" : "") << ", " << ffn_activation_name(s.act) << "), " << T << " tokens x "
@@ -155,7 +162,9 @@ void setup_ffn(CLI::App& app, int&) {
   auto a = std::make_shared<ffn_cmd_args>();
   CLI::App* sub = app.add_subcommand("ffn", "One MoE layer of a GGUF model on X (.npy): Y = sum_k W_k FFN_{I_k}(x)");
   sub->add_option("--model", a->model, "model GGUF (llama.cpp layout)")->required();
-  sub->add_option("--block", a->block, "GGUF block index N (blk.N) of an MoE layer")->required();
+  sub->add_option("--block", a->block, "GGUF block index N (blk.N) of an MoE layer")
+      ->required()
+      ->check(moeroute::cli::int_in(0, 999999));
   sub->add_option("--x", a->x, "activations, .npy float32 [T, H]")->required();
   sub->add_option("--ids", a->ids, "expert ids, .npy int32/int64 [T, K]");
   sub->add_option("--weights", a->weights, "routing weights, .npy float32 [T, K]");
