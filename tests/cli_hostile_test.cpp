@@ -176,7 +176,8 @@ TEST(CliHostile, TwoOutputsAreWrittenAllOrNothing) {
 TEST(CliHostile, OverflowsAreBadInputNamingTheField) {
   const std::string out = tmp("out8.json");
   const std::string ct = tmp("overflow.json");
-  clitest::write_text(ct, R"({"layers": [{"layer_index": 0, "expert_counts": [1.5e308, 1.5e308, 1]}]})");
+  clitest::write_text(ct, R"({"model": "m", "num_experts": 3, "experts_per_token": 1, "n_tokens": 1,
+      "layers": [{"layer_index": 0, "expert_counts": [1.5e308, 1.5e308, 1]}]})");
   expect_bad("concentration --trace " + ct + " -o " + out, out,
              "layers[0].expert_counts: the counts up to [1] sum past the double range", "hostile_ovf");
   expect_bad("policy build --counts " + ct + " --percent 10 -o " + out, out, "sum past the double range", "hostile_ovf");
@@ -221,7 +222,8 @@ TEST(CliHostile, UnsortedCompactListIsRefused) {
 // 11. Layers of different sizes: the verdict names the fraction, never a blank number.
 TEST(CliHostile, MixedExpertCountsVerdictHasItsNumber) {
   const std::string ct = tmp("mixed.json"), out = tmp("out11.json");
-  clitest::write_text(ct, R"({"layers": [{"layer_index": 0, "expert_counts": [10, 0, 0, 0]},
+  clitest::write_text(ct, R"({"model": "m", "num_experts": 4, "experts_per_token": 1, "n_tokens": 10,
+                                        "layers": [{"layer_index": 0, "expert_counts": [10, 0, 0, 0]},
                                         {"layer_index": 1, "expert_counts": [10, 0]}]})");
   const auto r = run_cli("concentration --trace " + ct + " -o " + out, "hostile_mixed");
   ASSERT_EQ(r.code, 5) << r.err;  // one expert of 4 and one of 2: median 37.5% < 50%
@@ -233,6 +235,10 @@ TEST(CliHostile, MixedExpertCountsVerdictHasItsNumber) {
 TEST(CliHostile, ReportHeatMapOfHugeModelIsBinned) {
   const std::string ct = tmp("wide.json"), out = tmp("wide.html");
   nlohmann::json j;
+  j["model"] = "wide";
+  j["num_experts"] = 3000;
+  j["experts_per_token"] = 1;
+  j["n_tokens"] = 6;
   j["layers"] = nlohmann::json::array();
   for (int l = 0; l < 200; ++l) {
     std::vector<int> c(3000, 0);

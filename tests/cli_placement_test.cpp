@@ -91,7 +91,7 @@ TEST(CliPlacement, DeepSeekReadmeExampleFromAnImatrix) {
   // And as a gpu-container trace given to --trace.
   const std::string ct = write_tmp(
       "cli_placement_readme.container.json",
-      R"({"model": "m", "layers": [{"layer_index": 0, "expert_counts": [90,132,40,61,104,165,39,4,73,56,183,86]},)"
+      R"({"model": "m", "num_experts": 12, "experts_per_token": 1, "n_tokens": 1000, "layers": [{"layer_index": 0, "expert_counts": [90,132,40,61,104,165,39,4,73,56,183,86]},)"
       R"({"layer_index": 1, "expert_counts": [20,107,104,64,19,197,187,157,172,86,16,27]}]})");
   const auto c = cli("--trace " + q(ct) + " --gpus 8 --nodes 2 --groups 4 --redundant 4 --algorithm eplb -o " + q(out));
   ASSERT_EQ(c.code, 0) << c.err;
