@@ -64,6 +64,16 @@ std::set<std::pair<int, int>> pin_list(const residency_set& s) {
   return out;
 }
 
+// A small deterministic generator for the random-trace tests: rnd(n) is in [0, n).
+struct lcg {
+  explicit lcg(std::uint64_t seed) : state(seed) {}
+  std::uint64_t operator()(std::uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (state >> 33) % n;
+  }
+  std::uint64_t state;
+};
+
 }  // namespace
 
 // Single layer, accesses 0 1 2 0 3 0 1, capacity 3 (worked by hand):
@@ -314,11 +324,7 @@ TEST(CacheSimCurves, CapacityBeyondCellsIsFine) {
 // random traces (skewed and uniform ids, records of 1-4 experts), both scopes, with and without
 // pinned cells, at every capacity from the pinned count to past the useful capacity.
 TEST(CacheSimCurves, OnePassOptCurveEqualsBeladyReplayAtEveryCapacity) {
-  std::uint64_t state = 12345;
-  auto rnd = [&](std::uint64_t n) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return (state >> 33) % n;
-  };
+  lcg rnd(12345);
   for (int trial = 0; trial < 24; ++trial) {
     const int L = 1 + static_cast<int>(rnd(4)), E = 2 + static_cast<int>(rnd(12));
     const bool skew = trial % 2 == 0;
@@ -545,11 +551,7 @@ TEST(CacheSimFigures, RecommendedNoWorseThanLruOnMixtral) {
 // resident cell (the access's own layer last); within it cells not accessed in the layer's latest
 // visit first, then fewest accesses since the start, then least recently accessed.
 TEST(CacheSimLayerCycle, OrderedSetsMatchAPlainScanOfTheRule) {
-  std::uint64_t state = 99;
-  auto rnd = [&](std::uint64_t n) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return (state >> 33) % n;
-  };
+  lcg rnd(99);
   for (int trial = 0; trial < 30; ++trial) {
     const int L = 1 + static_cast<int>(rnd(4)), E = 2 + static_cast<int>(rnd(trial % 3 == 0 ? 300 : 10));
     std::vector<std::pair<int, std::vector<int>>> recs;
