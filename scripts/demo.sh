@@ -54,7 +54,26 @@ $mr run --router --layers 16 --experts 64 --topk 8 --tokens 12 --cum-prob 0.75 -
   --policies lru --json out/run_router_zero_gating.json
 
 echo
-echo "== 7. report =="
+echo "== 7. one MoE layer of real quantized models (ggml's golden files): Q4_K_M-style and gpt-oss MXFP4 =="
+g=tests/data/ggml_golden
+$mr ffn --model $g/mixed.gguf --block 1 --x $g/mixed.x.npy --route --ids-out out/ffn_mixed_ids.npy \
+  -o out/ffn_mixed_eigen.npy
+$mr ffn --model $g/mixed.gguf --block 1 --x $g/mixed.x.npy --route --backend vulkan -o out/ffn_mixed_vulkan.npy
+$mr ffn --model $g/gptoss.gguf --block 0 --x $g/gptoss.x.npy --route --backend vulkan -o out/ffn_gptoss_vulkan.npy
+
+echo
+echo "== 8. expert placement for 8 GPUs from the first half of the Qwen1.5-MoE trace, judged on the second =="
+qtrace=tests/data/traces/qwen1.5-moe-a2.7b_gsm8k_vllm.jsonl
+for alg in eplb moeroute; do
+  $mr placement --trace "$qtrace" --first-half --gpus 8 --redundant 4 --algorithm $alg --format sglang \
+    -o out/placement_qwen_$alg.sglang.json
+  $mr placement eval --trace "$qtrace" --second-half --gpus 8 --placement out/placement_qwen_$alg.sglang.json \
+    -o out/placement_qwen_$alg.eval.json
+  echo "$alg: held-out balancedness $(grep -m1 '"balancedness"' out/placement_qwen_$alg.eval.json | tr -dc '0-9.')"
+done
+
+echo
+echo "== 9. report =="
 $mr report --trace "$trace" --pareto out/pareto_global.json --pareto tests/data/atx/policy_pareto_comparison.json \
   --run out/run_mixtral.json --run out/run_router_zero_gating.json --title "moeroute demo report" -o out/report.html
 echo "pipeline ran in $((SECONDS - start)) s; open out/report.html"
