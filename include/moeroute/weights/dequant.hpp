@@ -275,6 +275,13 @@ inline void wt_put_nibbles(unsigned char* qs, const int* q) noexcept {
   for (int j = 0; j < 16; ++j) qs[j] = static_cast<unsigned char>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
 }
 
+// The fifth bits of 32 5-bit codes as the little-endian 32-bit qh of q5_0 / q5_1 (bit i = code i).
+inline void wt_put_high_bits(unsigned char* qh_out, const int* q) noexcept {
+  std::uint32_t qh = 0;
+  for (int i = 0; i < 32; ++i) qh |= static_cast<std::uint32_t>((q[i] >> 4) & 1) << i;
+  for (int k = 0; k < 4; ++k) qh_out[k] = static_cast<unsigned char>((qh >> (8 * k)) & 0xFFu);
+}
+
 // Scale/min choice of the "d * scale * q - dmin * min" K-quants (q2_k, q4_k, q5_k): groups of gs
 // values, codes 0..qmax, scales and mins 0..smax.
 inline void wt_kquant_minscale(const float* x, int groups, int gs, int qmax, int smax, float& d, float& dmin,
@@ -348,9 +355,7 @@ inline void encode_block(weight_type t, const float* x, unsigned char* b) noexce
       if (t == weight_type::q4_1) {
         wt_put_nibbles(b + 4, q);
       } else {
-        std::uint32_t qh = 0;
-        for (int i = 0; i < 32; ++i) qh |= static_cast<std::uint32_t>((q[i] >> 4) & 1) << i;
-        for (int k = 0; k < 4; ++k) b[4 + k] = static_cast<unsigned char>((qh >> (8 * k)) & 0xFFu);
+        wt_put_high_bits(b + 4, q);
         wt_put_nibbles(b + 8, q);
       }
       return;
@@ -358,12 +363,8 @@ inline void encode_block(weight_type t, const float* x, unsigned char* b) noexce
     case weight_type::q5_0: {
       const float d = wt_put_f16(b, wt_extreme(x, 32) / -16.0f);
       int q[32];
-      std::uint32_t qh = 0;
-      for (int i = 0; i < 32; ++i) {
-        q[i] = wt_code(x[i], d, -16, 15) + 16;
-        qh |= static_cast<std::uint32_t>((q[i] >> 4) & 1) << i;
-      }
-      for (int k = 0; k < 4; ++k) b[2 + k] = static_cast<unsigned char>((qh >> (8 * k)) & 0xFFu);
+      for (int i = 0; i < 32; ++i) q[i] = wt_code(x[i], d, -16, 15) + 16;
+      wt_put_high_bits(b + 2, q);
       wt_put_nibbles(b + 6, q);
       return;
     }
