@@ -409,7 +409,8 @@ TEST(CacheSimVsReferenceRecommended, MixtralAndFlame) {
         const auto caps = per_layer ? std::vector<std::size_t>{1, 2, 3, 5} : std::vector<std::size_t>{13, 26, 51, 102, 200};
         for (auto cap : caps) {
           const auto got = run("recommended", t, cap, o);
-          const auto want = cache_ref::simulate_recommended(acc, cap, per_layer, pin_list(o.pinned), protect);
+          // recommended serves a record at a time (serves_record): protected with or without the option
+          const auto want = cache_ref::simulate_recommended(acc, cap, per_layer, pin_list(o.pinned), true);
           EXPECT_EQ(got.hits, want.hits) << per_layer << pinned << protect << " cap " << cap;
           EXPECT_EQ(got.misses, want.misses) << per_layer << pinned << protect << " cap " << cap;
         }
@@ -429,7 +430,7 @@ TEST(CacheSimVsReferenceRecommended, MixtralAndFlame) {
     o.scope = per_layer ? cache_scope::per_layer : cache_scope::global;
     for (std::size_t cap : per_layer ? std::vector<std::size_t>{6, 13} : std::vector<std::size_t>{51, 102})
       EXPECT_EQ(run("recommended", part, cap, o).hits,
-                cache_ref::simulate_recommended(facc, cap, per_layer, {}, false).hits)
+                cache_ref::simulate_recommended(facc, cap, per_layer, {}, true).hits)
           << per_layer << " " << cap;
   }
 }
@@ -520,6 +521,52 @@ TEST(CachePrefetch, ReplayCountsPrefetchLoads) {
   EXPECT_THROW(simulate_cache_prefetch(t, {26}, pinned), error);
 }
 
+// Prefetch accounting on a tiny trace, worked by hand. Two layers of two experts, per-layer caches
+// of one cell (so every eviction is forced), tokens alternate expert 0 and expert 1 at both layers:
+// L0[0] L1[0] L0[1] L1[1] L0[0] L1[0] L0[1] L1[1]. The first four records miss (nothing to
+// predict from: the predictor has not yet seen what followed those experts). After L0[0] (record
+// 4) the predictor has seen (L0,0) followed by (L1,0) once: p = 1, so it prefetches (L1,0), evicting
+// (L1,1); record 5 hits it. Likewise (L1,0) -> (L0,1), (L0,1) -> (L1,1) and, after the last record,
+// (L1,1) -> (L0,0), a load never used. Accesses 8, hits 3, misses = stalls 5, prefetch loads 4,
+// loads 9, bytes 9 x 10. LRU and Belady with one cell per layer miss all 8 (no cell repeats before
+// the other expert of its layer): prefetching trades one more load for three fewer stalls.
+TEST(CachePrefetch, HandComputedTinyTrace) {
+  const auto t = trace_of({{0, {0}}, {1, {0}}, {0, {1}}, {1, {1}}, {0, {0}}, {1, {0}}, {0, {1}}, {1, {1}}});
+  cache_sim_options o;
+  o.scope = cache_scope::per_layer;
+  o.cell_bytes = 10;
+  const auto r = simulate_cache_prefetch(t, {1}, o).at(0);
+  EXPECT_EQ(r.accesses, 8u);
+  EXPECT_EQ(r.hits, 3u);
+  EXPECT_EQ(r.misses, 5u);
+  EXPECT_EQ(r.stalls(), 5u);
+  EXPECT_EQ(r.prefetch_loads, 4u);
+  EXPECT_EQ(r.loads(), 9u);
+  EXPECT_EQ(r.bytes_loaded, 90u);
+  EXPECT_EQ(run("lru", t, 1, o).loads(), 8u);
+  EXPECT_EQ(run("belady", t, 1, o).loads(), 8u);
+  // Second half held out (records 4..7): record 4 misses, the other three hit, and all four
+  // prefetches are issued after counting starts.
+  o.count_from_record = 4;
+  const auto h = simulate_cache_prefetch(t, {1}, o).at(0);
+  EXPECT_EQ(h.accesses, 4u);
+  EXPECT_EQ(h.hits, 3u);
+  EXPECT_EQ(h.misses, 1u);
+  EXPECT_EQ(h.prefetch_loads, 4u);
+  // The engine-side call gives the same choice: after L0[0] at record 4, (L1,0) with p = 1.
+  coactivation_predictor p(2, 2);
+  std::vector<std::pair<std::int32_t, double>> out;
+  for (std::size_t i = 0; i < 5; ++i)
+    p.observe(t.layer[i], t.experts.data() + t.offsets[i], t.offsets[i + 1] - t.offsets[i]);
+  const std::int32_t zero[] = {0};
+  ASSERT_EQ(p.prefetch_candidates(0, zero, 1, 0.5, 1, out), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, 0);
+  EXPECT_DOUBLE_EQ(out[0].second, 1.0);
+  EXPECT_EQ(p.prefetch_candidates(0, zero, 1, 0.5, 0, out), 1);
+  EXPECT_TRUE(out.empty());
+}
+
 // The comparison's gap closure and capacities, by hand.
 TEST(CacheCompare, GapClosureAndCapacities) {
   EXPECT_DOUBLE_EQ(cache_gap_closure(100, 75, 50), 0.5);
@@ -535,6 +582,12 @@ TEST(CacheCompare, GapClosureAndCapacities) {
   ASSERT_EQ(rows[0].entries.size(), cache_compare_policies().size());
   EXPECT_EQ(rows[0].entries.front().full.misses, run("lru", t, 26).misses);
   EXPECT_EQ(rows[0].entries.back().full.misses, run("belady", t, 26).misses);
+  // First half: the first size() / 2 records replayed alone.
+  const auto head = cache_trace_head(t, t.size() / 2);
+  ASSERT_EQ(head.size(), t.size() / 2);
+  EXPECT_EQ(head.num_accesses(), t.offsets[t.size() / 2]);
+  EXPECT_EQ(rows[0].entries.front().first_half.misses, run("lru", head, 26).misses);
+  EXPECT_EQ(rows[0].entries[1].first_half.misses, run("fifo", head, 26).misses);
 }
 
 // The recommended policy never loads more than LRU on Mixtral at any capacity from 1% to 80% of

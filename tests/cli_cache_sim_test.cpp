@@ -80,7 +80,7 @@ TEST(CliCacheSim, HitsMatchTheReferenceForEveryContractPolicy) {
       for (std::size_t i = 0; i < caps.size(); ++i) {
         const auto& row = j["results"][i];
         EXPECT_EQ(keys(row), (std::vector<std::string>{"capacity", "accesses", "hits", "misses", "hit_rate",
-                                                       "prefetch_loads", "bytes_loaded"}));
+                                                       "prefetch_loads", "bytes_loaded", "stalls"}));
         EXPECT_EQ(row["prefetch_loads"].get<std::uint64_t>(), 0u);
         const auto want = cache_ref::simulate(acc, policy, caps[i], per_layer, {}, false);
         EXPECT_EQ(row["capacity"].get<std::size_t>(), caps[i]);
@@ -90,6 +90,7 @@ TEST(CliCacheSim, HitsMatchTheReferenceForEveryContractPolicy) {
         EXPECT_DOUBLE_EQ(row["hit_rate"].get<double>(),
                          static_cast<double>(want.hits) / static_cast<double>(want.accesses));
         EXPECT_EQ(row["bytes_loaded"].get<std::uint64_t>(), want.misses * 1000);
+        EXPECT_EQ(row["stalls"].get<std::uint64_t>(), want.misses);  // no prefetch: every miss stalls
       }
     }
 }
@@ -221,7 +222,7 @@ TEST(CliCacheSim, RecommendedAndPrefetchCounters) {
   auto j = nlohmann::ordered_json::parse(slurp(out));
   for (std::size_t i = 0; i < 2; ++i) {
     const std::size_t cap = i == 0 ? 26 : 13;
-    const auto want = cache_ref::simulate_recommended(acc, cap, false, {}, false);
+    const auto want = cache_ref::simulate_recommended(acc, cap, false, {}, true);  // serves_record
     EXPECT_EQ(j["results"][i]["hits"].get<std::uint64_t>(), want.hits) << cap;
     EXPECT_EQ(j["results"][i]["bytes_loaded"].get<std::uint64_t>(), want.misses * 10);
   }
@@ -231,6 +232,7 @@ TEST(CliCacheSim, RecommendedAndPrefetchCounters) {
   const auto& row = j["results"][0];
   EXPECT_GT(row["prefetch_loads"].get<std::uint64_t>(), 0u);
   EXPECT_EQ(row["hits"].get<std::uint64_t>() + row["misses"].get<std::uint64_t>(), acc.size());
+  EXPECT_EQ(row["stalls"].get<std::uint64_t>(), row["misses"].get<std::uint64_t>());
   EXPECT_EQ(row["bytes_loaded"].get<std::uint64_t>(),
             (row["misses"].get<std::uint64_t>() + row["prefetch_loads"].get<std::uint64_t>()) * 10);
 }
@@ -245,12 +247,14 @@ TEST(CliCacheSim, CompareWritesTheMarkdownTables) {
   const std::string md = slurp(out);
   EXPECT_NE(md.find("#### cli_cache_sim_cmp, global (8 cells)"), std::string::npos) << md;
   EXPECT_NE(md.find("#### cli_cache_sim_cmp, per-layer (4 cells per layer)"), std::string::npos) << md;
-  EXPECT_NE(md.find("| % cells | capacity | LRU loads | Belady loads | lfu | layer-cycle | lfru | least-stale | "
-                    "recommended | recommended-prefetch | recommended-prefetch stalls |"),
+  EXPECT_NE(md.find("| % cells | capacity | LRU loads | Belady loads | fifo | lfu | layer-cycle | lfru | "
+                    "least-stale | recommended | recommended-prefetch | recommended-prefetch stalls |"),
             std::string::npos);
-  // 25% of 8 cells = 2 (by hand): LRU misses all 8 accesses (4 in the second half); Belady keeps
-  // (0,0) for its second use and misses the other 7 (3 of them in the second half).
-  EXPECT_NE(md.find("| 25 | 2 | 8 (4) | 7 (3) |"), std::string::npos) << md;
+  // 25% of 8 cells = 2 (by hand): LRU misses all 8 accesses (4 in the first half alone, 4 in the
+  // second); Belady keeps (0,0) for its second use and misses the other 7 (the first half's 4
+  // accesses are 4 distinct cells; 3 misses in the second half).
+  EXPECT_NE(md.find("| 25 | 2 | 8 (4 / 4) | 7 (4 / 3) |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("#### At 10% of the cells"), std::string::npos) << md;  // 10 is not in --percent
 }
 
 #endif

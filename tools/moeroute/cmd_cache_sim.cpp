@@ -125,7 +125,29 @@ std::string cache_sim_stem(const std::string& path) {
   return dot == std::string::npos ? s : s.substr(0, dot);
 }
 
-// --compare: every comparison policy x trace x scope x capacity as Markdown tables (docs/cache.md).
+// "whole (first / second)" of three counts or three closures.
+std::string cache_sim_triple(const std::string& w, const std::string& f, const std::string& s) {
+  return w + " (" + f + " / " + s + ")";
+}
+std::string cache_sim_count(std::uint64_t x) { return std::to_string(x); }
+
+// Gap closure of entry e against the LRU and Belady entries of its row, in loads or in stalls.
+std::string cache_sim_closure(const moeroute::cache_compare_row& r, std::size_t k, bool stalls) {
+  const auto& e = r.entries[k];
+  const auto& L = r.entries.front();
+  const auto& B = r.entries.back();
+  auto one = [stalls](const moeroute::cache_sim_result& l, const moeroute::cache_sim_result& x,
+                      const moeroute::cache_sim_result& b) {
+    return stalls ? moeroute::cache_gap_closure(l.stalls(), x.stalls(), b.stalls())
+                  : moeroute::cache_gap_closure(l.loads(), x.loads(), b.loads());
+  };
+  return cache_sim_triple(cache_sim_pct(one(L.full, e.full, B.full)),
+                          cache_sim_pct(one(L.first_half, e.first_half, B.first_half)),
+                          cache_sim_pct(one(L.held_out, e.held_out, B.held_out)));
+}
+
+// --compare: every comparison policy x trace x scope x capacity as Markdown tables (docs/cache.md),
+// then the recommended policies at 10% of the cells (when 10 is among --percent) against the goal.
 void run_cache_compare(const cache_sim_args& a) {
   using moeroute::errc;
   std::vector<double> percents;
@@ -136,13 +158,17 @@ void run_cache_compare(const cache_sim_args& a) {
   std::vector<moeroute::routing_trace> traces;
   for (const auto& path : a.traces) traces.push_back(moeroute::read_routing_trace_jsonl(path));
   const auto& pol = moeroute::cache_compare_policies();
-  std::string md;
+  const std::size_t rec = static_cast<std::size_t>(
+      std::find(pol.begin(), pol.end(), "recommended") - pol.begin());
+  const std::size_t pre = static_cast<std::size_t>(
+      std::find(pol.begin(), pol.end(), "recommended-prefetch") - pol.begin());
+  std::string md, summary;
   for (std::size_t ti = 0; ti < traces.size(); ++ti) {
     const auto& t = traces[ti];
     for (const auto scope : {moeroute::cache_scope::global, moeroute::cache_scope::per_layer}) {
       const auto rows = moeroute::cache_compare(t, scope, percents);
-      md += "#### " + cache_sim_stem(a.traces[ti]) + ", " + moeroute::cache_scope_name(scope) + " (" +
-            std::to_string(moeroute::cache_compare_cells(t, scope)) + " cells" +
+      const std::string title = cache_sim_stem(a.traces[ti]) + ", " + moeroute::cache_scope_name(scope);
+      md += "#### " + title + " (" + std::to_string(moeroute::cache_compare_cells(t, scope)) + " cells" +
             (scope == moeroute::cache_scope::per_layer ? " per layer" : "") + ")\n\n";
       md += "| % cells | capacity | LRU loads | Belady loads |";
       for (const auto& name : pol)
@@ -150,34 +176,39 @@ void run_cache_compare(const cache_sim_args& a) {
       md += " recommended-prefetch stalls |\n|---|---|---|---|";
       for (std::size_t i = 0; i + 2 < pol.size(); ++i) md += "---|";
       md += "---|\n";
-      const std::size_t lru = 0, bel = pol.size() - 1;
       for (const auto& r : rows) {
-        char head[160];
-        std::snprintf(head, sizeof head, "| %g | %zu | %llu (%llu) | %llu (%llu) |", r.percent, r.capacity,
-                      static_cast<unsigned long long>(r.entries[lru].full.loads()),
-                      static_cast<unsigned long long>(r.entries[lru].held_out.loads()),
-                      static_cast<unsigned long long>(r.entries[bel].full.loads()),
-                      static_cast<unsigned long long>(r.entries[bel].held_out.loads()));
-        md += head;
-        auto closure = [&](std::size_t k, bool stalls) {
-          const auto& e = r.entries[k];
-          const auto& L = r.entries[lru];
-          const auto& B = r.entries[bel];
-          const double f = stalls ? moeroute::cache_gap_closure(L.full.misses, e.full.misses, B.full.misses)
-                                  : moeroute::cache_gap_closure(L.full.loads(), e.full.loads(), B.full.loads());
-          const double h = stalls ? moeroute::cache_gap_closure(L.held_out.misses, e.held_out.misses, B.held_out.misses)
-                                  : moeroute::cache_gap_closure(L.held_out.loads(), e.held_out.loads(), B.held_out.loads());
-          return " " + cache_sim_pct(f) + " (" + cache_sim_pct(h) + ") |";
-        };
-        for (std::size_t k = 1; k < bel; ++k) md += closure(k, false);
-        md += closure(bel - 1, true) + "\n";
+        const auto& L = r.entries.front();
+        const auto& B = r.entries.back();
+        char head[48];
+        std::snprintf(head, sizeof head, "| %g | %zu | ", r.percent, r.capacity);
+        md += head +
+              cache_sim_triple(cache_sim_count(L.full.loads()), cache_sim_count(L.first_half.loads()),
+                               cache_sim_count(L.held_out.loads())) +
+              " | " +
+              cache_sim_triple(cache_sim_count(B.full.loads()), cache_sim_count(B.first_half.loads()),
+                               cache_sim_count(B.held_out.loads())) +
+              " |";
+        for (std::size_t k = 1; k + 1 < pol.size(); ++k) md += " " + cache_sim_closure(r, k, false) + " |";
+        md += " " + cache_sim_closure(r, pre, true) + " |\n";
+        if (r.percent == 10.0)
+          summary += "| " + title + " | " + std::to_string(r.capacity) + " | " + cache_sim_closure(r, rec, false) +
+                     " | " + cache_sim_closure(r, pre, false) + " | " + cache_sim_closure(r, pre, true) + " |\n";
       }
-      std::size_t at = 0;
-      const auto worst = moeroute::cache_compare_worst_vs_lru("recommended", t, scope, 1, 80, 1, at);
-      md += "\nrecommended - LRU loads, worst over every 1% step from 1% to 80% of the cells: " +
-            std::string(worst > 0 ? "+" : "") + std::to_string(worst) + " (capacity " + std::to_string(at) + ")\n\n";
+      md += "\nrecommended - LRU loads, worst over every 1% step from 1% to 80% of the cells:";
+      for (int part = 0; part < 3; ++part) {
+        std::size_t at = 0;
+        const auto worst = moeroute::cache_compare_worst_vs_lru("recommended", t, scope, 1, 80, 1, at, part);
+        md += std::string(part == 0 ? " whole trace " : part == 1 ? ", first half " : ", second half ") +
+              (worst > 0 ? "+" : "") + std::to_string(worst) + " (capacity " + std::to_string(at) + ")";
+      }
+      md += "\n\n";
     }
   }
+  if (!summary.empty())
+    md += "#### At 10% of the cells: share of the LRU-to-Belady gap closed, whole trace (first half / second "
+          "half)\n\n| trace, scope | capacity | recommended, loads | recommended-prefetch, loads | "
+          "recommended-prefetch, stalls |\n|---|---|---|---|---|\n" +
+          summary + "\n";
   moeroute::cli::write_output(a.output, md);
 }
 
@@ -242,6 +273,7 @@ void run_cache_sim(const cache_sim_args& a) {
     j["hit_rate"] = r.hit_rate();
     j["prefetch_loads"] = r.prefetch_loads;
     j["bytes_loaded"] = r.bytes_loaded;
+    j["stalls"] = r.stalls();
     out["results"].push_back(std::move(j));
   }
   if (a.curve || !a.svg.empty()) {

@@ -10,7 +10,9 @@
 // gap closure = (LRU - x) / (LRU - Belady), in loads or in stalls; NaN when LRU == Belady. Belady's
 // misses bound the loads of any policy, prefetching or not, from below.
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <set>
@@ -26,7 +28,7 @@ namespace moeroute {
 /// Policies of the comparison, in table order: the simulate_cache_named names plus
 /// "recommended-prefetch" (simulate_cache_prefetch).
 inline const std::vector<std::string>& cache_compare_policies() {
-  static const std::vector<std::string> names{"lru",         "lfu",         "layer-cycle",          "lfru",
+  static const std::vector<std::string> names{"lru",  "fifo",        "lfu",         "layer-cycle",          "lfru",
                                               "least-stale", "recommended", "recommended-prefetch", "belady"};
   return names;
 }
@@ -56,9 +58,22 @@ inline std::size_t cache_compare_capacity(std::size_t cells, double percent) {
   return c < 1 ? 1 : c;
 }
 
-/// One policy at one capacity.
+/// The first n records of t (all of them when n >= t.size()).
+inline routing_trace cache_trace_head(const routing_trace& t, std::size_t n) {
+  n = std::min(n, t.size());
+  routing_trace h;
+  h.layer.assign(t.layer.begin(), t.layer.begin() + static_cast<std::ptrdiff_t>(n));
+  h.token.assign(t.token.begin(), t.token.begin() + static_cast<std::ptrdiff_t>(std::min(n, t.token.size())));
+  h.offsets.assign(t.offsets.begin(), t.offsets.begin() + static_cast<std::ptrdiff_t>(n + 1));
+  h.experts.assign(t.experts.begin(), t.experts.begin() + static_cast<std::ptrdiff_t>(t.offsets[n]));
+  h.has_weights = t.has_weights;
+  if (t.has_weights) h.weights.assign(t.weights.begin(), t.weights.begin() + static_cast<std::ptrdiff_t>(t.offsets[n]));
+  return h;
+}
+
+/// One policy at one capacity: whole trace, first half alone, second half (held out).
 struct cache_compare_entry {
-  cache_sim_result full, held_out;
+  cache_sim_result full, held_out, first_half;
 };
 /// One capacity: entries in cache_compare_policies() order.
 struct cache_compare_row {
@@ -76,6 +91,7 @@ inline std::vector<cache_compare_row> cache_compare(const routing_trace& t, cach
   cache_sim_options full, half;
   full.scope = half.scope = scope;
   half.count_from_record = t.size() / 2;
+  const routing_trace head = cache_trace_head(t, t.size() / 2);
   std::vector<cache_compare_row> rows(caps.size());
   for (std::size_t i = 0; i < caps.size(); ++i) {
     rows[i].percent = percents[i];
@@ -84,16 +100,18 @@ inline std::vector<cache_compare_row> cache_compare(const routing_trace& t, cach
   for (const auto& name : cache_compare_policies()) {
     const auto f = simulate_cache_any(name, t, caps, full);
     const auto h = simulate_cache_any(name, t, caps, half);
-    for (std::size_t i = 0; i < caps.size(); ++i) rows[i].entries.push_back({f[i], h[i]});
+    const auto a = simulate_cache_any(name, head, caps, full);
+    for (std::size_t i = 0; i < caps.size(); ++i) rows[i].entries.push_back({f[i], h[i], a[i]});
   }
   return rows;
 }
 
 /// Largest (policy loads - LRU loads) over every capacity from lo to hi percent of the cells in
 /// steps of `step` percent (negative: the policy never loads more than LRU there); `at` gets the
-/// capacity where it occurs.
+/// capacity where it occurs. part 0: whole trace; 1: first half alone; 2: second half (held out).
+/// Capacities are shares of the whole trace's cells in every part.
 inline std::int64_t cache_compare_worst_vs_lru(const std::string& policy, const routing_trace& t, cache_scope scope,
-                                               double lo, double hi, double step, std::size_t& at) {
+                                               double lo, double hi, double step, std::size_t& at, int part = 0) {
   const std::size_t cells = cache_compare_cells(t, scope);
   std::vector<std::size_t> caps;
   for (double p = lo; p <= hi + 1e-9; p += step) {
@@ -102,8 +120,11 @@ inline std::int64_t cache_compare_worst_vs_lru(const std::string& policy, const 
   }
   cache_sim_options o;
   o.scope = scope;
-  const auto lru = simulate_cache_named("lru", t, caps, o);
-  const auto mine = simulate_cache_any(policy, t, caps, o);
+  if (part == 2) o.count_from_record = t.size() / 2;
+  const routing_trace head = part == 1 ? cache_trace_head(t, t.size() / 2) : routing_trace{};
+  const routing_trace& r = part == 1 ? head : t;
+  const auto lru = simulate_cache_named("lru", r, caps, o);
+  const auto mine = simulate_cache_any(policy, r, caps, o);
   std::int64_t worst = std::numeric_limits<std::int64_t>::min();
   for (std::size_t i = 0; i < caps.size(); ++i) {
     const auto d = static_cast<std::int64_t>(mine[i].loads()) - static_cast<std::int64_t>(lru[i].loads());

@@ -14,6 +14,10 @@
 //   template <class Skip> std::uint32_t victim(Skip&& skip);
 //       the resident cell the policy evicts next among those with skip(cell) == false, or
 //       no_cell when there is none; it does not remove it (the cache then calls on_evict).
+// Optional: static constexpr bool serves_record = true — the policy is served one record at a time,
+// the way expert_cache::request serves an engine: the router's choice for the record is known
+// before any of its experts load, so the simulator never evicts a cell of the record being
+// replayed for it (as with cache_sim_options::protect_batch). Absent or false: access by access.
 // The cache never passes pinned cells to a policy. Calls are O(1) or O(log n) in the number of
 // cells unless a policy says otherwise, and victim() also walks past the cells skip rejects. No call allocates after
 // reset() except where noted (lfu grows its frequency table when a count exceeds all before).
@@ -405,6 +409,17 @@ struct eviction_contract<
                          std::is_convertible_v<decltype(std::declval<P&>().victim(eviction_skip_probe{})),
                                                std::uint32_t>> {};
 }  // namespace detail
+
+namespace detail {
+template <class P, class = void>
+struct eviction_serves_record : std::false_type {};
+template <class P>
+struct eviction_serves_record<P, std::void_t<decltype(P::serves_record)>> : std::bool_constant<P::serves_record> {};
+}  // namespace detail
+
+/// True when P declares serves_record (see the contract): the simulator protects the record it serves.
+template <class P>
+inline constexpr bool eviction_serves_record_v = detail::eviction_serves_record<P>::value;
 
 /// True when P meets the Eviction policy contract at the top of this header (every member, with
 /// a usable signature, and default construction). expert_cache static_asserts it.

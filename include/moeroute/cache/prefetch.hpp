@@ -10,17 +10,24 @@
 //     expert b: p(b) = (1/n) * sum over a in experts of co(a -> b) / n(a) (an a never seen adds 0);
 //     `out` gets (expert, p) pairs with p > 0, most likely first (ties: smaller id). Returns that
 //     layer, or -1 when no record has followed `layer` yet. O(n x E) per call.
+//   prefetch_candidates(layer, experts, n, threshold, max_count, out): predict(), then keep the
+//     experts with p >= threshold, at most max_count of them, most likely first: what an engine
+//     prefetches for the next layer (simulate_cache_prefetch uses exactly this). Returns the layer.
 //   Memory: layers x E x E counters (32 bits each).
 // Nothing is learned from the future: predict() only uses records observed before it.
 //
 // simulate_cache_prefetch: replays a trace like simulate_cache<recommended_eviction> (global or
 // per-layer scope) and, after each record, prefetches the predicted experts of the next layer
 // whose probability is at least `threshold` (at most as many as the record had experts, most
-// likely first) into the cache of that layer: recommended_eviction::expect(cell, p), then
+// likely first: prefetch_candidates) into the cache of that layer: recommended_eviction::expect(cell, p), then
 // expert_cache::prefetch(cell). A prefetched cell that is then accessed is a hit; prefetch loads
 // are counted in cache_sim_result::prefetch_loads and bytes_loaded = (misses + prefetch_loads) x
 // cell_bytes. A prefetch issued after record r is assumed to arrive before record r + 1 (one
-// layer's compute hides one layer's loads); a demand miss is a stall. Pinned cells and
+// layer's compute hides one layer's loads): an access to a prefetched cell is a hit, and only a
+// demand miss is a stall (cache_sim_result::stalls). Like simulate_cache for recommended_eviction,
+// the record being replayed is protected (serves_record), and a prefetch issued after it does not
+// evict its cells either (they are still computing); in per-layer scope a prefetch into another
+// layer's cache may evict any of its cells. Pinned cells and
 // protect_batch are not supported here (errc::invalid_argument).
 
 #include <algorithm>
@@ -98,6 +105,16 @@ class coactivation_predictor {
     return nl;
   }
 
+  /// predict(), then the experts with p >= threshold, at most max_count, most likely first.
+  int prefetch_candidates(int layer, const std::int32_t* experts, std::size_t n, double threshold,
+                          std::size_t max_count, std::vector<std::pair<std::int32_t, double>>& out) const {
+    const int nl = predict(layer, experts, n, out);
+    std::size_t keep = 0;
+    while (keep < out.size() && keep < max_count && out[keep].second >= threshold) ++keep;
+    out.resize(keep);
+    return nl;
+  }
+
  private:
   std::size_t cell(int l, std::int32_t e) const {
     return static_cast<std::size_t>(l) * static_cast<std::size_t>(E_) + static_cast<std::size_t>(e);
@@ -157,15 +174,14 @@ inline std::vector<cache_sim_result> simulate_cache_prefetch(const routing_trace
       if (n == 0) continue;
       auto& cache = cache_of(layer);
       cache.begin_batch();
+      for (std::size_t i = 0; i < n; ++i) cache.protect(cell_of(layer, ex[i]));
       for (std::size_t i = 0; i < n; ++i) cache.access(cell_of(layer, ex[i]));
       predictor.observe(layer, ex, n);
-      const int nl = predictor.predict(layer, ex, n, pred);
+      const int nl = predictor.prefetch_candidates(layer, ex, n, threshold, n, pred);
       if (nl < 0) continue;
       auto& target = cache_of(nl);
-      std::size_t issued = 0;
+      if (&target != &cache) target.begin_batch();  // another layer's cache: its last record is done
       for (const auto& [b, p] : pred) {
-        if (p < threshold || issued == n) break;
-        ++issued;
         const std::uint32_t c = cell_of(nl, b);
         target.eviction().expect(c, p);
         target.prefetch(c);

@@ -3,6 +3,9 @@
 // learned online from the accesses so far; it never looks at the future of the trace.
 //
 // Contract (what it does, in the order it decides):
+//  0. It is served a record at a time (serves_record, eviction.hpp): the router's choice for the
+//     record is known before its experts load, as in expert_cache::request, so no cell of the
+//     record being served is evicted while it runs. The shadows of step 4 replay access by access.
 //  1. Statistics, per access (hits and misses alike): a *visit* of layer l is a run of consecutive
 //     records (access_info::record) at layer l; in a cache of one layer every record is a visit.
 //     Per cell c of layer l, lambda(c) = expected accesses per visit of l, an exponential moving
@@ -175,6 +178,7 @@ struct next_use_model {
 struct recommended_eviction {
   static constexpr const char* name = "recommended";
   static constexpr bool needs_future = false;
+  static constexpr bool serves_record = true;
   static constexpr double miss_decay = 1.0 - 1.0 / 1024.0;
 
   /// The rules it chooses between (step 4).

@@ -4,6 +4,8 @@
 // Replay (simulate_cache): every access of a routing trace, in file order and, inside a record, in
 // listed order, goes through an expert_cache<Eviction> (demand paging: a miss loads the cell and
 // evicts one when full; loading expert a of a record [a, b] may evict b unless protect_batch).
+// A policy that declares serves_record (eviction.hpp) is served as expert_cache::request serves an
+// engine: no cell of the record being replayed is evicted while it runs, as with protect_batch.
 // Scope global: one cache of `capacity` cells over all (layer, expert) cells; per_layer: each
 // layer its own cache of `capacity` cells. The shape is inferred from the trace (1 + the largest
 // layer and expert id), widened to cover the pinned set. Pinned cells are resident from the start,
@@ -55,7 +57,13 @@ struct cache_sim_result {
   std::size_t capacity = 0;
   std::uint64_t accesses = 0, hits = 0, misses = 0, evictions = 0, bytes_loaded = 0;
   std::uint64_t prefetch_loads = 0;  ///< cells loaded ahead of use (prefetching policies only)
+  /// Every cell brought into the cache: demand misses plus prefetch loads. Belady's misses bound
+  /// it from below for any policy, prefetching or not.
   std::uint64_t loads() const noexcept { return misses + prefetch_loads; }
+  /// Accesses that wait for a load: every demand miss. A prefetch issued after record r is in time
+  /// for every access from record r + 1 on (one record of compute, in batch-1 decoding one layer,
+  /// hides one load), so an access to a prefetched cell is a hit, never a stall.
+  std::uint64_t stalls() const noexcept { return misses; }
   double hit_rate() const noexcept {
     return accesses ? static_cast<double>(hits) / static_cast<double>(accesses) : 0.0;
   }
@@ -178,7 +186,7 @@ cache_sim_result cache_run_plan(const cache_sim_plan& p, std::size_t capacity, c
     std::size_t i = 0;
     for (const std::uint32_t end : st.record_end) {
       cache.begin_batch();
-      if (o.protect_batch)
+      if (o.protect_batch || eviction_serves_record_v<Eviction>)
         for (std::size_t j = i; j < end; ++j) cache.protect(st.cells[j]);
       for (; i < end; ++i) {
         if (i == st.count_start) cache.reset_stats();
