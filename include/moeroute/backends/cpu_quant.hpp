@@ -122,7 +122,9 @@ namespace detail::cq {
 // dx[g] (the float scale of the 32-value block holding group g) and xs[g] = dx[g] * (sum of the
 // group's codes), the term a weight type with mins needs.
 
-inline void quantize_act_portable(const float* x, std::size_t n, std::int8_t* q, float* dx, float* xs) noexcept {
+// dxe (n / 4 floats): the block scale once per 4 values, the layout of the fused AVX-512 kernels.
+inline void quantize_act_portable(const float* x, std::size_t n, std::int8_t* q, float* dx, float* xs,
+                                  float* dxe) noexcept {
   for (std::size_t b = 0; b < n / 32; ++b) {
     const float* xb = x + 32 * b;
     float amax = 0.0f;
@@ -139,6 +141,7 @@ inline void quantize_act_portable(const float* x, std::size_t n, std::int8_t* q,
       dx[2 * b + static_cast<std::size_t>(h)] = d;
       xs[2 * b + static_cast<std::size_t>(h)] = d * static_cast<float>(sum);
     }
+    for (std::size_t i = 0; i < 8; ++i) dxe[8 * b + i] = d;
   }
 }
 
@@ -155,6 +158,14 @@ inline bool type_is_float(weight_type t) noexcept {
 }
 
 inline std::int8_t i8(int v) noexcept { return static_cast<std::int8_t>(v); }
+
+// 2^(e - 128) (half the E8M0 scale, as wt_e8m0_half) built from its bits, without ldexp.
+inline float e8m0_half(std::uint8_t e) noexcept {
+  const std::uint32_t bits = e < 2 ? 0x00200000u << e : static_cast<std::uint32_t>(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 // One block of type t at b into codes w (block_elems(t) values) and per-16 scales / mins.
 inline void unpack_block(weight_type t, const unsigned char* b, std::int8_t* w, float* sw, float* mw) noexcept {
@@ -181,7 +192,7 @@ inline void unpack_block(weight_type t, const unsigned char* b, std::int8_t* w, 
           w[j + 16] = kvalues_iq4nl[hi];
         }
       }
-      const float d = mx ? wt_e8m0_half(b[0]) : wt_f16(b);
+      const float d = mx ? e8m0_half(b[0]) : wt_f16(b);
       sw[0] = sw[1] = d;
       if (t == weight_type::q4_1) mw[0] = mw[1] = -wt_f16(b + 2);
       return;
@@ -312,18 +323,395 @@ inline float dot_f_portable(const float* w, const float* x, std::size_t n) noexc
   return acc;
 }
 
+/// A fused row kernel: out[i] = row . token i for m <= 4 tokens (codes, per-lane scales, min terms).
+using rowdot_fn = void (*)(const unsigned char*, std::size_t, const std::int8_t* const*, const float* const*,
+                           const float* const*, int, float*) noexcept;
+inline rowdot_fn no_rowdot(weight_type) noexcept { return nullptr; }
+
 /// The kernels of one instruction-set path.
 struct kernels {
-  void (*quantize)(const float*, std::size_t, std::int8_t*, float*, float*) noexcept;
+  void (*quantize)(const float*, std::size_t, std::int8_t*, float*, float*, float*) noexcept;
   void (*unpack)(weight_type, const unsigned char*, std::size_t, std::int8_t*, float*, float*) noexcept;
   float (*dot_q)(const std::int8_t*, const float*, const float*, const std::int8_t*, const float*, const float*,
                  std::size_t) noexcept;
   float (*dot_f)(const float*, const float*, std::size_t) noexcept;
+  rowdot_fn (*rowdot)(weight_type) noexcept;  ///< the fused kernel of a type, or nullptr
 };
 
 inline kernels portable_kernels() noexcept {
-  return {quantize_act_portable, unpack_row_portable, dot_q_portable, dot_f_portable};
+  return {quantize_act_portable, unpack_row_portable, dot_q_portable, dot_f_portable, no_rowdot};
 }
+
+// ---------------------------------------------------------------------------------------------
+// x86-64 paths: compiled for their instruction sets with target attributes, called only after
+// the run-time check of features().
+#if MOEROUTE_CQ_X86
+#define MOEROUTE_CQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MOEROUTE_CQ_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+MOEROUTE_CQ_AVX2 inline float hsum256(__m256 v) noexcept {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 nibbles of qs -> 32 bytes: low nibbles first, then high nibbles (the q4_0 order)
+MOEROUTE_CQ_AVX2 inline __m256i nibbles32(const unsigned char* qs) noexcept {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(0xF);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+
+MOEROUTE_CQ_AVX2 inline void st(std::int8_t* p, __m256i v) noexcept {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+// bits sh, sh + 1 of each byte of qh, moved to bits 4, 5
+MOEROUTE_CQ_AVX2 inline __m256i q6_high(__m256i qh, int sh) noexcept {
+  return _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(sh)), _mm256_set1_epi8(3)), 4);
+}
+
+// Unpack with SSE/AVX2 for q4_0, q8_0, iq4_nl, mxfp4, q4_k, q6_k, iq4_xs; the rest as portable.
+MOEROUTE_CQ_AVX2 inline void unpack_row_avx2(weight_type t, const unsigned char* row, std::size_t n, std::int8_t* w,
+                                             float* sw, float* mw) noexcept {
+  const std::size_t be = block_elems(t), bb = block_bytes(t), nb = n / be;
+  switch (t) {
+    case weight_type::q4_0: {
+      const __m256i off = _mm256_set1_epi8(8);
+      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
+        st(w, _mm256_sub_epi8(nibbles32(row + 2), off));
+        sw[0] = sw[1] = wt_f16(row);
+      }
+      return;
+    }
+    case weight_type::q8_0:
+      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
+        st(w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2)));
+        sw[0] = sw[1] = wt_f16(row);
+      }
+      return;
+    case weight_type::iq4_nl:
+    case weight_type::mxfp4: {
+      const bool mx = t == weight_type::mxfp4;
+      const __m256i book = _mm256_broadcastsi128_si256(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
+      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
+        st(w, _mm256_shuffle_epi8(book, nibbles32(row + (mx ? 1 : 2))));
+        sw[0] = sw[1] = mx ? e8m0_half(row[0]) : wt_f16(row);
+      }
+      return;
+    }
+    case weight_type::iq4_xs: {
+      const __m256i book = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
+      for (std::size_t i = 0; i < nb; ++i, row += bb) {
+        const float d = wt_f16(row);
+        const unsigned scales_h = wt_u16(row + 2);
+        for (int g = 0; g < 8; ++g, w += 32, sw += 2) {
+          const int ls = static_cast<int>(((row[4 + g / 2] >> (4 * (g % 2))) & 0xFu) | (((scales_h >> (2 * g)) & 3u) << 4));
+          sw[0] = sw[1] = d * static_cast<float>(ls - 32);
+          st(w, _mm256_shuffle_epi8(book, nibbles32(row + 8 + 16 * g)));
+        }
+      }
+      return;
+    }
+    case weight_type::q4_k: {
+      const __m256i m4 = _mm256_set1_epi8(0xF);
+      for (std::size_t i = 0; i < nb; ++i, row += bb) {
+        const float d = wt_f16(row), dmin = wt_f16(row + 2);
+        for (int c = 0; c < 4; ++c, w += 64, sw += 4, mw += 4) {
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 + 32 * c));
+          st(w, _mm256_and_si256(q, m4));
+          st(w + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+          for (int k = 0; k < 2; ++k) {
+            int sc = 0, m = 0;
+            wt_scale_min_k4(2 * c + k, row + 4, sc, m);
+            sw[2 * k] = sw[2 * k + 1] = d * static_cast<float>(sc);
+            mw[2 * k] = mw[2 * k + 1] = dmin * static_cast<float>(m);
+          }
+        }
+      }
+      return;
+    }
+    case weight_type::q6_k: {
+      const __m256i m4 = _mm256_set1_epi8(0xF), o = _mm256_set1_epi8(32);
+      for (std::size_t i = 0; i < nb; ++i, row += bb) {
+        const float d = wt_f16(row + 208);
+        for (int g = 0; g < 16; ++g) sw[g] = d * static_cast<float>(static_cast<std::int8_t>(row[192 + g]));
+        sw += 16;
+        for (int h = 0; h < 2; ++h, w += 128) {
+          const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * h));
+          const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * h + 32));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 128 + 32 * h));
+          st(w, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), q6_high(qh, 0)), o));
+          st(w + 32, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), q6_high(qh, 2)), o));
+          st(w + 64, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), q6_high(qh, 4)), o));
+          st(w + 96, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), q6_high(qh, 6)), o));
+        }
+      }
+      return;
+    }
+    default: unpack_row_portable(t, row, n, w, sw, mw); return;
+  }
+}
+
+// acc + the 32 products at `at` (two 16-groups), scaled
+MOEROUTE_CQ_AVX2 inline __m256 dot_step_avx2(const std::int8_t* w, const float* sw, const std::int8_t* x, const float* dx,
+                                             std::size_t at, __m256 acc) noexcept {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + at));
+  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
+                                      _mm256_set1_epi16(1));
+  const std::size_t g = at / 16;
+  const __m256 sc = _mm256_set_m128(_mm_set1_ps(sw[g + 1] * dx[g + 1]), _mm_set1_ps(sw[g] * dx[g]));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc);
+}
+
+MOEROUTE_CQ_AVX2 inline float dot_q_avx2(const std::int8_t* w, const float* sw, const float* mw, const std::int8_t* x,
+                                         const float* dx, const float* xs, std::size_t n) noexcept {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    acc0 = dot_step_avx2(w, sw, x, dx, i, acc0);
+    acc1 = dot_step_avx2(w, sw, x, dx, i + 32, acc1);
+  }
+  if (i < n) acc0 = dot_step_avx2(w, sw, x, dx, i, acc0);
+  float r = hsum256(_mm256_add_ps(acc0, acc1));
+  if (mw != nullptr) {
+    __m256 m = _mm256_setzero_ps();
+    std::size_t g = 0;
+    for (; g + 8 <= n / 16; g += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(mw + g), _mm256_loadu_ps(xs + g), m);
+    r -= hsum256(m);
+    for (; g < n / 16; ++g) r -= mw[g] * xs[g];
+  }
+  return r;
+}
+
+MOEROUTE_CQ_AVX2 inline float dot_f_avx2(const float* w, const float* x, std::size_t n) noexcept {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float r = hsum256(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) r += w[i] * x[i];
+  return r;
+}
+
+MOEROUTE_CQ_AVX512 inline float hsum512(__m512 v) noexcept {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float r = 0.0f;
+  for (float f : t) r += f;
+  return r;
+}
+
+// acc + the (up to) 64 products at `at` (masked by km; ks: their 16-groups), scaled
+template <bool Vnni>
+MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const float* sw, const std::int8_t* x,
+                                                 const float* dx, std::size_t at, __mmask64 km, __mmask8 ks,
+                                                 __m512 acc) noexcept {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i wv = _mm512_maskz_loadu_epi8(km, w + at);
+  const __m512i xv = _mm512_maskz_loadu_epi8(km, x + at);
+  const __m512i aw = _mm512_abs_epi8(wv);
+  const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+  __m512i p;
+  if constexpr (Vnni)
+    p = _mm512_dpbusd_epi32(zero, aw, sx);
+  else
+    p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
+  const std::size_t g = at / 16;
+  const __m128 s4 = _mm_mul_ps(_mm_maskz_loadu_ps(ks, sw + g), _mm_maskz_loadu_ps(ks, dx + g));
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  // (maskz forms: GCC 12's unmasked ones warn in -Wmaybe-uninitialized, GCC bug 105593)
+  const __m512 sc = _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
+  return _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), sc, acc);
+}
+
+template <bool Vnni>
+MOEROUTE_CQ_AVX512 inline float dot_q_avx512(const std::int8_t* w, const float* sw, const float* mw,
+                                             const std::int8_t* x, const float* dx, const float* xs,
+                                             std::size_t n) noexcept {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    acc0 = dot_step_avx512<Vnni>(w, sw, x, dx, i, ~__mmask64{0}, 0xF, acc0);
+    acc1 = dot_step_avx512<Vnni>(w, sw, x, dx, i + 64, ~__mmask64{0}, 0xF, acc1);
+  }
+  for (; i < n; i += 64) {
+    const std::size_t left = std::min<std::size_t>(64, n - i);
+    acc0 = dot_step_avx512<Vnni>(w, sw, x, dx, i, left == 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1,
+                                 static_cast<__mmask8>((1u << (left / 16)) - 1), acc0);
+  }
+  float r = hsum512(_mm512_add_ps(acc0, acc1));
+  if (mw != nullptr) {
+    __m512 m = _mm512_setzero_ps();
+    const std::size_t ng = n / 16;
+    for (std::size_t g = 0; g < ng; g += 16) {
+      const __mmask16 k = ng - g >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (ng - g)) - 1);
+      m = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, mw + g), _mm512_maskz_loadu_ps(k, xs + g), m);
+    }
+    r -= hsum512(m);
+  }
+  return r;
+}
+
+// Fused AVX-512 row kernels: one 64-value chunk of a row decoded into a register (codes, a scale
+// per 16 values spread over the 16 int32 lanes of the products, a min per 16 values), then dotted
+// with up to 4 tokens at once, without writing the unpacked row.
+MOEROUTE_CQ_AVX512 inline __m512i cat256(__m256i lo, __m256i hi) noexcept {
+  return _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(lo), hi, 1);  // maskz: GCC bug 105593
+}
+MOEROUTE_CQ_AVX512 inline __m128 f16x4(const unsigned char* a, const unsigned char* b, std::size_t at_a,
+                                       std::size_t at_b) noexcept {
+  const float da = _cvtsh_ss(static_cast<unsigned short>(a[at_a] | (a[at_a + 1] << 8)));
+  const float db = _cvtsh_ss(static_cast<unsigned short>(b[at_b] | (b[at_b + 1] << 8)));
+  return _mm_set_ps(db, db, da, da);
+}
+
+template <weight_type WT>
+MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m128& sc,
+                                          __m128& mn) noexcept {
+  if constexpr (WT == weight_type::q4_0) {
+    const unsigned char* b = row + 2 * c * 18;
+    q = _mm512_sub_epi8(cat256(nibbles32(b + 2), nibbles32(b + 20)), _mm512_set1_epi8(8));
+    sc = f16x4(b, b + 18, 0, 0);
+  } else if constexpr (WT == weight_type::q8_0) {
+    const unsigned char* b = row + 2 * c * 34;
+    q = cat256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
+               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36)));
+    sc = f16x4(b, b + 34, 0, 0);
+  } else if constexpr (WT == weight_type::mxfp4 || WT == weight_type::iq4_nl) {
+    constexpr bool mx = WT == weight_type::mxfp4;
+    constexpr std::size_t bb = mx ? 17 : 18, qo = mx ? 1 : 2;
+    const unsigned char* b = row + 2 * c * bb;
+    const __m512i book = _mm512_maskz_broadcast_i32x4(0xFFFF, 
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
+    q = _mm512_shuffle_epi8(book, cat256(nibbles32(b + qo), nibbles32(b + bb + qo)));
+    if constexpr (mx) {
+      const float d0 = e8m0_half(b[0]), d1 = e8m0_half(b[bb]);
+      sc = _mm_set_ps(d1, d1, d0, d0);
+    } else {
+      sc = f16x4(b, b + bb, 0, 0);
+    }
+  } else if constexpr (WT == weight_type::q4_k) {
+    const unsigned char* b = row + (c / 4) * 144;
+    const std::size_t k = c % 4;
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * k));
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    q = cat256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    int s0 = 0, m0 = 0, s1 = 0, m1 = 0;
+    wt_scale_min_k4(static_cast<int>(2 * k), b + 4, s0, m0);
+    wt_scale_min_k4(static_cast<int>(2 * k + 1), b + 4, s1, m1);
+    const float d = _cvtsh_ss(static_cast<unsigned short>(b[0] | (b[1] << 8)));
+    const float dm = _cvtsh_ss(static_cast<unsigned short>(b[2] | (b[3] << 8)));
+    const float a0 = d * static_cast<float>(s0), a1 = d * static_cast<float>(s1);
+    const float n0 = dm * static_cast<float>(m0), n1 = dm * static_cast<float>(m1);
+    sc = _mm_set_ps(a1, a1, a0, a0);
+    mn = _mm_set_ps(n1, n1, n0, n0);
+  } else if constexpr (WT == weight_type::q6_k) {
+    const unsigned char* b = row + (c / 4) * 210;
+    const std::size_t k = c % 4, h = k / 2, hi = k % 2;
+    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i lo0 = hi ? _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4) : _mm256_and_si256(l0, m4);
+    const __m256i lo1 = hi ? _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) : _mm256_and_si256(l1, m4);
+    const int sh = hi ? 4 : 0;
+    q = _mm512_sub_epi8(cat256(_mm256_or_si256(lo0, q6_high(qh, sh)), _mm256_or_si256(lo1, q6_high(qh, sh + 2))),
+                        _mm512_set1_epi8(32));
+    const float d = _cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)));
+    const auto* s8 = reinterpret_cast<const std::int8_t*>(b + 192 + 4 * k);
+    sc = _mm_mul_ps(_mm_set1_ps(d), _mm_set_ps(s8[3], s8[2], s8[1], s8[0]));
+  }
+}
+
+// out[i] = row . token i (i < M): x codes, dxe (the token's scale per product lane, n / 4 floats)
+// and xs (scale times code sum per 16 values, for the types with mins).
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
+                                             const float* const* dxe, const float* const* xs, float* out) noexcept {
+  constexpr bool has_min = WT == weight_type::q4_k;
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  __m512 acc[M];
+  __m128 accm[M];
+  for (std::size_t i = 0; i < M; ++i) {
+    acc[i] = _mm512_setzero_ps();
+    accm[i] = _mm_setzero_ps();
+  }
+  for (std::size_t c = 0; c < n / 64; ++c) {
+    __m512i q;
+    __m128 sc4, mn4 = _mm_setzero_ps();
+    load_chunk<WT>(row, c, q, sc4, mn4);
+    const __m512i aq = _mm512_abs_epi8(q);
+    const __mmask64 neg = _mm512_movepi8_mask(q);
+    const __m512 sc = _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, sc4));
+    for (std::size_t i = 0; i < M; ++i) {
+      const __m512i xv = _mm512_loadu_si512(x[i] + 64 * c);
+      const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
+      __m512i p;
+      if constexpr (Vnni)
+        p = _mm512_dpbusd_epi32(zero, aq, sx);
+      else
+        p = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sx), _mm512_set1_epi16(1));
+      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(dxe[i] + 16 * c));
+      acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, acc[i]);
+      if constexpr (has_min) accm[i] = _mm_fmadd_ps(mn4, _mm_loadu_ps(xs[i] + 4 * c), accm[i]);
+    }
+  }
+  for (std::size_t i = 0; i < M; ++i) {
+    float r = hsum512(acc[i]);
+    if constexpr (has_min) {
+      __m128 m = accm[i];
+      m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+      m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
+      r -= _mm_cvtss_f32(m);
+    }
+    out[i] = r;
+  }
+}
+
+template <weight_type WT, bool Vnni>
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
+                                               const float* const* dxe, const float* const* xs, int m,
+                                               float* out) noexcept {
+  switch (m) {
+    case 1: rowdot_avx512<WT, Vnni, 1>(row, n, x, dxe, xs, out); return;
+    case 2: rowdot_avx512<WT, Vnni, 2>(row, n, x, dxe, xs, out); return;
+    case 3: rowdot_avx512<WT, Vnni, 3>(row, n, x, dxe, xs, out); return;
+    default: rowdot_avx512<WT, Vnni, 4>(row, n, x, dxe, xs, out); return;
+  }
+}
+
+// The fused kernel of type t, or nullptr (then the row is unpacked and dotted per token).
+template <bool Vnni>
+inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
+  switch (t) {
+    case weight_type::q4_0: return rowdot_avx512_m<weight_type::q4_0, Vnni>;
+    case weight_type::q8_0: return rowdot_avx512_m<weight_type::q8_0, Vnni>;
+    case weight_type::mxfp4: return rowdot_avx512_m<weight_type::mxfp4, Vnni>;
+    case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
+    case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
+    case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
+    default: return nullptr;
+  }
+}
+
+MOEROUTE_CQ_AVX512 inline float dot_f_avx512(const float* w, const float* x, std::size_t n) noexcept {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  float r = hsum512(_mm512_add_ps(a0, a1));
+  for (; i < n; ++i) r += w[i] * x[i];
+  return r;
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // A small persistent thread pool: run(f) calls f(i) for i in [0, n) on n threads (the caller is
@@ -520,10 +908,12 @@ class cpu_quant_ffn {
     grow(xq_, gu_q ? T * H : 0);
     grow(xd_, gu_q ? T * H / 16 : 0);
     grow(xs_, gu_q ? T * H / 16 : 0);
+    grow(xe_, gu_q ? T * H / 4 : 0);
     grow(act_, nnz * F);
     grow(aq_, d_q ? nnz * F : 0);
     grow(ad_, d_q ? nnz * F / 16 : 0);
     grow(as_, d_q ? nnz * F / 16 : 0);
+    grow(ae_, d_q ? nnz * F / 4 : 0);
     grow(part_, nnz * H);
     const std::size_t maxn = std::max(H, F);
     for (auto& s : scratch_) {
@@ -541,9 +931,12 @@ class cpu_quant_ffn {
       std::size_t b = 0, e = 0;
       detail::cq::split(T, i, n, 1, b, e);
       for (std::size_t t = b; t < e; ++t)
-        k_.quantize(a.x + t * H, H, xq_.data() + t * H, xd_.data() + t * H / 16, xs_.data() + t * H / 16);
+        k_.quantize(a.x + t * H, H, xq_.data() + t * H, xd_.data() + t * H / 16, xs_.data() + t * H / 16,
+                    xe_.data() + t * H / 4);
     };
     dispatch(quant_x);
+    const act_rows xa{a.x, xq_.data(), xd_.data(), xs_.data(), xe_.data(), H, token_of_.data()};
+    const act_rows aa{act_.data(), aq_.data(), ad_.data(), as_.data(), ae_.data(), F, nullptr};
     // 2. gate / up rows split over threads; activation per (entry, row)
     auto gate_up = [&](int i) {
       std::size_t f0 = 0, f1 = 0;
@@ -554,11 +947,11 @@ class cpu_quant_ffn {
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
         for (std::size_t f = f0; f < f1; ++f) {
-          project(layer_.gate_type, v.gate, f, H, ents, m, a.x, s, s.g.data());
+          project(layer_.gate_type, v.gate, f, xa, ents, m, s, s.g.data());
           float* act = act_.data();
           const float bg = v.gate_bias ? v.gate_bias[f] : 0.0f;
           for (std::size_t k = 0; k < m; ++k) act[ents[k] * F + f] = s.g[k] + bg;
-          project(layer_.up_type, v.up, f, H, ents, m, a.x, s, s.g.data());
+          project(layer_.up_type, v.up, f, xa, ents, m, s, s.g.data());
           const float bu = v.up_bias ? v.up_bias[f] : 0.0f;
           for (std::size_t k = 0; k < m; ++k) {
             float& o = act[ents[k] * F + f];
@@ -575,7 +968,8 @@ class cpu_quant_ffn {
       detail::cq::split(list_.size(), i, n, 1, b, e);
       for (std::size_t k = b; k < e; ++k) {
         const std::size_t j = list_[k];
-        k_.quantize(act_.data() + j * F, F, aq_.data() + j * F, ad_.data() + j * F / 16, as_.data() + j * F / 16);
+        k_.quantize(act_.data() + j * F, F, aq_.data() + j * F, ad_.data() + j * F / 16, as_.data() + j * F / 16,
+                    ae_.data() + j * F / 4);
       }
     };
     dispatch(quant_a);
@@ -589,7 +983,7 @@ class cpu_quant_ffn {
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
         for (std::size_t h = h0; h < h1; ++h) {
-          project_down(v.down, h, F, ents, m, s, s.g.data());
+          project(layer_.down_type, v.down, h, aa, ents, m, s, s.g.data());
           const float bd = v.down_bias ? v.down_bias[h] : 0.0f;
           for (std::size_t k = 0; k < m; ++k) part_[ents[k] * H + h] = s.g[k] + bd;
         }
@@ -620,7 +1014,24 @@ class cpu_quant_ffn {
     if (v.size() < n) v.resize(n);
   }
 
-  static detail::cq::kernels kernels_for(cpu_isa) noexcept { return detail::cq::portable_kernels(); }
+  static detail::cq::kernels kernels_for(cpu_isa isa) noexcept {
+    detail::cq::kernels k = detail::cq::portable_kernels();
+#if MOEROUTE_CQ_X86
+    if (isa == cpu_isa::avx2) {
+      k.unpack = detail::cq::unpack_row_avx2;
+      k.dot_q = detail::cq::dot_q_avx2;
+      k.dot_f = detail::cq::dot_f_avx2;
+    } else if (isa == cpu_isa::avx512) {
+      k.unpack = detail::cq::unpack_row_avx2;
+      k.dot_q = detail::cq::features().vnni512 ? detail::cq::dot_q_avx512<true> : detail::cq::dot_q_avx512<false>;
+      k.dot_f = detail::cq::dot_f_avx512;
+      k.rowdot = detail::cq::features().vnni512 ? detail::cq::rowdot_avx512_for<true> : detail::cq::rowdot_avx512_for<false>;
+    }
+#else
+    (void)isa;
+#endif
+    return k;
+  }
 
   template <class Fn>
   void dispatch(Fn& f) {
@@ -630,40 +1041,48 @@ class cpu_quant_ffn {
       f(0);
   }
 
-  // out[k] = row f of a gate/up tensor (type t, rows of H values) . x of entry ents[k]
-  void project(weight_type t, const void* base, std::size_t f, std::size_t H, const std::uint32_t* ents, std::size_t m,
-               const float* x, thread_scratch& s, float* out) const {
-    const auto* row = static_cast<const unsigned char*>(base) + f * row_bytes(t, H);
-    if (detail::cq::type_is_float(t)) {
-      dequantize_row(t, row, s.f.data(), H);
-      for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), x + token_of_[ents[k]] * H, H);
-      return;
-    }
-    k_.unpack(t, row, H, s.w.data(), s.sw.data(), s.mw.data());
-    const float* mw = detail::cq::type_has_min(t) ? s.mw.data() : nullptr;
-    for (std::size_t k = 0; k < m; ++k) {
-      const std::size_t tok = token_of_[ents[k]];
-      out[k] = k_.dot_q(s.w.data(), s.sw.data(), mw, xq_.data() + tok * H, xd_.data() + tok * H / 16,
-                        xs_.data() + tok * H / 16, H);
-    }
-  }
+  // Quantized activations of the rows `ents` index: codes q, scales d, min terms xs, lane scales e,
+  // n values per row (entry j's row is j * n; for tokens, entries map to their token first).
+  struct act_rows {
+    const float* f;
+    const std::int8_t* q;
+    const float *d, *xs, *e;
+    std::size_t n;
+    const std::uint32_t* token_of;  // nullptr: row = entry
+    std::size_t row(std::uint32_t j) const noexcept { return token_of != nullptr ? token_of[j] : j; }
+  };
 
-  // out[k] = down row h . activated intermediate of entry ents[k]
-  void project_down(const void* base, std::size_t h, std::size_t F, const std::uint32_t* ents, std::size_t m,
-                    thread_scratch& s, float* out) const {
-    const weight_type t = layer_.down_type;
-    const auto* row = static_cast<const unsigned char*>(base) + h * row_bytes(t, F);
+  // out[k] = row r of a tensor of type t (rows of a.n values) . activation row of entry ents[k]
+  void project(weight_type t, const void* base, std::size_t r, const act_rows& a, const std::uint32_t* ents,
+               std::size_t m, thread_scratch& s, float* out) const {
+    const std::size_t n = a.n;
+    const auto* row = static_cast<const unsigned char*>(base) + r * row_bytes(t, n);
     if (detail::cq::type_is_float(t)) {
-      dequantize_row(t, row, s.f.data(), F);
-      for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), act_.data() + ents[k] * F, F);
+      dequantize_row(t, row, s.f.data(), n);
+      for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), a.f + a.row(ents[k]) * n, n);
       return;
     }
-    k_.unpack(t, row, F, s.w.data(), s.sw.data(), s.mw.data());
+    if (const detail::cq::rowdot_fn fused = k_.rowdot(t); fused != nullptr && n % 64 == 0) {
+      const std::int8_t* xq[4];
+      const float* xe[4];
+      const float* xs[4];
+      for (std::size_t k = 0; k < m; k += 4) {
+        const std::size_t tile = std::min<std::size_t>(4, m - k);
+        for (std::size_t i = 0; i < tile; ++i) {
+          const std::size_t rr = a.row(ents[k + i]);
+          xq[i] = a.q + rr * n;
+          xe[i] = a.e + rr * n / 4;
+          xs[i] = a.xs + rr * n / 16;
+        }
+        fused(row, n, xq, xe, xs, static_cast<int>(tile), out + k);
+      }
+      return;
+    }
+    k_.unpack(t, row, n, s.w.data(), s.sw.data(), s.mw.data());
     const float* mw = detail::cq::type_has_min(t) ? s.mw.data() : nullptr;
     for (std::size_t k = 0; k < m; ++k) {
-      const std::size_t j = ents[k];
-      out[k] = k_.dot_q(s.w.data(), s.sw.data(), mw, aq_.data() + j * F, ad_.data() + j * F / 16,
-                        as_.data() + j * F / 16, F);
+      const std::size_t rr = a.row(ents[k]);
+      out[k] = k_.dot_q(s.w.data(), s.sw.data(), mw, a.q + rr * n, a.d + rr * n / 16, a.xs + rr * n / 16, n);
     }
   }
 
@@ -675,7 +1094,7 @@ class cpu_quant_ffn {
   std::vector<expert_weights_view> experts_;
   std::vector<std::uint32_t> eoff_, cursor_, list_, token_of_, active_;
   std::vector<std::int8_t> xq_, aq_;
-  std::vector<float> xd_, xs_, act_, ad_, as_, part_;
+  std::vector<float> xd_, xs_, xe_, act_, ad_, as_, ae_, part_;
   std::vector<thread_scratch> scratch_;
 };
 
