@@ -506,6 +506,13 @@ MOEROUTE_CQ_AVX512 inline float hsum512(__m512 v) noexcept {
   return r;
 }
 
+// (maskz forms: GCC 12's unmasked ones warn in -Wmaybe-uninitialized, GCC bug 105593)
+// The 16 product lanes of four 16-value groups (4 lanes each).
+MOEROUTE_CQ_AVX512 inline __m512 four_scales(__m128 s4) noexcept {
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  return _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
+}
+
 // acc + the (up to) 64 products at `at` (masked by km; ks: their 16-groups), scaled
 template <bool Vnni>
 MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const float* sw, const std::int8_t* x,
@@ -523,9 +530,7 @@ MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const flo
     p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
   const std::size_t g = at / 16;
   const __m128 s4 = _mm_mul_ps(_mm_maskz_loadu_ps(ks, sw + g), _mm_maskz_loadu_ps(ks, dx + g));
-  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  // (maskz forms: GCC 12's unmasked ones warn in -Wmaybe-uninitialized, GCC bug 105593)
-  const __m512 sc = _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
+  const __m512 sc = four_scales(s4);
   return _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), sc, acc);
 }
 
@@ -563,38 +568,48 @@ MOEROUTE_CQ_AVX512 inline float dot_q_avx512(const std::int8_t* w, const float* 
 MOEROUTE_CQ_AVX512 inline __m512i cat256(__m256i lo, __m256i hi) noexcept {
   return _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(lo), hi, 1);  // maskz: GCC bug 105593
 }
-MOEROUTE_CQ_AVX512 inline __m128 f16x4(const unsigned char* a, const unsigned char* b, std::size_t at_a,
-                                       std::size_t at_b) noexcept {
-  const float da = _cvtsh_ss(static_cast<unsigned short>(a[at_a] | (a[at_a + 1] << 8)));
-  const float db = _cvtsh_ss(static_cast<unsigned short>(b[at_b] | (b[at_b + 1] << 8)));
-  return _mm_set_ps(db, db, da, da);
+// The 16 product lanes of two 32-value blocks: lanes 0-7 scale a, lanes 8-15 scale b.
+MOEROUTE_CQ_AVX512 inline __m512 two_scales(__m128 ab) noexcept {
+  const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_maskz_permutexvar_ps(0xFFFF, idx, _mm512_maskz_broadcast_f32x4(0xFFFF, ab));
+}
+// The f16 scales at a and b as the lanes of two_scales.
+MOEROUTE_CQ_AVX512 inline __m512 two_f16_scales(const unsigned char* a, const unsigned char* b) noexcept {
+  const int bits = a[0] | (a[1] << 8) | (b[0] << 16) | (b[1] << 24);
+  return two_scales(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+}
+// The 16 nibbles of two blocks (at a and b) as 64 codes: low then high nibbles of a, then of b.
+MOEROUTE_CQ_AVX512 inline __m512i nibbles64(const unsigned char* a, const unsigned char* b) noexcept {
+  const __m256i v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m512i lh = cat256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+  return _mm512_maskz_shuffle_i64x2(0xFF, lh, lh, _MM_SHUFFLE(3, 1, 2, 0));  // [lo a, hi a, lo b, hi b]
 }
 
 template <weight_type WT>
-MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m128& sc,
+MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc,
                                           __m128& mn) noexcept {
   if constexpr (WT == weight_type::q4_0) {
     const unsigned char* b = row + 2 * c * 18;
-    q = _mm512_sub_epi8(cat256(nibbles32(b + 2), nibbles32(b + 20)), _mm512_set1_epi8(8));
-    sc = f16x4(b, b + 18, 0, 0);
+    q = _mm512_sub_epi8(nibbles64(b + 2, b + 20), _mm512_set1_epi8(8));
+    sc = two_f16_scales(b, b + 18);
   } else if constexpr (WT == weight_type::q8_0) {
     const unsigned char* b = row + 2 * c * 34;
     q = cat256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36)));
-    sc = f16x4(b, b + 34, 0, 0);
+    sc = two_f16_scales(b, b + 34);
   } else if constexpr (WT == weight_type::mxfp4 || WT == weight_type::iq4_nl) {
     constexpr bool mx = WT == weight_type::mxfp4;
     constexpr std::size_t bb = mx ? 17 : 18, qo = mx ? 1 : 2;
     const unsigned char* b = row + 2 * c * bb;
-    const __m512i book = _mm512_maskz_broadcast_i32x4(0xFFFF, 
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
-    q = _mm512_shuffle_epi8(book, cat256(nibbles32(b + qo), nibbles32(b + bb + qo)));
-    if constexpr (mx) {
-      const float d0 = e8m0_half(b[0]), d1 = e8m0_half(b[bb]);
-      sc = _mm_set_ps(d1, d1, d0, d0);
-    } else {
-      sc = f16x4(b, b + bb, 0, 0);
-    }
+    const __m512i book = _mm512_maskz_broadcast_i32x4(
+        0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
+    q = _mm512_shuffle_epi8(book, nibbles64(b + qo, b + bb + qo));
+    if constexpr (mx)
+      sc = two_scales(_mm_set_ps(0.0f, 0.0f, e8m0_half(b[bb]), e8m0_half(b[0])));
+    else
+      sc = two_f16_scales(b, b + bb);
   } else if constexpr (WT == weight_type::q4_k) {
     const unsigned char* b = row + (c / 4) * 144;
     const std::size_t k = c % 4;
@@ -604,11 +619,10 @@ MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t 
     int s0 = 0, m0 = 0, s1 = 0, m1 = 0;
     wt_scale_min_k4(static_cast<int>(2 * k), b + 4, s0, m0);
     wt_scale_min_k4(static_cast<int>(2 * k + 1), b + 4, s1, m1);
-    const float d = _cvtsh_ss(static_cast<unsigned short>(b[0] | (b[1] << 8)));
-    const float dm = _cvtsh_ss(static_cast<unsigned short>(b[2] | (b[3] << 8)));
-    const float a0 = d * static_cast<float>(s0), a1 = d * static_cast<float>(s1);
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)));
+    const float d = _mm_cvtss_f32(dd), dm = _mm_cvtss_f32(_mm_shuffle_ps(dd, dd, 1));
+    sc = two_scales(_mm_set_ps(0.0f, 0.0f, d * static_cast<float>(s1), d * static_cast<float>(s0)));
     const float n0 = dm * static_cast<float>(m0), n1 = dm * static_cast<float>(m1);
-    sc = _mm_set_ps(a1, a1, a0, a0);
     mn = _mm_set_ps(n1, n1, n0, n0);
   } else if constexpr (WT == weight_type::q6_k) {
     const unsigned char* b = row + (c / 4) * 210;
@@ -623,8 +637,9 @@ MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t 
     q = _mm512_sub_epi8(cat256(_mm256_or_si256(lo0, q6_high(qh, sh)), _mm256_or_si256(lo1, q6_high(qh, sh + 2))),
                         _mm512_set1_epi8(32));
     const float d = _cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)));
-    const auto* s8 = reinterpret_cast<const std::int8_t*>(b + 192 + 4 * k);
-    sc = _mm_mul_ps(_mm_set1_ps(d), _mm_set_ps(s8[3], s8[2], s8[1], s8[0]));
+    const __m128 s8 = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(
+        b[192 + 4 * k] | (b[193 + 4 * k] << 8) | (b[194 + 4 * k] << 16) | (b[195 + 4 * k] << 24))));
+    sc = four_scales(_mm_mul_ps(_mm_set1_ps(d), s8));
   }
 }
 
@@ -635,7 +650,6 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size
                                              const float* const* dxe, const float* const* xs, float* out) noexcept {
   constexpr bool has_min = WT == weight_type::q4_k;
   const __m512i zero = _mm512_setzero_si512();
-  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   __m512 acc[M];
   __m128 accm[M];
   for (std::size_t i = 0; i < M; ++i) {
@@ -644,11 +658,11 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size
   }
   for (std::size_t c = 0; c < n / 64; ++c) {
     __m512i q;
-    __m128 sc4, mn4 = _mm_setzero_ps();
-    load_chunk<WT>(row, c, q, sc4, mn4);
+    __m512 sc;
+    __m128 mn4 = _mm_setzero_ps();
+    load_chunk<WT>(row, c, q, sc, mn4);
     const __m512i aq = _mm512_abs_epi8(q);
     const __mmask64 neg = _mm512_movepi8_mask(q);
-    const __m512 sc = _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, sc4));
     for (std::size_t i = 0; i < M; ++i) {
       const __m512i xv = _mm512_loadu_si512(x[i] + 64 * c);
       const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
