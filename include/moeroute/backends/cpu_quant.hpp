@@ -44,7 +44,9 @@
 #include <thread>
 #include <vector>
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+// MOEROUTE_CPU_QUANT_PORTABLE=1 compiles the portable path only (what non-x86 targets get).
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !(defined(MOEROUTE_CPU_QUANT_PORTABLE) && MOEROUTE_CPU_QUANT_PORTABLE)
 #define MOEROUTE_CQ_X86 1
 #include <immintrin.h>
 #else
