@@ -79,7 +79,9 @@ TEST(CliFfn, BadInputExitsTwoWithOneLineAndWritesNothing) {
   expect_bad(base + " --ids " + ids + " -o " + out, out, "--ids and --weights go together");
   expect_bad(base + " --ids " + ids + " --weights " + w + " --ids-out " + tmp_path("i.npy") + " -o " + out, out,
              "--ids-out and --weights-out need --route");
-  expect_bad(base + " --route --backend cpu -o " + out, out, "--backend 'cpu' (expected eigen or vulkan)");
+  expect_bad(base + " --route --backend gpu -o " + out, out, "--backend 'gpu' (expected eigen, cpu or vulkan)");
+  expect_bad(base + " --route --threads 2 -o " + out, out, "--threads applies to --backend cpu only");
+  expect_bad(base + " --route --backend cpu --threads 0 -o " + out, out, "--threads");
   // an unsupported weight type: IQ1_M experts
   moeroute_test::gguf_writer iq = moeroute_test::make_moe_model({0}, 4, 256, 256, 29, [](int, int, int) {
     return std::string(256 * 56, '\0');
@@ -88,6 +90,45 @@ TEST(CliFfn, BadInputExitsTwoWithOneLineAndWritesNothing) {
   iq.write(iq_path);
   expect_bad("ffn --model " + iq_path + " --block 0 --x " + x + " --route -o " + out, out,
              "tensor 'blk.0.ffn_gate_exps.weight' has type IQ1_M");
+}
+
+// --backend cpu (the quantized CPU FFN, from the mapped file): every golden layer within 2x ggml's
+// own NMSE against the exact answer (ggml's figures from NMSE.txt), with 1 and 2 threads giving the
+// same bytes.
+TEST(CliFfn, CpuBackendWithinTwiceGgmlError) {
+  const std::string nmse_txt = read_text(g("NMSE.txt"));
+  for (const auto& v : golden::kVariants) {
+    const std::string st = golden::stem(v);
+    SCOPED_TRACE(st);
+    // this variant's line: "<name> blk<N> ... nmse(ggml vs exact)=<value>"
+    const std::string head = std::string(v.name) + " ";
+    std::size_t at = 0;
+    double ggml = -1;
+    while ((at = nmse_txt.find(head, at)) != std::string::npos) {
+      const std::size_t eol = nmse_txt.find('\n', at);
+      const std::string line = nmse_txt.substr(at, eol - at);
+      if ((at == 0 || nmse_txt[at - 1] == '\n') && line.find("blk" + std::to_string(v.block) + " ") != std::string::npos)
+        ggml = std::stod(line.substr(line.find("exact)=") + 7));
+      at = eol;
+    }
+    ASSERT_GT(ggml, 0);
+    std::string bytes;
+    for (int threads : {1, 2}) {
+      const std::string y = tmp_path("ffn_cpu_" + st + ".npy");
+      const auto r = run_cli("ffn --model " + g(std::string(v.name) + ".gguf") + " --block " + std::to_string(v.block) +
+                                 " --x " + g(std::string(v.name) + ".x.npy") + " --ids " + g(st + ".ids.npy") +
+                                 " --weights " + g(st + ".w.npy") + " --backend cpu --threads " +
+                                 std::to_string(threads) + " -o " + y,
+                             "ffn_cpu");
+      ASSERT_EQ(r.code, 0) << r.err;
+      EXPECT_NE(r.err.find("on cpu ("), std::string::npos) << r.err;
+      EXPECT_LE(golden::nmse(load_tmp(y).f32(), golden::load(st + ".y_exact.npy").f64()), 2 * ggml);
+      if (threads == 1)
+        bytes = read_text(y);
+      else
+        EXPECT_EQ(read_text(y), bytes) << "depends on the thread count";
+    }
+  }
 }
 
 // --backend vulkan: every golden layer the Vulkan kernels take matches the exact answer within

@@ -11,9 +11,19 @@
 // Vulkan cases is the CPU time of the whole process (all driver threads: on a CPU device such as
 // lavapipe it is the work done, and is steadier than wall time on a shared machine).
 //
+// Quantized CPU FFN (backends/cpu_quant.hpp), cases cpu/qwen3_30b_a3b/<type>/T:<T>/threads:<n> for
+// q4_0, q8_0, q4_k, q6_k and mxfp4, T = 1 and 512, 1 and 2 threads, every expert its own memory
+// (E blobs side by side); with a ggml peer (MOEROUTE_HAVE_GGML) the same FFN on ggml's CPU backend,
+// ggml_cpu/...: MUL_MAT_ID gate and up, swiglu, MUL_MAT_ID down, times the routing weights and
+// summed over the K experts (the graph of llama.cpp's build_moe_ffn), weights in ggml's default
+// CPU buffer. membw/read/threads:<n> streams a 1 GiB buffer: the memory bandwidth of this run, so
+// T = 1 weight bytes/s can be given as a share of it.
+//
 //   bench_ffn_expert_ffn --benchmark_format=json --benchmark_out=ffn.json
 // At the end it prints the ratios between cases of the same run to stderr (see ratio_reporter).
 // Options: MOEROUTE_BENCH_FFN_QUICK=1 runs only T = 1 and 512 of the qwen3 shape.
+// --benchmark_filter='^(cpu|ggml_cpu|membw)/' runs the quantized CPU comparison alone.
+#include <moeroute/backends/cpu_quant.hpp>
 #include <moeroute/backends/ffn_types.hpp>
 
 #include "ffn_test_common.hpp"  // tests/: the random routing and activations of the FFN tests
@@ -30,11 +40,18 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if __has_include(<Eigen/Core>)
 #include <moeroute/backends/cpu_eigen.hpp>
 #define MOEROUTE_BENCH_EIGEN 1
+#endif
+#if MOEROUTE_HAVE_GGML
+#include <ggml-alloc.h>
+#include <ggml-backend.h>
+#include <ggml-cpu.h>
+#include <ggml.h>
 #endif
 #if __has_include(<vulkan/vulkan.h>)
 #include <moeroute/backends/vulkan.hpp>
@@ -244,6 +261,192 @@ void BM_eigen(benchmark::State& state) {
 }
 #endif
 
+// ---- quantized CPU FFN against ggml's CPU backend ----
+
+// The types of the cpu/ and ggml_cpu/ cases (the third argument indexes kTypes).
+const int kCpuTypes[] = {3, 2, 10, 12, 15};  // q4_0, q8_0, q4_k, q6_k, mxfp4
+
+// E expert blobs side by side (one random expert copied E times: each expert its own memory).
+struct cpu_layer {
+  int type = -1;
+  std::vector<unsigned char> all;
+};
+cpu_layer& cpu_state() {
+  static cpu_layer c;
+  return c;
+}
+const cpu_layer& cpu_weights(int type) {
+  cpu_layer& c = cpu_state();
+  if (c.type != type) {
+    const moeroute::ffn_layer s = make_shape(0, type);
+    const std::vector<unsigned char> blob = make_blob(s);
+    c.all.assign(static_cast<std::size_t>(s.num_experts) * blob.size(), 0);
+    for (int e = 0; e < s.num_experts; ++e)
+      std::copy(blob.begin(), blob.end(), c.all.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(e) * blob.size()));
+    c.type = type;
+  }
+  return c;
+}
+
+void BM_cpu_quant(benchmark::State& state) {
+  const int type = static_cast<int>(state.range(0));
+  const auto T = static_cast<std::size_t>(state.range(1));
+  const int threads = static_cast<int>(state.range(2));
+  const moeroute::ffn_layer s = make_shape(0, type);
+  const cpu_layer& w = cpu_weights(type);
+  moeroute::cpu_quant_ffn op(s, {threads, moeroute::cpu_isa::best});
+  for (int e = 0; e < s.num_experts; ++e) op.set_expert_blob(e, w.all.data() + static_cast<std::size_t>(e) * s.expert_bytes());
+  const auto r = make_routing(T, kShapes[0].E, kShapes[0].K, false);
+  const auto x = make_x(T, s);
+  std::vector<float> y(x.size());
+  const moeroute::ffn_args a{r.view(), x.data(), y.data()};
+  op.run(a);  // warm-up: workspace
+  for (auto _ : state) {
+    op.run(a);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, s, r);
+  state.SetLabel(std::string("moeroute cpu_quant_ffn, ") + moeroute::cpu_isa_name(op.isa()));
+}
+
+// Streams `bytes` of a buffer much larger than the caches on n threads; GBps counter.
+void BM_membw(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  static std::vector<std::uint64_t> buf;
+  const std::size_t words = (std::size_t{1} << 30) / 8;
+  if (buf.size() != words) {
+    buf.assign(words, 0);
+    for (std::size_t i = 0; i < words; i += 512) buf[i] = i;
+  }
+  std::vector<std::uint64_t> sums(static_cast<std::size_t>(n) * 8);
+  auto part = [&](int i) {
+    const std::size_t b = words * static_cast<std::size_t>(i) / static_cast<std::size_t>(n);
+    const std::size_t e = words * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(n);
+    std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (std::size_t k = b; k + 4 <= e; k += 4) {
+      a0 += buf[k];
+      a1 += buf[k + 1];
+      a2 += buf[k + 2];
+      a3 += buf[k + 3];
+    }
+    sums[static_cast<std::size_t>(i) * 8] = a0 + a1 + a2 + a3;
+  };
+  for (auto _ : state) {
+    std::vector<std::thread> ts;
+    for (int i = 1; i < n; ++i) ts.emplace_back(part, i);
+    part(0);
+    for (auto& t : ts) t.join();
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(static_cast<double>(words * 8) * static_cast<double>(state.iterations()) * 1e-9,
+                                              benchmark::Counter::kIsRate);
+}
+
+#if MOEROUTE_HAVE_GGML
+// ggml's CPU backend computing the same layer as llama.cpp's build_moe_ffn builds it: up and gate
+// MUL_MAT_ID, swiglu, down MUL_MAT_ID, times the routing weights, summed over the K experts.
+struct ggml_layer {
+  int type = -1;
+  ggml_backend_t backend = nullptr;
+  ggml_context* wctx = nullptr;
+  ggml_backend_buffer_t wbuf = nullptr;
+  ggml_tensor *gate = nullptr, *up = nullptr, *down = nullptr;
+  void reset() {
+    if (wbuf) ggml_backend_buffer_free(wbuf);
+    if (wctx) ggml_free(wctx);
+    wbuf = nullptr;
+    wctx = nullptr;
+    type = -1;
+  }
+};
+ggml_layer& ggml_state() {
+  static ggml_layer g;
+  return g;
+}
+
+void BM_ggml_cpu(benchmark::State& state) {
+  const int type = static_cast<int>(state.range(0));
+  const auto T = static_cast<std::size_t>(state.range(1));
+  const int threads = static_cast<int>(state.range(2));
+  const moeroute::ffn_layer s = make_shape(0, type);
+  const std::int64_t H = s.hidden, F = s.ffn, E = s.num_experts, K = kShapes[0].K;
+  ggml_layer& g = ggml_state();
+  if (!g.backend) g.backend = ggml_backend_cpu_init();
+  if (g.type != type) {
+    g.reset();
+    ggml_init_params ip{3 * ggml_tensor_overhead(), nullptr, true};
+    g.wctx = ggml_init(ip);
+    const auto gt = static_cast<ggml_type>(s.gate_type);
+    g.gate = ggml_new_tensor_3d(g.wctx, gt, H, F, E);
+    g.up = ggml_new_tensor_3d(g.wctx, gt, H, F, E);
+    g.down = ggml_new_tensor_3d(g.wctx, static_cast<ggml_type>(s.down_type), F, H, E);
+    g.wbuf = ggml_backend_alloc_ctx_tensors(g.wctx, g.backend);
+    const std::vector<unsigned char> blob = make_blob(s);  // the bytes of the cpu/ cases' experts
+    for (std::int64_t e = 0; e < E; ++e) {
+      const auto ue = static_cast<std::size_t>(e);
+      ggml_backend_tensor_set(g.gate, blob.data() + s.gate_offset(), ue * s.gate_bytes(), s.gate_bytes());
+      ggml_backend_tensor_set(g.up, blob.data() + s.up_offset(), ue * s.up_bytes(), s.up_bytes());
+      ggml_backend_tensor_set(g.down, blob.data() + s.down_offset(), ue * s.down_bytes(), s.down_bytes());
+    }
+    g.type = type;
+  }
+  ggml_backend_cpu_set_n_threads(g.backend, threads);
+  const auto r = make_routing(T, kShapes[0].E, kShapes[0].K, false);
+  const auto x = make_x(T, s);
+
+  ggml_init_params gp{ggml_tensor_overhead() * 64 + ggml_graph_overhead(), nullptr, true};
+  ggml_context* ctx = ggml_init(gp);
+  const auto nt = static_cast<std::int64_t>(T);
+  ggml_tensor* cur = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, H, 1, nt);
+  ggml_tensor* ids = ggml_new_tensor_2d(ctx, GGML_TYPE_I32, K, nt);
+  ggml_tensor* wts = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, 1, K, nt);
+  ggml_tensor* upo = ggml_mul_mat_id(ctx, g.up, cur, ids);      // [F, K, T]
+  ggml_tensor* gateo = ggml_mul_mat_id(ctx, g.gate, cur, ids);  // [F, K, T]
+  ggml_tensor* par = ggml_swiglu_split(ctx, gateo, upo);
+  ggml_tensor* experts = ggml_mul_mat_id(ctx, g.down, par, ids);  // [H, K, T]
+  experts = ggml_mul(ctx, experts, wts);
+  ggml_tensor* out = nullptr;
+  for (std::int64_t k = 0; k < K; ++k) {
+    ggml_tensor* v = ggml_view_2d(ctx, experts, H, nt, experts->nb[2], static_cast<std::size_t>(k) * experts->nb[1]);
+    out = out ? ggml_add(ctx, out, v) : v;
+  }
+  ggml_cgraph* gf = ggml_new_graph(ctx);
+  ggml_build_forward_expand(gf, out);
+  ggml_gallocr_t alloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(g.backend));
+  ggml_gallocr_alloc_graph(alloc, gf);
+  ggml_backend_tensor_set(cur, x.data(), 0, x.size() * 4);
+  ggml_backend_tensor_set(ids, r.ids.data(), 0, r.ids.size() * 4);
+  ggml_backend_tensor_set(wts, r.weights.data(), 0, r.weights.size() * 4);
+  ggml_backend_graph_compute(g.backend, gf);  // warm-up
+  for (auto _ : state) {
+    ggml_backend_graph_compute(g.backend, gf);
+  }
+  set_counters(state, s, r);
+  state.SetLabel("ggml CPU backend, MUL_MAT_ID x3 + swiglu + weighted sum");
+  ggml_gallocr_free(alloc);
+  ggml_free(ctx);
+}
+#endif
+
+void register_cpu_quant() {
+  for (int ti : kCpuTypes)
+    for (int T : {1, 512})
+      for (int n : {1, 2}) {
+        const std::string rest = std::string("/qwen3_30b_a3b/") + kTypes[ti].name + "/T:" + std::to_string(T) +
+                                 "/threads:" + std::to_string(n);
+        const int it = T >= 512 ? 2 : 30;
+        benchmark::RegisterBenchmark(("cpu" + rest).c_str(), BM_cpu_quant)
+            ->Args({ti, T, n})->Iterations(it)->UseRealTime()->Unit(benchmark::kMillisecond);
+#if MOEROUTE_HAVE_GGML
+        benchmark::RegisterBenchmark(("ggml_cpu" + rest).c_str(), BM_ggml_cpu)
+            ->Args({ti, T, n})->Iterations(it)->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+      }
+  for (int n : {1, 2})
+    benchmark::RegisterBenchmark(("membw/read/threads:" + std::to_string(n)).c_str(), BM_membw)
+        ->Args({n})->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
 void register_all() {
   const bool quick = std::getenv("MOEROUTE_BENCH_FFN_QUICK") != nullptr;
   const std::vector<int> shapes = quick ? std::vector<int>{0} : std::vector<int>{0, 1};
@@ -273,6 +476,7 @@ void register_all() {
         benchmark::RegisterBenchmark(name("eigen", si, 0, T, g).c_str(), BM_eigen)
             ->Args({si, 0, T, g})->Iterations(iters(T))->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
+  register_cpu_quant();
 }
 
 // Forwards everything to the display reporter chosen by --benchmark_format and, at the end,
@@ -289,8 +493,13 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
       if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
       const std::string key = case_key(r.benchmark_name());
       times_[key].push_back(r.GetAdjustedRealTime());
+      cpu_times_[key].push_back(r.GetAdjustedCPUTime());
       const auto g = r.counters.find("GFLOPS");
       if (g != r.counters.end()) gflops_[key].push_back(g->second.value);
+      for (const char* c : {"weight_GBps", "GBps"}) {
+        const auto b = r.counters.find(c);
+        if (b != r.counters.end()) gbps_[key].push_back(b->second.value);
+      }
       if (!r.report_label.empty()) label_[key] = r.report_label;
     }
     display_->ReportRuns(runs);
@@ -334,6 +543,31 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
         }
       }
     }
+    // quantized CPU FFN: GFLOPS / ggml's (target >= 1x), and T = 1 weight bytes/s / bandwidth
+    for (const auto& [key, gf] : gflops_) {
+      if (key.rfind("cpu/", 0) != 0) continue;
+      const std::string rest = key.substr(4);  // shape/type/T:n/threads:n
+      const auto peer = gflops_.find("ggml_cpu/" + rest);
+      if (peer != gflops_.end()) {
+        const double q = median(gf) / median(peer->second);
+        line("cpu / ggml_cpu GFLOPS, " + rest + " (" + fmt(median(gf)) + " / " + fmt(median(peer->second)) + ")", q, "x",
+             q >= 1.0 ? "(target >= 1x: met)" : "(target >= 1x: NOT met)");
+      }
+      if (peer != gflops_.end() && rest.find("/threads:1") != std::string::npos) {
+        // one thread: the calling thread's CPU time, steadier than wall time on a shared machine
+        const double q = median(cpu_times_["ggml_cpu/" + rest]) / median(cpu_times_[key]);
+        line("cpu / ggml_cpu per CPU-second (1 thread), " + rest, q, "x",
+             q >= 1.0 ? "(target >= 1x: met)" : "(target >= 1x: NOT met)");
+      }
+      const std::string th = rest.substr(rest.rfind('/') + 1);  // threads:n
+      auto bw = gbps_.lower_bound("membw/read/" + th + "/");
+      if (bw != gbps_.end() && bw->first.rfind("membw/read/" + th + "/", 0) != 0) bw = gbps_.end();
+      if (rest.find("/T:1/") != std::string::npos && bw != gbps_.end() && gbps_.count(key)) {
+        const double share = 100.0 * median(gbps_[key]) / median(bw->second);
+        line("cpu weight bytes/s / memory bandwidth (" + th + ", " + fmt(median(bw->second)) + " GB/s), " + rest, share,
+             "%", share >= 60.0 ? "(target >= 60%: met)" : "(target >= 60%: NOT met)");
+      }
+    }
   }
 
  private:
@@ -342,6 +576,11 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
     for (int i = 0; i < 5 && pos != std::string::npos; ++i) pos = name.find('/', pos + (i ? 1 : 0));
     return pos == std::string::npos ? name : name.substr(0, pos);
   }
+  static std::string fmt(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.1f", v);
+    return b;
+  }
   static double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     const std::size_t n = v.size();
@@ -349,7 +588,7 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
   }
 
   std::unique_ptr<benchmark::BenchmarkReporter> display_;
-  std::map<std::string, std::vector<double>> times_, gflops_;
+  std::map<std::string, std::vector<double>> times_, cpu_times_, gflops_, gbps_;
   std::map<std::string, std::string> label_;
 };
 

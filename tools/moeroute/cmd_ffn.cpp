@@ -1,5 +1,5 @@
 // moeroute ffn: one MoE layer of a GGUF model on given activations, with given or the model's own
-// routing, on the Eigen reference or the Vulkan backend:
+// routing, on the Eigen reference, the quantized CPU FFN or the Vulkan backend:
 //   y_t = sum_k W_tk * FFN_{I_tk}(x_t)    (FFN as in weights/layer.hpp, per the model's layer)
 // Inputs and outputs are .npy: X [T, H] float32, I [T, K] int32/int64, W [T, K] float32, Y [T, H]
 // float32. Every input is checked before anything is computed; nothing is written on error.
@@ -15,6 +15,7 @@
 
 #include "cli.hpp"
 #include "moeroute/io/gguf_experts.hpp"
+#include "moeroute/backends/cpu_quant.hpp"
 #include "moeroute/io/npy.hpp"
 
 #if MOEROUTE_CLI_HAS_EIGEN
@@ -28,7 +29,7 @@ namespace {
 
 struct ffn_cmd_args {
   std::string model, x, ids, weights, ids_out, weights_out, backend = "eigen", out;
-  int block = -1;
+  int block = -1, threads = 1;
   bool route = false;
 };
 
@@ -84,8 +85,10 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(a.route || (given_ids && given_w), errc::invalid_argument, "--ids and --weights go together");
   MOEROUTE_CHECK(a.route || (a.ids_out.empty() && a.weights_out.empty()), errc::invalid_argument,
                  "--ids-out and --weights-out need --route");
-  MOEROUTE_CHECK(a.backend == "eigen" || a.backend == "vulkan", errc::invalid_argument, "--backend '", a.backend,
-                 "' (expected eigen or vulkan)");
+  MOEROUTE_CHECK(a.backend == "eigen" || a.backend == "cpu" || a.backend == "vulkan", errc::invalid_argument,
+                 "--backend '", a.backend, "' (expected eigen, cpu or vulkan)");
+  MOEROUTE_CHECK(a.backend == "cpu" || sub.count("--threads") == 0, errc::invalid_argument,
+                 "--threads applies to --backend cpu only");
 
   // Every output is declared (and its place checked) before any work; all are written at the end.
   cli::output_files outs;
@@ -113,13 +116,23 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
                      r.offsets[t + 1] - r.offsets[t], " experts, not ", K, " (fewer eligible experts than K)");
 
   std::vector<float> y(T * H, 0.0f);
+  const ffn_args args{r.view(), x.data(), y.data()};
+  std::string path = a.backend;
   const std::size_t eb = s.expert_bytes();
-  std::vector<unsigned char> all(static_cast<std::size_t>(s.num_experts) * eb);
-  w.read_layer(layer, all.data());
+  std::vector<unsigned char> all;  // the Eigen and Vulkan backends take copies of the expert blobs
   std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts));
   for (int e = 0; e < s.num_experts; ++e) table[static_cast<std::size_t>(e)] = e;
-  const ffn_args args{r.view(), x.data(), y.data()};
-  if (a.backend == "eigen") {
+  if (a.backend != "cpu") {
+    all.resize(static_cast<std::size_t>(s.num_experts) * eb);
+    w.read_layer(layer, all.data());
+  }
+  if (a.backend == "cpu") {  // straight from the mapped file: views, no copy
+    cpu_quant_ffn op(s, {a.threads, cpu_isa::best});
+    for (int e = 0; e < s.num_experts; ++e) op.set_expert(e, w.expert_weights(layer, e));
+    op.run(args);
+    path = std::string("cpu (") + cpu_isa_name(op.isa()) + ", " + std::to_string(a.threads) + " thread" +
+           (a.threads == 1 ? ")" : "s)");
+  } else if (a.backend == "eigen") {
 #if MOEROUTE_CLI_HAS_EIGEN
     cpu_ffn op(s, s.num_experts);
     for (int e = 0; e < s.num_experts; ++e) op.upload_expert(e, all.data() + static_cast<std::size_t>(e) * eb, eb);
@@ -155,7 +168,7 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
   std::cerr << "moeroute ffn: " << a.model << " blk." << a.block << " (" << weight_type_name(s.gate_type) << "/"
             << weight_type_name(s.up_type) << "/" << weight_type_name(s.down_type)
             << (s.has_bias ? ", biases" : "") << ", " << ffn_activation_name(s.act) << "), " << T << " tokens x "
-            << K << " experts" << (a.route ? " (model routing)" : "") << " on " << a.backend << "\n";
+            << K << " experts" << (a.route ? " (model routing)" : "") << " on " << path << "\n";
 }
 
 void setup_ffn(CLI::App& app, int&) {
@@ -171,7 +184,8 @@ void setup_ffn(CLI::App& app, int&) {
   sub->add_flag("--route", a->route, "route X with the model's own router and gating");
   sub->add_option("--ids-out", a->ids_out, "with --route: write the chosen ids, .npy int32 [T, K]");
   sub->add_option("--weights-out", a->weights_out, "with --route: write their weights, .npy float32 [T, K]");
-  sub->add_option("--backend", a->backend, "eigen (default) | vulkan");
+  sub->add_option("--backend", a->backend, "eigen (default) | cpu (quantized, from the mapped file) | vulkan");
+  sub->add_option("--threads", a->threads, "threads of --backend cpu (default 1)")->check(moeroute::cli::int_in(1, 1024));
   sub->add_option("-o,--output", a->out, "output Y, .npy float32 [T, H]")->required();
   sub->callback([a, sub] { run_ffn_cmd(*a, *sub); });
 }

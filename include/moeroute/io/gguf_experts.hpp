@@ -47,6 +47,7 @@
 #include "moeroute/io/gguf_expert_names.hpp"
 #include "moeroute/routing/presets.hpp"
 #include "moeroute/weights/dequant.hpp"
+#include "moeroute/weights/expert_view.hpp"
 #include "moeroute/weights/layer.hpp"
 #include "moeroute/weights/types.hpp"
 
@@ -197,6 +198,41 @@ class gguf_expert_weights {
       v.up = file_.tensor_data(*t.up) + e * s.up_bytes();
     }
     v.down = file_.tensor_data(*t.down) + e * s.down_bytes();
+    return v;
+  }
+
+  /// Views of (layer, expert)'s weights for the CPU FFN (backends/cpu_quant.hpp): its stored
+  /// gate, up and down rows (a fused gate_up slice split into its F gate and F up rows) and its
+  /// biases, all pointing into the mapped file, nothing copied. Valid while this object lives.
+  /// Throws unsupported when the file is not in memory or the layer's biases are not F32.
+  expert_weights_view expert_weights(int layer_index, int expert) const {
+    const layer_tensors& t = layer(layer_index);
+    const expert_view s = expert_slices(layer_index, expert);
+    MOEROUTE_CHECK(s.gate != nullptr, errc::unsupported, file_.name(),
+                   ": expert weight views need the file in memory (it is read through a stream)");
+    expert_weights_view v;
+    v.gate = s.gate;
+    v.up = s.up;
+    v.down = s.down;
+    if (!t.shape.has_bias) return v;
+    const auto e = static_cast<std::size_t>(expert);
+    const auto F = static_cast<std::size_t>(t.shape.ffn), H = static_cast<std::size_t>(t.shape.hidden);
+    auto floats = [&](const gguf_tensor_info* b, std::size_t first) {
+      MOEROUTE_CHECK(b->type == static_cast<std::uint32_t>(weight_type::f32), errc::unsupported, file_.name(),
+                     ": tensor '", b->name, "' is ", b->type_name, "; expert weight views need F32 biases");
+      const unsigned char* p = file_.tensor_data(*b) + first * 4;
+      MOEROUTE_CHECK(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, errc::unsupported, file_.name(),
+                     ": tensor '", b->name, "' is not 4-byte aligned in the file");
+      return reinterpret_cast<const float*>(p);
+    };
+    if (t.fused) {
+      v.gate_bias = floats(t.gate_bias, e * 2 * F);
+      v.up_bias = v.gate_bias + F;
+    } else {
+      v.gate_bias = floats(t.gate_bias, e * F);
+      v.up_bias = floats(t.up_bias, e * F);
+    }
+    v.down_bias = floats(t.down_bias, e * H);
     return v;
   }
 

@@ -1,0 +1,189 @@
+// The quantized CPU expert FFN (backends/cpu_quant.hpp): every golden model of
+// tests/data/ggml_golden against its exact answer within 2x ggml's own error, on every
+// instruction-set path this CPU has, straight from the mapped GGUF; the paths against each other;
+// select / accumulate and thread counts against a plain loop over the same weights.
+#include "ffn_test_common.hpp"
+#include "golden_support.hpp"
+
+#include <moeroute/backends/cpu_quant.hpp>
+#include <moeroute/io/gguf_experts.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using moeroute::cpu_isa;
+
+std::vector<cpu_isa> paths() {
+  std::vector<cpu_isa> p;
+  for (cpu_isa i : {cpu_isa::portable, cpu_isa::avx2, cpu_isa::avx512})
+    if (moeroute::cpu_supports(i)) p.push_back(i);
+  return p;
+}
+
+// ggml's own NMSE of each golden stem (y_ggml vs y_exact), from NMSE.txt.
+std::map<std::string, double> ggml_nmse() {
+  std::ifstream f(golden::path("NMSE.txt"));
+  std::map<std::string, double> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream ss(line);
+    std::string name, blk;
+    ss >> name >> blk;
+    const auto at = line.find("nmse(ggml vs exact)=");
+    if (at == std::string::npos) continue;
+    out[name + "." + blk] = std::stod(line.substr(at + 20));
+  }
+  return out;
+}
+
+moeroute::routing_result golden_routing(const golden::variant& v, int E, std::size_t& T) {
+  const golden::array ids = golden::load(golden::stem(v) + ".ids.npy");
+  moeroute::routing_result r;
+  T = ids.shape[0];
+  const std::size_t K = ids.shape[1];
+  r.num_tokens = T;
+  r.num_experts = E;
+  r.ids = ids.i32();
+  r.weights = golden::load(golden::stem(v) + ".w.npy").f32();
+  for (std::size_t t = 1; t <= T; ++t) r.offsets.push_back(static_cast<std::uint32_t>(t * K));
+  return r;
+}
+
+}  // namespace
+
+TEST(CpuQuant, GoldenModelsWithinTwiceGgmlErrorOnEveryPath) {
+  const auto bound = ggml_nmse();
+  ASSERT_EQ(bound.size(), 15u);
+  for (const auto& v : golden::kVariants) {
+    SCOPED_TRACE(golden::stem(v));
+    const auto m = moeroute::gguf_expert_weights::open(golden::path(std::string(v.name) + ".gguf"));
+    ASSERT_TRUE(m.file().in_memory());
+    const int l = m.layer_of_block(v.block);
+    ASSERT_GE(l, 0);
+    const moeroute::ffn_layer& s = m.layer_shape(l);
+    std::size_t T = 0;
+    const moeroute::routing_result r = golden_routing(v, s.num_experts, T);
+    const std::vector<float> x = golden::load(std::string(v.name) + ".x.npy").f32();
+    const std::vector<double> exact = golden::load(golden::stem(v) + ".y_exact.npy").f64();
+    const double ggml = bound.at(golden::stem(v));
+    std::vector<float> first;
+    for (cpu_isa isa : paths()) {
+      SCOPED_TRACE(moeroute::cpu_isa_name(isa));
+      moeroute::cpu_quant_ffn op(s, {2, isa});
+      ASSERT_EQ(op.isa(), isa);
+      for (int e = 0; e < s.num_experts; ++e) {
+        const moeroute::expert_weights_view w = m.expert_weights(l, e);
+        // views into the mapping, not copies
+        const auto* base = m.file().tensor_data(*m.layer(l).gate);
+        ASSERT_GE(static_cast<const unsigned char*>(w.gate), base);
+        ASSERT_LT(static_cast<const unsigned char*>(w.gate), base + m.layer(l).gate->nbytes);
+        op.set_expert(e, w);
+      }
+      std::vector<float> y(T * static_cast<std::size_t>(s.hidden), 123.0f);
+      op.run({r.view(), x.data(), y.data()});
+      const double e = golden::nmse(y, exact);
+      EXPECT_LE(e, 2.0 * ggml) << "ggml's own NMSE " << ggml;
+      std::printf("  %-12s %-8s NMSE vs y_exact %.3e (ggml %.3e)\n", golden::stem(v).c_str(),
+                  moeroute::cpu_isa_name(isa), e, ggml);
+      if (first.empty()) {
+        first = y;
+      } else {
+        // same integer sums; the float order differs (NMSE ~1e-13), which can move an 8-bit code
+        // of the quantized intermediate by one step (~1e-6 each at these sizes): far below the
+        // quantization error itself (~1e-4)
+        const double d = golden::nmse(y, first);
+        EXPECT_LE(d, 1e-5) << "path differs from the portable one";
+        std::printf("  %-12s %-8s NMSE vs portable %.3e\n", golden::stem(v).c_str(), moeroute::cpu_isa_name(isa), d);
+      }
+    }
+  }
+}
+
+// A random layer of type t: select, accumulate and thread counts against the plain-loop
+// reference of ffn_test_common.hpp over the same blobs.
+void check_random_layer(const moeroute::ffn_layer& s, std::size_t T, int K, double tol) {
+  ffn_test::problem p;
+  p.shape = s;
+  ffn_test::random_weights(p, 7);
+  ffn_test::random_x(p, T, 11);
+  p.routing = ffn_test::random_routing(T, s.num_experts, K, 13);
+  std::vector<std::uint8_t> sel(p.routing.nnz());
+  for (std::size_t j = 0; j < sel.size(); ++j) sel[j] = static_cast<std::uint8_t>(j % 3 != 1);
+  ffn_test::problem ps = p;  // the reference of the selected entries only
+  ps.routing.ids.clear();
+  ps.routing.weights.clear();
+  ps.routing.offsets = {0};
+  for (std::size_t t = 0; t < T; ++t) {
+    for (std::uint32_t j = p.routing.offsets[t]; j < p.routing.offsets[t + 1]; ++j)
+      if (sel[j]) {
+        ps.routing.ids.push_back(p.routing.ids[j]);
+        ps.routing.weights.push_back(p.routing.weights[j]);
+      }
+    ps.routing.offsets.push_back(static_cast<std::uint32_t>(ps.routing.ids.size()));
+  }
+  const std::vector<double> want = ffn_test::reference(p), want_sel = ffn_test::reference(ps);
+  const std::size_t H = static_cast<std::size_t>(s.hidden);
+  for (cpu_isa isa : paths()) {
+    SCOPED_TRACE(moeroute::cpu_isa_name(isa));
+    std::vector<float> y1;
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(threads);
+      moeroute::cpu_quant_ffn op(s, {threads, isa});
+      for (int e = 0; e < s.num_experts; ++e) op.set_expert_blob(e, p.blobs[static_cast<std::size_t>(e)].data());
+      std::vector<float> y(T * H, 5.0f);
+      op.run({p.routing.view(), p.x.data(), y.data()});
+      EXPECT_LE(ffn_test::nmse(y, want), tol);
+      if (threads == 1)
+        y1 = y;
+      else
+        EXPECT_EQ(y, y1) << "results depend on the thread count";
+      // select + accumulate: y += the selected entries' sum
+      std::vector<float> ya(T * H, 0.0f);
+      for (std::size_t i = 0; i < ya.size(); ++i) ya[i] = static_cast<float>(i % 7) - 3.0f;
+      op.run({p.routing.view(), p.x.data(), ya.data()}, sel.data(), true);
+      std::vector<double> want_acc = want_sel;
+      for (std::size_t i = 0; i < want_acc.size(); ++i) want_acc[i] += static_cast<double>(i % 7) - 3.0;
+      EXPECT_LE(ffn_test::nmse(ya, want_acc), tol);
+    }
+  }
+}
+
+TEST(CpuQuant, EveryTypeSelectAccumulateAndThreadsAgainstPlainLoop) {
+  for (moeroute::weight_type t : moeroute::all_weight_types) {
+    SCOPED_TRACE(moeroute::weight_type_name(t));
+    const bool k = moeroute::block_elems(t) == 256;
+    // quantized activations: the error is that of an 8-bit activation (about 1e-4 NMSE at most)
+    const double tol = moeroute::detail::cq::type_is_float(t) ? 1e-10 : 5e-4;
+    check_random_layer(moeroute::ffn_layer(6, k ? 256 : 64, k ? 256 : 96, t), 5, 2, tol);
+  }
+}
+
+TEST(CpuQuant, BiasesSwigluOaiAndMixedTypes) {
+  using moeroute::weight_type;
+  check_random_layer(moeroute::ffn_layer(5, 64, 32, weight_type::mxfp4, weight_type::mxfp4, weight_type::mxfp4, true,
+                                         moeroute::ffn_activation::swiglu_oai),
+                     9, 3, 5e-4);
+  check_random_layer(moeroute::ffn_layer(4, 256, 256, weight_type::q4_k, weight_type::f16, weight_type::q6_k), 7, 2,
+                     5e-4);
+}
+
+TEST(CpuQuant, RejectsBadUse) {
+  moeroute::ffn_layer s(4, 64, 32, moeroute::weight_type::q4_0);
+  EXPECT_THROW(moeroute::cpu_quant_ffn(s, {0, cpu_isa::best}), moeroute::error);
+  moeroute::cpu_quant_ffn op(s);
+  EXPECT_NE(op.isa(), cpu_isa::best);
+  EXPECT_THROW(op.set_expert(4, {}), moeroute::error);
+  EXPECT_THROW(op.set_expert(0, {}), moeroute::error);
+  moeroute::routing_result r = ffn_test::random_routing(2, 4, 2, 1);
+  std::vector<float> x(2 * 64, 1.0f), y(2 * 64);
+  EXPECT_NE(op.can_implement({r.view(), x.data(), y.data()}), "");  // experts not set
+  EXPECT_THROW(op.run({r.view(), x.data(), y.data()}), moeroute::error);
+}
