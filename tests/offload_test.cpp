@@ -106,20 +106,33 @@ TEST(MissPlan, AutoBalancesUploadAndCpuTime) {
 
 namespace {
 
-std::unique_ptr<moeroute::vulkan_context>& context() {
+// The Vulkan context of the file's tests, destroyed when the tests end (before the process exits).
+class vulkan_environment : public ::testing::Environment {
+ public:
+  void TearDown() override { ctx.reset(); }
   static std::unique_ptr<moeroute::vulkan_context> ctx;
+};
+std::unique_ptr<moeroute::vulkan_context> vulkan_environment::ctx;
+[[maybe_unused]] const auto* const env = ::testing::AddGlobalTestEnvironment(new vulkan_environment);
+
+std::unique_ptr<moeroute::vulkan_context>& context() {
   static bool tried = false;
   if (!tried) {
     tried = true;
     try {
-      ctx = std::make_unique<moeroute::vulkan_context>();
+      vulkan_environment::ctx = std::make_unique<moeroute::vulkan_context>();
     } catch (const moeroute::error&) {
     }
   }
-  return ctx;
+  return vulkan_environment::ctx;
 }
 #define NEED_VULKAN() \
   if (!context()) GTEST_SKIP() << "no Vulkan device"
+
+// Under MOEROUTE_VK_VALIDATION=1 the Khronos validation layer reports every misuse: none expected.
+void expect_no_validation_messages() {
+  for (const auto& m : context()->validation_messages()) ADD_FAILURE() << "validation: " << m;
+}
 
 // The all-resident reference: Eigen's FFN with every expert of the layer decoded.
 std::vector<float> eigen_ffn(const moeroute::offload_layer_source& src, const moeroute::routing_result_view& r,
@@ -214,6 +227,7 @@ TEST(Offload, EveryGoldenModelEveryMissModeMatchesAllResident) {
     EXPECT_GT(c.miss_cpu, 0u);
     EXPECT_GT(c.miss_uploads, 0u);
   }
+  expect_no_validation_messages();
 }
 
 // Counters against a plain LRU replay of the distinct experts of each call (upload mode), and the
@@ -344,6 +358,7 @@ TEST(Offload, CountersMatchPlainLruReplay) {
   EXPECT_LT(pc.misses, plain.counters().misses);
   EXPECT_EQ(pc.uploads, pc.miss_uploads + pc.prefetch_loads);
   EXPECT_EQ(pc.bytes_uploaded, pc.uploads * s.expert_bytes());
+  expect_no_validation_messages();
 }
 
 TEST(Offload, ErrorsNameSizes) {
