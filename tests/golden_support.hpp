@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -91,5 +92,19 @@ inline const variant kVariants[] = {{"f16", 0},   {"bf16", 0},  {"q8_0", 0},   {
                                     {"mxfp4", 0}, {"mixed", 1}, {"mixed", 2}, {"fused", 0}, {"gptoss", 0}};
 
 inline std::string stem(const variant& v) { return std::string(v.name) + ".blk" + std::to_string(v.block); }
+
+// The largest NMSE ggml's own CPU graph has against the exact answer over the blocks of model
+// `name` (NMSE.txt): the error of arithmetic that quantizes activations as ggml does.
+inline double ggml_model_nmse(const std::string& name) {
+  std::ifstream f(path("NMSE.txt"));
+  std::string line;
+  double m = 0;
+  while (std::getline(f, line)) {
+    const auto at = line.find("nmse(ggml vs exact)=");
+    if (line.compare(0, name.size() + 1, name + " ") == 0 && at != std::string::npos)
+      m = std::max(m, std::stod(line.substr(at + 20)));
+  }
+  return m;
+}
 
 }  // namespace golden

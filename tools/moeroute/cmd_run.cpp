@@ -1,15 +1,16 @@
-// moeroute run: an offloaded MoE layer stack as an engine runs it, on the Vulkan backend. Expert
-// weights live in host memory; an expert_cache decides which (layer, expert) cells sit in the
-// device pool's slots under a VRAM budget; misses are uploaded through staging before each
-// layer's grouped FFN. Routing is replayed from a trace or computed by the router from logits of
-// random router weights (optionally zero-gated). Expert weights are random with a fixed seed, or the
-// real ffn_{gate,up,down}_exps tensors of a GGUF model (--model). Every policy runs on the same
-// inputs, side by side.
+// moeroute run: an offloaded MoE layer stack as an engine runs it, a thin client of
+// moeroute::offloaded_moe (offload/offloaded_moe.hpp). Expert weights stay in host memory (the
+// mapped GGUF of --model, or random weights with a fixed seed); the engine keeps (layer, expert)
+// cells in a device pool under a VRAM budget, chosen by an expert_cache, and uploads misses or
+// computes them on the CPU (--miss), optionally prefetching the next layer's experts (--prefetch).
+// Routing is replayed from a trace or computed by the router from logits of random (or the
+// model's) router weights, optionally zero-gated. Every policy runs on the same inputs, side by side.
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -24,11 +25,11 @@
 #include "cli.hpp"
 
 #if MOEROUTE_CLI_HAS_VULKAN
-#include "moeroute/backends/vulkan.hpp"
-#include "moeroute/cache/expert_cache.hpp"
 #include "moeroute/cache/policies.hpp"
 #include "moeroute/cache/simulate.hpp"
 #include "moeroute/io/gguf_experts.hpp"
+#include "moeroute/io/npy.hpp"
+#include "moeroute/offload/offloaded_moe.hpp"
 #include "moeroute/io/routing_trace.hpp"
 #include "moeroute/residency/atx_policy.hpp"
 #include "moeroute/routing/router.hpp"
@@ -38,7 +39,9 @@
 namespace {
 
 struct run_args {
-  std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0", model;
+  std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0", model, dump_y;
+  std::string miss = "upload", prefetch = "none";
+  int cpu_threads = 1;
   bool router = false;
   int hidden = 256, ffn = 512, layers = 16, experts = 64, topk = 8, tokens = 48, min_k = 1;
   double vram_mib = 0, cum_prob = 0;
@@ -57,21 +60,15 @@ struct step {
   std::vector<float> w;
 };
 
-/// The SwiGLU expert weights of every (layer, expert) cell, encoded once, in host memory.
+/// Random SwiGLU expert weights of every (layer, expert) cell, encoded once, in host memory, and
+/// the engine's views of them.
 struct host_model {
-  ffn_layer shape;
-  int layers = 0;
   std::vector<unsigned char> blobs;  // layers x E x expert_bytes
-  const unsigned char* blob(int l, int e) const {
-    return blobs.data() + (static_cast<std::size_t>(l) * static_cast<std::size_t>(shape.num_experts) +
-                           static_cast<std::size_t>(e)) * shape.expert_bytes();
-  }
+  offload_host_weights weights;
 };
 
 host_model make_model(const ffn_layer& s, int layers, unsigned seed) {
   host_model m;
-  m.shape = s;
-  m.layers = layers;
   const std::size_t eb = s.expert_bytes();
   m.blobs.resize(static_cast<std::size_t>(layers) * static_cast<std::size_t>(s.num_experts) * eb);
   const std::size_t H = static_cast<std::size_t>(s.hidden), F = static_cast<std::size_t>(s.ffn);
@@ -79,31 +76,15 @@ host_model make_model(const ffn_layer& s, int layers, unsigned seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   const float sg = 1.0f / std::sqrt(static_cast<float>(H)), sd = 1.0f / std::sqrt(static_cast<float>(F));
+  for (std::size_t c = 0; c < static_cast<std::size_t>(layers) * static_cast<std::size_t>(s.num_experts); ++c) {
+    for (auto& v : g) v = sg * dist(rng);
+    for (auto& v : u) v = sg * dist(rng);
+    for (auto& v : d) v = sd * dist(rng);
+    encode_expert(s, g.data(), u.data(), d.data(), m.blobs.data() + c * eb);
+  }
   for (int l = 0; l < layers; ++l)
-    for (int e = 0; e < s.num_experts; ++e) {
-      for (auto& v : g) v = sg * dist(rng);
-      for (auto& v : u) v = sg * dist(rng);
-      for (auto& v : d) v = sd * dist(rng);
-      encode_expert(s, g.data(), u.data(), d.data(), const_cast<unsigned char*>(m.blob(l, e)));
-    }
-  return m;
-}
-
-/// The expert tensors of the first `layers` MoE layers of a GGUF model, as stored. The run loop
-/// drives one layer description per device pool, so the layers must share one.
-host_model load_model(const gguf_expert_weights& w, int layers) {
-  for (int l = 1; l < layers; ++l)
-    MOEROUTE_CHECK(w.layer_shape(l) == w.shape(), errc::unsupported, w.file().name(), ": blk.", w.layer(l).block, " (",
-                   weight_type_name(w.layer_shape(l).gate_type), "/", weight_type_name(w.layer_shape(l).up_type), "/",
-                   weight_type_name(w.layer_shape(l).down_type), ") differs from blk.", w.layer(0).block, " (",
-                   weight_type_name(w.shape().gate_type), "/", weight_type_name(w.shape().up_type), "/",
-                   weight_type_name(w.shape().down_type), "); run takes layers of one description (--layers 1 runs the first)");
-  host_model m;
-  m.shape = w.shape();
-  m.layers = layers;
-  const std::size_t eb = m.shape.expert_bytes();
-  m.blobs.resize(static_cast<std::size_t>(layers) * static_cast<std::size_t>(m.shape.num_experts) * eb);
-  for (int l = 0; l < layers; ++l) w.read_layer(l, const_cast<unsigned char*>(m.blob(l, 0)));
+    m.weights.layers.push_back(
+        offload_layer_from_blobs(s, m.blobs.data() + static_cast<std::size_t>(l) * static_cast<std::size_t>(s.num_experts) * eb));
   return m;
 }
 
@@ -129,6 +110,7 @@ struct run_row {
   std::uint64_t preload_bytes = 0;  // pinned cells loaded before the timed run
   bool measured = true;  // false: a bound from the simulator, not a timed run
   std::vector<layer_row> layers;
+  offload_counters counters;  // the engine's (measured rows)
 };
 
 class progress {
@@ -154,78 +136,70 @@ class progress {
   int last_ = -1;
 };
 
-/// The engine loop for one policy. `route_fn(token, layer, x, out)` gives the routing of a step.
-template <class Cache, class RouteFn>
-run_row run_stack(const std::string& name, const vulkan_context& ctx, const host_model& m, int num_tokens,
-                  int max_k, std::size_t slots, Cache* cache, RouteFn&& route_fn, unsigned seed) {
-  const ffn_layer& s = m.shape;
-  const auto H = static_cast<std::size_t>(s.hidden);
-  vulkan_expert_pool pool(ctx, s, static_cast<int>(slots));
-  vulkan_ffn op(ctx, pool);
-  const vulkan_ffn_config cfg{1, static_cast<std::size_t>(max_k)};
-  const std::string why = op.can_implement(cfg);
-  MOEROUTE_CHECK(why.empty(), errc::unsupported, "vulkan_ffn: ", why);
-  vulkan_buffer ws = ctx.make_buffer(std::max<std::size_t>(op.workspace_size(cfg), 16), false);
-  op.initialize(cfg, ws);
+/// What a policy's run takes beyond the routing: the engine's options and prefetch.
+struct stack_setup {
+  int num_tokens = 0, max_k = 0;
+  offload_options opt;
+  std::string prefetch;  // none, coactivation, oracle
+  /// oracle: the experts of the step after (token, layer) and its layer, or -1
+  std::function<int(int, int, std::vector<std::pair<std::int32_t, double>>&)> next_step;
+  std::vector<float>* dump = nullptr;  // the final activations of every token, T x H
+  unsigned seed = 1;
+};
 
+/// The engine loop for one policy: an engine's decode loop, one offloaded_moe forward per MoE
+/// layer and token, a residual add. `route_fn(token, layer, x, out)` gives the routing of a step.
+template <class Eviction, class RouteFn>
+run_row run_stack(const std::string& name, const vulkan_context& ctx, const offload_host_weights& w, const stack_setup& su,
+                  RouteFn&& route_fn) {
+  offloaded_moe<Eviction> moe(ctx, w.layers, su.opt);
+  const int L = moe.num_layers();
+  const auto H = static_cast<std::size_t>(w.layers.front().shape.hidden);
+  int cur_t = 0, cur_l = 0;
+  if (su.prefetch == "coactivation") moe.use_coactivation_prefetch();
+  if (su.prefetch == "oracle")
+    moe.set_prefetch([&](int, const std::int32_t*, std::size_t, std::vector<std::pair<std::int32_t, double>>& out) {
+      return su.next_step(cur_t, cur_l, out);
+    });
   run_row row;
   row.name = name;
   std::vector<float> x(H), y(H);
-  std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts), -1);
-  std::vector<std::uint32_t> slot(static_cast<std::size_t>(max_k));
   step st;
-  // pinned cells are resident from the start: load them before the clock starts
-  if (cache)
-    for (int l = 0; l < m.layers; ++l)
-      for (int e = 0; e < s.num_experts; ++e)
-        if (cache->is_pinned(l, e))
-          pool.upload_expert(static_cast<int>(cache->slot_of(l, e)), m.blob(l, e), s.expert_bytes());
-  row.preload_bytes = pool.transfer_bytes();
-  row.layers.assign(static_cast<std::size_t>(m.layers), layer_row{});
-  progress bar(static_cast<std::size_t>(num_tokens), name);
+  row.layers.assign(static_cast<std::size_t>(L), layer_row{});
+  progress bar(static_cast<std::size_t>(su.num_tokens), name);
   const auto t0 = std::chrono::steady_clock::now();
-  for (int t = 0; t < num_tokens; ++t) {
-    std::mt19937 rng(seed * 7919u + static_cast<unsigned>(t));
+  for (int t = 0; t < su.num_tokens; ++t) {
+    std::mt19937 rng(su.seed * 7919u + static_cast<unsigned>(t));
     std::normal_distribution<float> nd;
     for (auto& v : x) v = nd(rng);
-    for (int l = 0; l < m.layers; ++l) {
+    for (int l = 0; l < L; ++l) {
       if (!route_fn(t, l, x, st)) continue;  // no routing recorded for this (token, layer)
       const std::size_t k = st.ids.size();
       if (k == 0) continue;
-      layer_row& lr = row.layers[static_cast<std::size_t>(l)];
+      cur_t = t;
+      cur_l = l;
       const auto ls = std::chrono::steady_clock::now();
-      const std::uint64_t lb = pool.transfer_bytes();
-      if (cache) {
-        const auto& loads = cache->request(l, st.ids.data(), k, slot.data());
-        for (const auto& ld : loads) pool.upload_expert(static_cast<int>(ld.slot), m.blob(l, ld.expert), s.expert_bytes());
-      } else {
-        for (std::size_t i = 0; i < k; ++i) {  // no cache: stream every routed expert
-          slot[i] = static_cast<std::uint32_t>(i);
-          pool.upload_expert(static_cast<int>(i), m.blob(l, st.ids[i]), s.expert_bytes());
-        }
-      }
-      for (std::size_t i = 0; i < k; ++i) table[static_cast<std::size_t>(st.ids[i])] = static_cast<std::int32_t>(slot[i]);
-      pool.set_slot_table(table.data(), table.size());
       const std::uint32_t off[2] = {0, static_cast<std::uint32_t>(k)};
-      op.forward({routing_result_view{1, s.num_experts, off, st.ids.data(), st.w.data()}, x.data(), y.data()});
-      for (std::size_t i = 0; i < k; ++i) table[static_cast<std::size_t>(st.ids[i])] = -1;
+      moe.forward(l, routing_result_view{1, moe.num_experts(), off, st.ids.data(), st.w.data()}, x.data(), y.data());
       for (std::size_t h = 0; h < H; ++h) x[h] += y[h];  // residual
       row.routed += k;
-      lr.accesses += k;
-      lr.bytes += pool.transfer_bytes() - lb;
-      lr.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ls).count();
+      row.layers[static_cast<std::size_t>(l)].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ls).count();
     }
+    if (su.dump) std::copy(x.begin(), x.end(), su.dump->begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(t) * H));
     bar.tick(static_cast<std::size_t>(t + 1));
   }
   row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  row.tokens = num_tokens;
-  row.bytes = pool.transfer_bytes() - row.preload_bytes;
-  if (cache) {
-    row.accesses = cache->stats().total.accesses;
-    row.hits = cache->stats().total.hits;
-    for (std::size_t l = 0; l < row.layers.size(); ++l) row.layers[l].hits = cache->stats().per_layer[l].hits;
-  } else {
-    row.accesses = row.routed;
+  row.tokens = su.num_tokens;
+  row.counters = moe.counters();
+  row.bytes = row.counters.bytes_uploaded;
+  row.preload_bytes = row.counters.preload_bytes;
+  row.accesses = row.counters.accesses;
+  row.hits = row.counters.hits;
+  for (int l = 0; l < L; ++l) {
+    layer_row& lr = row.layers[static_cast<std::size_t>(l)];
+    lr.accesses = moe.layer_counters(l).accesses;
+    lr.hits = moe.layer_counters(l).hits;
+    lr.bytes = moe.layer_counters(l).bytes_uploaded;
   }
   return row;
 }
@@ -238,8 +212,14 @@ void run_offload(const run_args& a, CLI::App& sub) {
       MOEROUTE_CHECK(sub.count(flag) == 0, errc::invalid_argument, flag, " cannot be combined with --model (",
                      a.model, " sets the model's shape)");
   const weight_type flag_type = parse_type(a.type);
+  const miss_mode miss = parse_miss_mode(a.miss);
+  MOEROUTE_CHECK(a.prefetch == "none" || a.prefetch == "coactivation" || a.prefetch == "oracle", errc::invalid_argument,
+                 "--prefetch '", a.prefetch, "' (expected none, coactivation or oracle)");
+  MOEROUTE_CHECK(a.prefetch != "oracle" || !a.router, errc::invalid_argument,
+                 "--prefetch oracle replays a trace's next step; it cannot be combined with --router");
   cli::output_files outs;
   if (!a.json.empty()) outs.declare("--json", a.json);
+  if (!a.dump_y.empty()) outs.declare("--dump-y", a.dump_y);
   if (!a.report.empty()) outs.declare("--report", a.report);
   if (!a.model.empty()) {
     gguf = std::make_unique<gguf_expert_weights>(gguf_file::open(a.model));
@@ -258,6 +238,9 @@ void run_offload(const run_args& a, CLI::App& sub) {
   for (const auto& p : policies)
     MOEROUTE_CHECK(p == "none" || p == "pinned" || is_eviction_policy_name(p), errc::invalid_argument, "--policies: unknown policy '", p,
                    "' (known: none, lru, fifo, lfu, layer-cycle, pinned, belady)");
+  MOEROUTE_CHECK(a.dump_y.empty() || std::any_of(policies.begin(), policies.end(), [&](const std::string& p) {
+                   return p != "belady" && (p != "pinned" || !a.pin.empty());
+                 }), errc::invalid_argument, "--dump-y needs a policy that runs (not only belady, or pinned without --pin)");
 
   // ---- routing source ----
   routing_trace trace;
@@ -327,13 +310,20 @@ void run_offload(const run_args& a, CLI::App& sub) {
   MOEROUTE_CHECK(cell_bytes > 0 && cells <= host_cap / cell_bytes, errc::invalid_argument, L, " layers x ", E,
                  " experts x ", cell_bytes, " bytes is more than the ", host_cap >> 30, " GiB of expert weights run holds",
                  gguf ? "" : " (lower --layers, --experts, --hidden or --ffn)");
-  const std::uint64_t all_bytes = cell_bytes * cells;
+  // every layer's bytes (a model's layers may differ in type) and the device slot that holds any of them
+  std::uint64_t all_bytes = 0, slot_bytes = 0;
+  for (int l = 0; l < L; ++l) {
+    const ffn_layer& ls = gguf ? gguf->layer_shape(l) : shape;
+    all_bytes += ls.expert_bytes() * static_cast<std::uint64_t>(E);
+    slot_bytes = std::max<std::uint64_t>(slot_bytes, vulkan_expert_pool::slot_layout(ls)[3]);
+  }
   const double budget = sub.count("--vram-mib") ? a.vram_mib * 1048576.0 : 0.25 * static_cast<double>(all_bytes);
   // more slots than cells hold nothing more
-  const auto slots = static_cast<std::size_t>(std::min(budget / static_cast<double>(cell_bytes), static_cast<double>(cells)));
-  MOEROUTE_CHECK(slots >= static_cast<std::size_t>(K), errc::invalid_argument, "--vram-mib ",
-                 budget / 1048576.0, " holds ", slots, " experts of ", cell_bytes, " bytes but one token needs ", K,
-                 " at a layer");
+  const auto slots = static_cast<std::size_t>(std::min(budget / static_cast<double>(slot_bytes), static_cast<double>(cells)));
+  const std::size_t need = miss == miss_mode::upload ? static_cast<std::size_t>(K) : 1;
+  MOEROUTE_CHECK(slots >= need, errc::invalid_argument, "--vram-mib ", budget / 1048576.0, " holds ", slots,
+                 " experts of ", slot_bytes, " bytes but one token needs ", need, " at a layer",
+                 miss == miss_mode::upload ? " (--miss cpu or auto computes misses on the host)" : "");
 
   residency_set pinned;
   if (!a.pin.empty()) pinned = atx_policy_cells(read_atx_policy(a.pin), L, E);
@@ -352,7 +342,11 @@ void run_offload(const run_args& a, CLI::App& sub) {
     std::cerr << "  expert weights: " << a.model << " (" << (gguf->architecture().empty() ? "?" : gguf->architecture())
               << ", MoE blocks " << gguf->layer(0).block << ".." << gguf->layer(L - 1).block << ", "
               << static_cast<double>(all_bytes) / 1048576.0 << " MiB)\n";
-  const host_model model = gguf ? load_model(*gguf, L) : make_model(shape, L, a.seed);
+  host_model model;
+  if (gguf)
+    model.weights = offload_weights_from_gguf(*gguf, L);
+  else
+    model = make_model(shape, L, a.seed);
 
   int model_routers = 0;
   if (a.router) {
@@ -404,22 +398,47 @@ void run_offload(const run_args& a, CLI::App& sub) {
   };
 
   std::vector<run_row> rows;
+  std::vector<float> dump;  // the first policy's final activations, T x H
+  stack_setup su;
+  su.num_tokens = T;
+  su.max_k = K;
+  su.seed = a.seed;
+  su.prefetch = a.prefetch;
+  su.opt.max_tokens = 1;
+  su.opt.max_entries = static_cast<std::size_t>(K);
+  su.opt.miss = miss;
+  su.opt.cpu_threads = a.cpu_threads;
+  su.next_step = [&](int t, int l, std::vector<std::pair<std::int32_t, double>>& out) {
+    out.clear();
+    for (int tt = t; tt < T; ++tt)
+      for (int ll = tt == t ? l + 1 : 0; ll < L; ++ll)
+        if (const int i = by_token[static_cast<std::size_t>(tt)][static_cast<std::size_t>(ll)]; i >= 0) {
+          for (const std::int32_t e : steps[static_cast<std::size_t>(i)].ids) out.emplace_back(e, 1.0);
+          return ll;
+        }
+    return -1;
+  };
   auto run_policy = [&](const std::string& p, auto route, const std::string& suffix) {
     const std::string label = p + suffix;
-    if (p == "none") {
-      rows.push_back(run_stack<expert_cache<lru_eviction>>(label == "none" ? "no cache" : "no cache" + suffix, ctx, model, T, K,
-                                                           static_cast<std::size_t>(K), nullptr, route, a.seed));
+    stack_setup s = su;
+    s.opt.budget_bytes = static_cast<std::uint64_t>(slots) * slot_bytes;
+    if (!a.dump_y.empty() && rows.empty()) {
+      dump.assign(static_cast<std::size_t>(T) * static_cast<std::size_t>(hidden), 0.0f);
+      s.dump = &dump;
+    }
+    if (p == "none") {  // streaming: every device expert is uploaded for its call
+      s.opt.cache = false;
+      s.prefetch = "none";
+      s.opt.budget_bytes = static_cast<std::uint64_t>(K) * slot_bytes;
+      rows.push_back(run_stack<lru_eviction>(label == "none" ? "no cache" : "no cache" + suffix, ctx, model.weights, s, route));
     } else if (p == "pinned") {
       if (pinned.count() == 0) return;
-      expert_cache<lru_eviction> c(L, E, slots, pinned);
-      rows.push_back(run_stack("pinned ATX + lru" + suffix, ctx, model, T, K, slots, &c, route, a.seed));
+      s.opt.pinned = pinned;
+      rows.push_back(run_stack<lru_eviction>("pinned ATX + lru" + suffix, ctx, model.weights, s, route));
     } else {  // an online eviction policy (belady, a bound, is simulated below)
       visit_eviction(p, [&](auto tag) {
         using policy = typename decltype(tag)::type;
-        if constexpr (!policy::needs_future) {
-          expert_cache<policy> c(L, E, slots);
-          rows.push_back(run_stack(label, ctx, model, T, K, slots, &c, route, a.seed));
-        }
+        if constexpr (!policy::needs_future) rows.push_back(run_stack<policy>(label, ctx, model.weights, s, route));
       });
     }
   };
@@ -471,9 +490,12 @@ void run_offload(const run_args& a, CLI::App& sub) {
   j["vram_budget_bytes"] = static_cast<std::uint64_t>(budget);
   j["slots"] = slots;
   j["pinned_cells"] = pinned.count();
+  j["slot_bytes"] = slot_bytes;
+  j["miss"] = miss_mode_name(miss);
+  j["prefetch"] = a.prefetch;
   j["policies"] = nlohmann::ordered_json::array();
   std::cout << std::left << std::setw(44) << "policy" << std::right << std::setw(10) << "tokens/s" << std::setw(10)
-            << "hit rate" << std::setw(14) << "MiB/token" << std::setw(12) << "experts/tok" << "\n";
+            << "hit rate" << std::setw(14) << "MiB/token" << std::setw(12) << "experts/tok" << std::setw(9) << "on CPU" << "\n";
   for (const auto& r : rows) {
     const double tps = r.measured && r.seconds > 0 ? r.tokens / r.seconds : 0.0;
     const double hr = r.accesses ? static_cast<double>(r.hits) / static_cast<double>(r.accesses) : 0.0;
@@ -482,7 +504,10 @@ void run_offload(const run_args& a, CLI::App& sub) {
     std::cout << std::left << std::setw(44) << r.name << std::right << std::setw(10)
               << (r.measured ? [&] { std::ostringstream o; o << std::fixed << std::setprecision(1) << tps; return o.str(); }() : std::string("-"))
               << std::setw(9) << std::fixed << std::setprecision(1) << 100.0 * hr << "%" << std::setw(14)
-              << std::setprecision(2) << bpt / 1048576.0 << std::setw(12) << std::setprecision(2) << active << "\n";
+              << std::setprecision(2) << bpt / 1048576.0 << std::setw(12) << std::setprecision(2) << active << std::setw(8)
+              << std::setprecision(1)
+              << (r.counters.entries ? 100.0 * static_cast<double>(r.counters.entries_cpu) / static_cast<double>(r.counters.entries) : 0.0)
+              << "%\n";
     nlohmann::ordered_json o;
     o["name"] = r.name;
     o["measured"] = r.measured;
@@ -495,6 +520,21 @@ void run_offload(const run_args& a, CLI::App& sub) {
     o["bytes_preloaded"] = r.preload_bytes;
     o["bytes_per_token"] = bpt;
     o["mean_active_per_layer"] = active;
+    if (r.measured) {
+      const offload_counters& c = r.counters;
+      o["misses"] = c.misses;
+      o["miss_uploads"] = c.miss_uploads;
+      o["miss_cpu"] = c.miss_cpu;
+      o["entries"] = c.entries;
+      o["entries_cpu"] = c.entries_cpu;
+      o["uploads"] = c.uploads;
+      o["prefetch_loads"] = c.prefetch_loads;
+      o["prefetch_useful"] = c.prefetch_useful;
+      o["stalls"] = c.stalls;
+      o["stall_seconds"] = c.stall_seconds;
+      o["overlapped_uploads"] = c.overlapped_uploads;
+      o["cpu_seconds"] = c.cpu_seconds;
+    }
     if (!r.layers.empty()) {
       o["per_layer"] = nlohmann::ordered_json::array();
       for (std::size_t l = 0; l < r.layers.size(); ++l) {
@@ -532,6 +572,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
     }
   }
   if (!a.json.empty()) outs.set(a.json, j.dump(2) + "\n");
+  if (!a.dump_y.empty()) outs.set(a.dump_y, format_npy(dump.data(), static_cast<std::size_t>(T), static_cast<std::size_t>(hidden)));
   if (!a.report.empty()) {
     cli::report_inputs in;
     in.title = "moeroute run: offloaded MoE stack";
@@ -563,7 +604,8 @@ void setup_run(CLI::App& app, int&) {
                   ->needs(router);
   sub->add_option("--min-k", a->min_k, "router mode: zero-gating min_k (1)")->check(cli::int_in(1, 65536))->needs(cum);
   sub->add_option("--model", a->model,
-                  "GGUF model whose ffn_{gate,up,down}_exps tensors (F32, F16, Q8_0, Q4_0) are the expert weights");
+                  "GGUF model whose expert tensors (ffn_{gate,up,down}_exps or ffn_gate_up_exps, any type, biases) are "
+                  "the expert weights; its layers may differ in type");
   sub->add_option("--hidden", a->hidden, "model width H (256)")->check(cli::int_in(1, 1 << 16));
   sub->add_option("--ffn", a->ffn, "expert intermediate width F (512)")->check(cli::int_in(1, 1 << 18));
   sub->add_option("--type", a->type, "expert weight type: f32, f16, q8_0 (default), q4_0");
@@ -574,6 +616,12 @@ void setup_run(CLI::App& app, int&) {
   sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens")->check(cli::int_in(1, 1 << 30));
   sub->add_flag("--per-layer", a->per_layer, "also print hit rate and bytes per token for each layer (always in --json)");
   sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)")->check(cli::int_in(0, 4294967295LL));
+  sub->add_option("--miss", a->miss, "what a miss does: upload (default: copy to a device slot), cpu (compute on the host), "
+                  "auto (per miss, whichever the measured costs say finishes first)");
+  sub->add_option("--prefetch", a->prefetch, "prefetch the next layer's experts: none (default), coactivation (learned "
+                  "online, cache/prefetch.hpp), oracle (trace mode: the trace's next step)");
+  sub->add_option("--cpu-threads", a->cpu_threads, "host threads computing misses (1)")->check(cli::int_in(1, 256));
+  sub->add_option("--dump-y", a->dump_y, "write the final activations of every token of the first policy, [T, H] float32 .npy");
   sub->add_option("--json", a->json, "write the results as JSON (input of `moeroute report --run`)");
   sub->add_option("--report", a->report, "write an HTML report of this run");
 #if MOEROUTE_CLI_HAS_VULKAN

@@ -145,10 +145,35 @@ class vulkan_expert_pool {
     std::memcpy(table_buf_.mapped(), table_.data(), table_.size() * 4);
   }
 
+  /// A pool for layers of `shape` over the device slots of `storage` (which must outlive it and
+  /// must not move): the same buffers, slot count, stride and slots per buffer, with this shape's
+  /// offsets inside a slot, its own slot table, staging buffer and loaded flags (all false). Lets
+  /// layers of different types share one device pool (offload/offloaded_moe.hpp). A slot of
+  /// `shape` larger than storage.slot_stride() is errc::invalid_argument naming both sizes.
+  vulkan_expert_pool(const vulkan_context& ctx, const vulkan_expert_pool& storage, const ffn_layer& shape)
+      : st_(ctx.state()), shape_(shape), cmds_(ctx.state()), storage_(&storage) {
+    const std::string why = check_ffn_layer(shape);
+    MOEROUTE_CHECK(why.empty(), errc::invalid_argument, "vulkan_expert_pool: ", why);
+    const auto layout = slot_layout(shape);
+    MOEROUTE_CHECK(layout[3] <= storage.slot_stride(), errc::invalid_argument, "vulkan_expert_pool: a slot of this layer needs ",
+                   layout[3], " bytes but the shared pool's slots hold ", storage.slot_stride());
+    up_off_ = layout[0];
+    down_off_ = layout[1];
+    bias_off_ = layout[2];
+    stride_ = storage.slot_stride();
+    spb_ = storage.slots_per_buffer();
+    num_slots_ = storage.num_slots();
+    staging_ = ctx.make_buffer(std::max<VkDeviceSize>(shape.expert_bytes(), 1), true);
+    table_buf_ = ctx.make_buffer(static_cast<VkDeviceSize>(shape.num_experts) * 4, true);
+    table_.assign(static_cast<std::size_t>(shape.num_experts), -1);
+    loaded_.assign(static_cast<std::size_t>(num_slots_), false);
+    std::memcpy(table_buf_.mapped(), table_.data(), table_.size() * 4);
+  }
+
   const ffn_layer& shape() const noexcept { return shape_; }
   int num_slots() const noexcept { return num_slots_; }
   /// Number of device buffers the pool is split into.
-  int num_buffers() const noexcept { return static_cast<int>(buffers_.size()); }
+  int num_buffers() const noexcept { return storage_ ? storage_->num_buffers() : static_cast<int>(buffers_.size()); }
   std::uint32_t slots_per_buffer() const noexcept { return static_cast<std::uint32_t>(spb_); }
   VkDeviceSize slot_stride() const noexcept { return stride_; }
   /// Slot layout of a layer: offsets of the up rows, the down rows and the biases, then the slot
@@ -185,7 +210,7 @@ class vulkan_expert_pool {
                                      {shape_.up_offset(), base + up_off_, shape_.up_bytes()},
                                      {shape_.down_offset(), base + down_off_, shape_.down_bytes()},
                                      {shape_.bias_offset(), base + bias_off_, shape_.bias_bytes()}};
-    vkCmdCopyBuffer(cmd, staging_.handle(), buffers_[static_cast<std::size_t>(s / spb_)].handle(), shape_.has_bias ? 4 : 3,
+    vkCmdCopyBuffer(cmd, staging_.handle(), buffer(static_cast<int>(s / spb_)).handle(), shape_.has_bias ? 4 : 3,
                     regions);
     cmds_.submit_and_wait();
     transfer_bytes_ += bytes;
@@ -208,10 +233,21 @@ class vulkan_expert_pool {
   int slot_of(int e) const { return table_[static_cast<std::size_t>(e)]; }
   /// Whether a slot has received weights.
   bool slot_loaded(int s) const { return loaded_[static_cast<std::size_t>(s)]; }
+  /// Records that the caller copied an expert of this shape into `slot` by its own transfer
+  /// (commands it submitted to this device's queue, ordered before any run that reads the slot):
+  /// the slot counts as loaded and `bytes` are added to transfer_bytes().
+  void mark_loaded(int slot, std::uint64_t bytes) {
+    MOEROUTE_CHECK(slot >= 0 && slot < num_slots_, errc::invalid_argument, "vulkan_expert_pool: slot ", slot,
+                   " outside [0, ", num_slots_, ")");
+    loaded_[static_cast<std::size_t>(slot)] = true;
+    transfer_bytes_ += bytes;
+  }
 
-  const vulkan_buffer& buffer(int i) const { return buffers_[static_cast<std::size_t>(i)]; }
+  const vulkan_buffer& buffer(int i) const {
+    return storage_ ? storage_->buffer(i) : buffers_[static_cast<std::size_t>(i)];
+  }
   /// Pool buffer i as a uniform texel buffer of uvec4 texels (how the kernels read weights).
-  const vulkan_buffer_view& view(int i) const { return views_[static_cast<std::size_t>(i)]; }
+  const vulkan_buffer_view& view(int i) const { return storage_ ? storage_->view(i) : views_[static_cast<std::size_t>(i)]; }
   const vulkan_buffer& table_buffer() const noexcept { return table_buf_; }
 
  private:
@@ -226,6 +262,7 @@ class vulkan_expert_pool {
   std::vector<std::int32_t> table_;
   std::vector<bool> loaded_;
   std::uint64_t transfer_bytes_ = 0;
+  const vulkan_expert_pool* storage_ = nullptr;  // the pool whose buffers this one shares, or null
 };
 
 /// Capacity an initialized vulkan_ffn accepts per call.
