@@ -138,6 +138,19 @@ TEST(plan, strategies_match_hand_computed_times) {
   EXPECT_EQ(hy.bytes_uploaded, 11 * cell);
 }
 
+TEST(plan, unified_memory_adds_what_would_overlap) {
+  const plan_model m = tiny_model();
+  hardware_profile hw = tiny_profile();
+  hw.unified_memory = true;
+  plan_options o;
+  o.vram_bytes = 3 * m.expert_bytes(0);
+  const auto rows = predict_plan(m, tiny_routing(), hw, o);
+  // static pinning as above, but a record with one device and one CPU expert takes 3.5 + 6.25 ms
+  EXPECT_NEAR(row_of(rows, plan_kind::static_pin).seconds, 2 * 6.5e-3 + 4 * 9.75e-3, 1e-9);
+  // upload cache: x = 2 -> 0.5 + 4 + 6 (as before); x = 1, h = 1 -> 0.5 + 3 + 2 + 3
+  EXPECT_NEAR(row_of(rows, plan_kind::upload, "lru").seconds, 4 * 10.5e-3 + 2 * 8.5e-3, 1e-9);
+}
+
 TEST(plan, first_layers_on_cpu_fit_the_budget) {
   const plan_model m = tiny_model();
   plan_options o;

@@ -164,7 +164,7 @@ inline hardware_profile measure_hardware(const vulkan_context& ctx, const std::v
     // S experts (at least 64 MiB of device weights, 8 distinct blobs repeated), each round routed
     // to experts not used in the previous rounds, so weights come from memory, not from caches
     const int k = 8;
-    const int S = static_cast<int>(std::max<std::size_t>(2 * k, detail::probe_copies(detail::probe_layer(full, 1).expert_bytes())));
+    const int S = static_cast<int>(std::max<std::size_t>(static_cast<std::size_t>(2 * k), detail::probe_copies(detail::probe_layer(full, 1).expert_bytes())));
     const ffn_layer s = detail::probe_layer(full, S);
     const std::vector<unsigned char> blobs = detail::probe_blobs(s, k);
     const std::size_t H = static_cast<std::size_t>(s.hidden), eb = s.expert_bytes();
@@ -194,7 +194,7 @@ inline hardware_profile measure_hardware(const vulkan_context& ctx, const std::v
     });
     // CPU (Eigen reference; float32 weights: slots up to 64 MiB of them)
     const int Sc = static_cast<int>(std::min<std::size_t>(
-        static_cast<std::size_t>(S), std::max<std::size_t>(2 * k, (std::size_t{64} << 20) / (12 * H * static_cast<std::size_t>(s.ffn)))));
+        static_cast<std::size_t>(S), std::max<std::size_t>(static_cast<std::size_t>(2 * k), (std::size_t{64} << 20) / (12 * H * static_cast<std::size_t>(s.ffn)))));
     cpu_ffn cf(s, Sc);
     for (int e = 0; e < Sc; ++e) cf.upload_expert(e, blobs.data() + static_cast<std::size_t>(e % k) * eb, eb);
     for (int e = 0; e < S; ++e) table[static_cast<std::size_t>(e)] = e % Sc;

@@ -22,6 +22,7 @@
 // and the field ("rtx.json: device.mem_gbps: ...").
 
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <utility>
@@ -116,6 +117,18 @@ inline type_rates hw_rates(const nlohmann::ordered_json& o, const std::string& w
   return r;
 }
 
+/// One side ("device" or "cpu"): mem_gbps, gflops{...}, call_us (default 0).
+inline void hw_side(const nlohmann::ordered_json& doc, const char* key, const std::string& where, double& mem,
+                    type_rates& rates, double& call) {
+  const auto& o = hw_object(doc, key, where);
+  const std::string prefix = std::string(key) + ".";
+  hw_check_keys(o, where, prefix, {"mem_gbps", "gflops", "call_us"});
+  mem = hw_number(o, "mem_gbps", where, prefix, false);
+  MOEROUTE_CHECK(o.contains("gflops"), errc::bad_input, where, ": ", prefix, "gflops: missing");
+  rates = hw_rates(o["gflops"], where, prefix + "gflops");
+  call = hw_number(o, "call_us", where, prefix, true, 0.0);
+}
+
 inline nlohmann::ordered_json hw_rates_json(const type_rates& r) {
   nlohmann::ordered_json o = nlohmann::ordered_json::object();
   if (r.default_gflops > 0) o["default"] = r.default_gflops;
@@ -151,18 +164,8 @@ inline hardware_profile parse_hardware_profile(const nlohmann::ordered_json& doc
   detail::hw_check_keys(h, where, "host_to_device.", {"gbps", "latency_us"});
   p.h2d_gbps = detail::hw_number(h, "gbps", where, "host_to_device.", false);
   p.h2d_latency_us = detail::hw_number(h, "latency_us", where, "host_to_device.", true);
-  const auto& d = detail::hw_object(doc, "device", where);
-  detail::hw_check_keys(d, where, "device.", {"mem_gbps", "gflops", "call_us"});
-  p.device_mem_gbps = detail::hw_number(d, "mem_gbps", where, "device.", false);
-  MOEROUTE_CHECK(d.contains("gflops"), errc::bad_input, where, ": device.gflops: missing");
-  p.device_gflops = detail::hw_rates(d["gflops"], where, "device.gflops");
-  p.device_call_us = detail::hw_number(d, "call_us", where, "device.", true, 0.0);
-  const auto& c = detail::hw_object(doc, "cpu", where);
-  detail::hw_check_keys(c, where, "cpu.", {"mem_gbps", "gflops", "call_us"});
-  p.cpu_mem_gbps = detail::hw_number(c, "mem_gbps", where, "cpu.", false);
-  MOEROUTE_CHECK(c.contains("gflops"), errc::bad_input, where, ": cpu.gflops: missing");
-  p.cpu_gflops = detail::hw_rates(c["gflops"], where, "cpu.gflops");
-  p.cpu_call_us = detail::hw_number(c, "call_us", where, "cpu.", true, 0.0);
+  detail::hw_side(doc, "device", where, p.device_mem_gbps, p.device_gflops, p.device_call_us);
+  detail::hw_side(doc, "cpu", where, p.cpu_mem_gbps, p.cpu_gflops, p.cpu_call_us);
   if (doc.contains("sources")) {
     const auto& s = doc["sources"];
     MOEROUTE_CHECK(s.is_object(), errc::bad_input, where, ": sources: not an object of field -> citation");
@@ -198,16 +201,15 @@ inline nlohmann::ordered_json hardware_profile_json(const hardware_profile& p) {
   o["vram_gib"] = p.vram_gib;
   o["unified_memory"] = p.unified_memory;
   o["host_to_device"] = {{"gbps", p.h2d_gbps}, {"latency_us", p.h2d_latency_us}};
-  nlohmann::ordered_json d;
-  d["mem_gbps"] = p.device_mem_gbps;
-  d["gflops"] = detail::hw_rates_json(p.device_gflops);
-  d["call_us"] = p.device_call_us;
-  o["device"] = d;
-  nlohmann::ordered_json c;
-  c["mem_gbps"] = p.cpu_mem_gbps;
-  c["gflops"] = detail::hw_rates_json(p.cpu_gflops);
-  c["call_us"] = p.cpu_call_us;
-  o["cpu"] = c;
+  auto side = [](double mem, const type_rates& r, double call) {
+    nlohmann::ordered_json j;
+    j["mem_gbps"] = mem;
+    j["gflops"] = detail::hw_rates_json(r);
+    j["call_us"] = call;
+    return j;
+  };
+  o["device"] = side(p.device_mem_gbps, p.device_gflops, p.device_call_us);
+  o["cpu"] = side(p.cpu_mem_gbps, p.cpu_gflops, p.cpu_call_us);
   if (!p.sources.empty()) o["sources"] = p.sources;
   return o;
 }

@@ -123,6 +123,7 @@ struct plan_row {
 struct plan_costs {
   std::vector<double> device, cpu, upload;
   double device_call = 0, cpu_call = 0;
+  bool shared_memory = false;  ///< the profile's unified_memory: overlaps become sums
 };
 
 namespace detail {
@@ -152,6 +153,7 @@ inline plan_costs plan_unit_costs(const plan_model& m, const hardware_profile& h
   }
   c.device_call = hw.device_call_us * 1e-6;
   c.cpu_call = hw.cpu_call_us * 1e-6;
+  c.shared_memory = hw.unified_memory;
   return c;
 }
 
@@ -165,10 +167,11 @@ inline plan_record_time plan_time(const plan_costs& c, int l, std::uint64_t h, s
   const auto L = static_cast<std::size_t>(l);
   plan_record_time t;
   t.U = static_cast<double>(x) * c.upload[L];
+  const double hits = static_cast<double>(h) * c.device[L];
   if (h + x > 0)
-    t.D = c.device_call + std::max(static_cast<double>(h) * c.device[L], t.U) + static_cast<double>(x) * c.device[L];
+    t.D = c.device_call + (c.shared_memory ? hits + t.U : std::max(hits, t.U)) + static_cast<double>(x) * c.device[L];
   if (y > 0) t.C = c.cpu_call + static_cast<double>(y) * c.cpu[L];
-  t.T = std::max(t.D, t.C);
+  t.T = c.shared_memory ? t.D + t.C : std::max(t.D, t.C);
   return t;
 }
 
@@ -305,7 +308,7 @@ void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_c
       if (z > 0) {
         const double link = static_cast<double>(x + bg) * c.upload[static_cast<std::size_t>(l)] +
                             static_cast<double>(z) * c.upload[static_cast<std::size_t>(nl)];
-        T = std::max(T, link);
+        T = c.shared_memory ? T + static_cast<double>(z) * c.upload[static_cast<std::size_t>(nl)] : std::max(T, link);
         tm.U += static_cast<double>(z) * c.upload[static_cast<std::size_t>(nl)];
         row.prefetches += z;
         row.bytes_uploaded += z * m.expert_bytes(nl);
