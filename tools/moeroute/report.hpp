@@ -25,6 +25,7 @@ struct report_inputs {
   std::vector<std::pair<std::string, std::vector<layer_counts>>> counts;     ///< (file, counts)
   std::vector<std::pair<std::string, nlohmann::json>> pareto;                ///< (file, comparison)
   std::vector<std::pair<std::string, nlohmann::json>> runs;                  ///< (file, offload run)
+  std::vector<std::pair<std::string, nlohmann::json>> plans;                 ///< (label, `moeroute plan` result)
   std::vector<double> capacity_percents{1, 2, 5, 10, 15, 20, 30, 40, 60, 80, 100};
 };
 
@@ -249,7 +250,7 @@ inline std::string report_run_bars(const nlohmann::json& run, const std::string&
     o += "<text x=\"" + fmt("%.0f", left - 8) + "\" y=\"" + fmt("%.1f", y + 17) + "\" text-anchor=\"end\">" +
          html_escape(r.at("name").get<std::string>()) + "</text>\n";
     if (!run_row_has_speed(r)) {
-      std::string note = "bound, no speed";
+      std::string note = r.contains("why") ? "not feasible" : "bound, no speed";
       if (r.contains("hit_rate") && r["hit_rate"].is_number())
         note += fmt(" (hit rate %.1f%%)", 100.0 * r["hit_rate"].get<double>());
       o += "<text class=\"bound\" x=\"" + fmt("%.0f", left) + "\" y=\"" + fmt("%.1f", y + 17) +
@@ -323,6 +324,28 @@ inline std::string render_report_html(const report_inputs& in) {
               "</td><td>" +
               detail::fmt("%.1f%%", 100.0 * r.value("hit_rate", 0.0)) + "</td><td>" +
               detail::fmt("%.2f", r.value("bytes_per_token", 0.0) / 1048576.0) + "</td></tr>\n";
+    body += "</table></section>\n";
+    ++charts;
+  }
+  for (const auto& [name, plan] : in.plans) {
+    MOEROUTE_CHECK(plan.is_object() && plan.contains("policies") && plan["policies"].is_array(), errc::bad_input,
+                   name, ": not a plan result (no 'policies' array)");
+    body += "<section><h2>Offload plan: " + html_escape(name) + "</h2>\n<p>Predicted decode tokens/s of the MoE FFN "
+            "(moeroute plan; docs/plan.md gives the cost model). Routing: " +
+            html_escape(plan.value("trace_mapping", std::string())) + ".</p>\n";
+    body += detail::report_run_bars(plan, "Predicted tokens per second by strategy");
+    body += "<table><tr><th>strategy</th><th>tokens/s</th><th>on device</th><th>uploaded</th><th>on CPU</th>"
+            "<th>MiB uploaded / token</th><th>detail</th></tr>\n";
+    for (const auto& r : plan["policies"]) {
+      const double acc = std::max(1.0, r.value("accesses", 0.0));
+      body += "<tr><td>" + html_escape(r.value("name", "")) + "</td><td>" +
+              (detail::run_row_has_speed(r) ? detail::fmt("%.1f", r["tokens_per_s"].get<double>()) : "not feasible") +
+              "</td><td>" + detail::fmt("%.1f%%", 100.0 * r.value("device_hits", 0.0) / acc) + "</td><td>" +
+              detail::fmt("%.1f%%", 100.0 * r.value("uploads", 0.0) / acc) + "</td><td>" +
+              detail::fmt("%.1f%%", 100.0 * r.value("cpu_experts", 0.0) / acc) + "</td><td>" +
+              detail::fmt("%.2f", r.value("bytes_per_token", 0.0) / 1048576.0) + "</td><td>" +
+              html_escape(r.value("feasible", true) ? r.value("detail", "") : r.value("why", "")) + "</td></tr>\n";
+    }
     body += "</table></section>\n";
     ++charts;
   }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The planner's check on this machine: the prediction of `moeroute plan --hardware this` for the
+# strategy `moeroute run --policies lru` executes (the upload cache, LRU global, each upload waited
+# for, then the layer's FFN) against run's measured tokens/s, on the same trace, shape and budget.
+# Each round measures the machine (plan) and then runs (run) back to back, so both see the same
+# load; the script prints every round and the median ratio predicted / measured.
+#
+#   scripts/plan_check.sh [BUILD_DIR] [ROUNDS]      (default build/dev, 3 rounds)
+# Environment: TRACE, SHAPE (E,K,H,F,TYPE), VRAM_MIB, TOKENS, ROW (the plan row to compare).
+set -euo pipefail
+BUILD=${1:-build/dev}
+ROUNDS=${2:-3}
+BIN="$BUILD/tools/moeroute/moeroute"
+TRACE=${TRACE:-tests/data/traces/mixtral-8x7b_humaneval_routing.jsonl}
+SHAPE=${SHAPE:-8,2,256,512,q8_0}
+VRAM_MIB=${VRAM_MIB:-60}
+TOKENS=${TOKENS:-40}
+ROW=${ROW:-upload cache LRU global, synchronous (moeroute run)}
+IFS=, read -r E K H F TYPE <<<"$SHAPE"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for i in $(seq 1 "$ROUNDS"); do
+  "$BIN" plan --trace "$TRACE" --shape "$SHAPE" --vram-mib "$VRAM_MIB" --hardware this --max-tokens "$TOKENS" \
+    -o "$tmp/plan$i.json" --save-hardware "$tmp/hw$i.json" >/dev/null 2>&1
+  "$BIN" run --trace "$TRACE" --experts "$E" --hidden "$H" --ffn "$F" --type "$TYPE" --vram-mib "$VRAM_MIB" \
+    --max-tokens "$TOKENS" --policies lru --json "$tmp/run$i.json" >/dev/null 2>&1
+done
+python3 - "$tmp" "$ROUNDS" "$ROW" <<'PY'
+import json, statistics, sys
+tmp, rounds, row = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ratios = []
+for i in range(1, rounds + 1):
+    plan = json.load(open(f"{tmp}/plan{i}.json"))
+    run = json.load(open(f"{tmp}/run{i}.json"))
+    p = next(r for r in plan["policies"] if r["name"] == row)
+    m = run["policies"][0]
+    assert p["device_hits"] == m["hits"] and p["accesses"] == m["accesses"], "replays differ"
+    ratios.append(p["tokens_per_s"] / m["tokens_per_s"])
+    print(f"round {i}: predicted {p['tokens_per_s']:.2f} tok/s, measured {m['tokens_per_s']:.2f} tok/s, "
+          f"ratio {ratios[-1]:.3f} (hits {m['hits']}/{m['accesses']} in both)")
+med = statistics.median(ratios)
+print(f"median ratio predicted/measured: {med:.3f} -> {'within' if abs(med - 1) <= 0.25 else 'OUTSIDE'} 25%")
+PY
