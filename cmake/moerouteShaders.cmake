@@ -9,7 +9,8 @@
 # (cmake -DGLSLC=... -DSOURCE_DIR=... -P moerouteShaders.cmake) to do the generation.
 
 # Each entry: <source stem>|<variant name>|<glslc defines separated by ':'>. matmul: one variant per
-# (kernel, weight type), TA in ggml's type numbering.
+# (kernel, weight type), TA in ggml's type numbering, plus two gate+up variants (mixed) whose gate
+# and up types are specialization constants, for layers whose gate and up types differ.
 set(MOEROUTE_SHADER_VARIANTS
   "group|group|"
   "reduce|reduce|"
@@ -29,6 +30,8 @@ set(MOEROUTE_SHADER_VARIANTS
   "matmul|gate_up_iq4_nl|-DGATE_UP=1:-DTA=20:-DMV=0"
   "matmul|gate_up_iq4_xs|-DGATE_UP=1:-DTA=23:-DMV=0"
   "matmul|gate_up_mxfp4|-DGATE_UP=1:-DTA=39:-DMV=0"
+  "matmul|gate_up_mixed|-DGATE_UP=1:-DMIXED=1:-DMV=0"
+  "matmul|gate_up_mv_mixed|-DGATE_UP=1:-DMIXED=1:-DMV=1"
   "matmul|gate_up_mv_f32|-DGATE_UP=1:-DTA=0:-DMV=1"
   "matmul|gate_up_mv_f16|-DGATE_UP=1:-DTA=1:-DMV=1"
   "matmul|gate_up_mv_bf16|-DGATE_UP=1:-DTA=30:-DMV=1"

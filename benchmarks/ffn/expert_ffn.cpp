@@ -18,6 +18,14 @@
 // summed over the K experts (the graph of llama.cpp's build_moe_ffn), weights in ggml's default
 // CPU buffer. membw/read/threads:<n> streams a 1 GiB buffer: the memory bandwidth of this run, so
 // T = 1 weight bytes/s can be given as a share of it.
+// ggml peer (only when configured with MOEROUTE_GGML_PEER_DIR pointing at a ggml built with
+// Vulkan): ggml_vulkan/qwen3_30b_a3b/<type>/T:<1|512>/{mmid,ffn} run ggml's own Vulkan backend
+// (ggml_backend_vk_init) on the same device, same weights (the same stored bytes), same routing:
+// mmid is one MUL_MAT_ID (the gate projection, 2 * H * F per routed pair), ffn the whole MoE FFN
+// as llama.cpp builds it (gate, up, down MUL_MAT_IDs, SwiGLU, routing weights, sum over the K
+// experts; 2 * 3 * H * F per pair). ggml skips CPU devices such as lavapipe unless
+// GGML_VK_VISIBLE_DEVICES names them; the benchmark sets it to 0 when it is not set. These cases
+// run 20 iterations at T = 1 and one at T = 512 (after a warm-up call), as ggml is the slower side.
 //
 //   bench_ffn_expert_ffn --benchmark_format=json --benchmark_out=ffn.json
 // At the end it prints the ratios between cases of the same run to stderr (see ratio_reporter).
@@ -56,6 +64,13 @@
 #if __has_include(<vulkan/vulkan.h>)
 #include <moeroute/backends/vulkan.hpp>
 #define MOEROUTE_BENCH_VULKAN 1
+#endif
+#if defined(MOEROUTE_HAVE_GGML_VULKAN) && MOEROUTE_HAVE_GGML_VULKAN
+#include <ggml-alloc.h>
+#include <ggml-backend.h>
+#include <ggml-vulkan.h>
+#include <ggml.h>
+#define MOEROUTE_BENCH_GGML_VULKAN 1
 #endif
 
 namespace {
@@ -136,10 +151,12 @@ std::vector<float> make_x(std::size_t T, const moeroute::ffn_layer& s) {
   return std::move(p.x);
 }
 
-void set_counters(benchmark::State& state, const moeroute::ffn_layer& s, const moeroute::routing_result& r) {
+// flops_per_pair: per routed (token, expert) pair; expert_bytes: weight bytes one expert's matrices
+// that the call reads.
+void set_counters(benchmark::State& state, double flops_per_pair, double expert_bytes, const moeroute::routing_result& r) {
   std::set<int> distinct(r.ids.begin(), r.ids.end());
-  const double flops = static_cast<double>(r.nnz()) * s.flops_per_pair();
-  const double bytes = static_cast<double>(distinct.size()) * static_cast<double>(s.expert_bytes());
+  const double flops = static_cast<double>(r.nnz()) * flops_per_pair;
+  const double bytes = static_cast<double>(distinct.size()) * expert_bytes;
   const double iters = static_cast<double>(state.iterations());
   state.counters["GFLOPS"] = benchmark::Counter(flops * iters * 1e-9, benchmark::Counter::kIsRate);
   state.counters["weight_GBps"] = benchmark::Counter(bytes * iters * 1e-9, benchmark::Counter::kIsRate);
@@ -153,6 +170,12 @@ struct vk_cache {
   std::unique_ptr<moeroute::vulkan_expert_pool> pool;
   std::unique_ptr<moeroute::vulkan_ffn> op;
   std::unique_ptr<moeroute::vulkan_buffer> ws;
+  void release() {  // frees the pool (device memory) and the op
+    op.reset();
+    ws.reset();
+    pool.reset();
+    si = -1;
+  }
 };
 std::unique_ptr<moeroute::vulkan_context>& vk_ctx() {
   static std::unique_ptr<moeroute::vulkan_context> c;
@@ -212,7 +235,7 @@ void BM_vulkan(benchmark::State& state) {
     c.op->forward(a);
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s, r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
   state.SetLabel(vk_ctx()->device_name());
 }
 #endif
@@ -220,13 +243,7 @@ void BM_vulkan(benchmark::State& state) {
 #ifdef MOEROUTE_BENCH_EIGEN
 void BM_eigen(benchmark::State& state) {
 #ifdef MOEROUTE_BENCH_VULKAN
-  {  // free the Vulkan pool before the CPU copy of the weights is built
-    vk_cache& c = vk_state();
-    c.op.reset();
-    c.ws.reset();
-    c.pool.reset();
-    c.si = -1;
-  }
+  vk_state().release();  // free the Vulkan pool before the CPU copy of the weights is built
 #endif
   static int cached_si = -1;
   static std::unique_ptr<moeroute::cpu_ffn> op;
@@ -256,7 +273,7 @@ void BM_eigen(benchmark::State& state) {
     op->run();
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s, r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
   state.SetLabel("eigen f32, 1 thread");
 }
 #endif
@@ -447,6 +464,146 @@ void register_cpu_quant() {
         ->Args({n})->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
+#ifdef MOEROUTE_BENCH_GGML_VULKAN
+// ggml's Vulkan backend with the expert weights of one type: gate, up, down as ggml lays out
+// MoE expert tensors (ne {H, F, E}, {H, F, E}, {F, H, E}), filled with the moeroute blob's bytes
+// (the same stored format: moeroute's type ids and block layouts are ggml's).
+struct ggml_vk_weights {
+  int type = -1;
+  ggml_backend_t backend = nullptr;
+  ggml_context* ctx = nullptr;
+  ggml_backend_buffer_t buf = nullptr;
+  ggml_tensor *gate = nullptr, *up = nullptr, *down = nullptr;
+  std::string device;
+  void reset() {
+    if (buf) ggml_backend_buffer_free(buf);
+    if (ctx) ggml_free(ctx);
+    buf = nullptr;
+    ctx = nullptr;
+    type = -1;
+  }
+  ~ggml_vk_weights() {
+    reset();
+    if (backend) ggml_backend_free(backend);
+  }
+};
+ggml_vk_weights& ggml_vk_state() {
+  static ggml_vk_weights w;
+  return w;
+}
+
+// Empty on success, else why the case cannot run.
+std::string ggml_vk_prepare(int type) {
+  ggml_vk_weights& w = ggml_vk_state();
+  if (!w.backend) {
+    setenv("GGML_VK_VISIBLE_DEVICES", "0", 0);  // ggml skips CPU devices (lavapipe) otherwise
+    if (ggml_backend_vk_get_device_count() < 1) return "ggml: no Vulkan device";
+    w.backend = ggml_backend_vk_init(0);
+    if (!w.backend) return "ggml_backend_vk_init(0) failed";
+    char desc[256] = {};
+    ggml_backend_vk_get_device_description(0, desc, sizeof desc);
+    w.device = std::string("ggml vulkan: ") + desc;
+  }
+  if (w.type == type) return {};
+  w.reset();
+#ifdef MOEROUTE_BENCH_VULKAN
+  vk_state().release();  // free moeroute's Vulkan pool first: both live in the same device memory
+#endif
+  const moeroute::ffn_layer s = make_shape(0, type);
+  const auto gt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.gate_type));
+  const auto dt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.down_type));
+  const std::int64_t H = s.hidden, F = s.ffn, E = s.num_experts;
+  if (ggml_row_size(gt, H) * static_cast<std::size_t>(F) != s.gate_bytes() ||
+      ggml_row_size(dt, F) * static_cast<std::size_t>(H) != s.down_bytes())
+    return "ggml's row size differs from moeroute's for this type";
+  ggml_init_params ip{4 * ggml_tensor_overhead(), nullptr, true};
+  w.ctx = ggml_init(ip);
+  w.gate = ggml_new_tensor_3d(w.ctx, gt, H, F, E);
+  w.up = ggml_new_tensor_3d(w.ctx, static_cast<ggml_type>(static_cast<std::uint32_t>(s.up_type)), H, F, E);
+  w.down = ggml_new_tensor_3d(w.ctx, dt, F, H, E);
+  w.buf = ggml_backend_alloc_ctx_tensors(w.ctx, w.backend);
+  if (!w.buf) return "ggml could not allocate the expert weights";
+  const auto blob = make_blob(s);
+  for (std::int64_t e = 0; e < E; ++e) {
+    const auto ue = static_cast<std::size_t>(e);
+    ggml_backend_tensor_set(w.gate, blob.data() + s.gate_offset(), ue * s.gate_bytes(), s.gate_bytes());
+    ggml_backend_tensor_set(w.up, blob.data() + s.up_offset(), ue * s.up_bytes(), s.up_bytes());
+    ggml_backend_tensor_set(w.down, blob.data() + s.down_offset(), ue * s.down_bytes(), s.down_bytes());
+  }
+  w.type = type;
+  return {};
+}
+
+// range(1): type, range(2): T, range(3): 0 = one MUL_MAT_ID (gate), 1 = the whole FFN.
+void BM_ggml_vulkan(benchmark::State& state) {
+  const int type = static_cast<int>(state.range(1));
+  const auto T = static_cast<std::int64_t>(state.range(2));
+  const bool ffn = state.range(3) != 0;
+  const std::string why = ggml_vk_prepare(type);
+  if (!why.empty()) {
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  ggml_vk_weights& w = ggml_vk_state();
+  const moeroute::ffn_layer s = make_shape(0, type);
+  const std::int64_t H = s.hidden, K = kShapes[0].K;
+  const auto r = make_routing(static_cast<std::size_t>(T), kShapes[0].E, kShapes[0].K, false);
+  const auto xv = make_x(static_cast<std::size_t>(T), s);
+
+  ggml_init_params ip{64 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true};
+  ggml_context* gctx = ggml_init(ip);
+  ggml_tensor* x = ggml_new_tensor_3d(gctx, GGML_TYPE_F32, H, 1, T);
+  ggml_tensor* ids = ggml_new_tensor_2d(gctx, GGML_TYPE_I32, K, T);
+  ggml_tensor* wts = ggml_new_tensor_3d(gctx, GGML_TYPE_F32, 1, K, T);
+  ggml_set_input(x);
+  ggml_set_input(ids);
+  ggml_set_input(wts);
+  ggml_tensor* out = ggml_mul_mat_id(gctx, w.gate, x, ids);  // [F, K, T]
+  if (ffn) {
+    ggml_tensor* up = ggml_mul_mat_id(gctx, w.up, x, ids);
+    ggml_tensor* act = ggml_swiglu_split(gctx, out, up);          // silu(gate) * up
+    ggml_tensor* d = ggml_mul(gctx, ggml_mul_mat_id(gctx, w.down, act, ids), wts);  // [H, K, T]
+    out = ggml_view_2d(gctx, d, H, T, d->nb[2], 0);
+    for (std::int64_t k = 1; k < K; ++k)
+      out = ggml_add(gctx, out, ggml_view_2d(gctx, d, H, T, d->nb[2], static_cast<std::size_t>(k) * d->nb[1]));
+  }
+  ggml_set_output(out);
+  ggml_cgraph* graph = ggml_new_graph(gctx);
+  ggml_build_forward_expand(graph, out);
+  ggml_gallocr_t galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(w.backend));
+  if (!ggml_gallocr_alloc_graph(galloc, graph)) {
+    ggml_gallocr_free(galloc);
+    ggml_free(gctx);
+    state.SkipWithError("ggml could not allocate the graph");
+    return;
+  }
+  std::vector<float> y(static_cast<std::size_t>(ggml_nelements(out)));
+  auto call = [&] {  // as moeroute's forward(): inputs in, compute, output out
+    ggml_backend_tensor_set(x, xv.data(), 0, ggml_nbytes(x));
+    ggml_backend_tensor_set(ids, r.ids.data(), 0, ggml_nbytes(ids));
+    if (ffn) ggml_backend_tensor_set(wts, r.weights.data(), 0, ggml_nbytes(wts));  // not in the mmid graph
+    ggml_backend_graph_compute(w.backend, graph);
+    ggml_backend_tensor_get(out, y.data(), 0, ggml_nbytes(out));
+  };
+  call();  // warm-up (ggml builds its pipelines on first use)
+  for (auto _ : state) {
+    call();
+    benchmark::DoNotOptimize(y.data());
+  }
+  ggml_gallocr_free(galloc);
+  ggml_free(gctx);
+  const double mat_flops = 2.0 * static_cast<double>(s.hidden) * static_cast<double>(s.ffn);
+  if (ffn)
+    set_counters(state, 3 * mat_flops, static_cast<double>(s.expert_bytes()), r);
+  else
+    set_counters(state, mat_flops, static_cast<double>(s.gate_bytes()), r);
+  state.SetLabel(w.device);
+}
+
+// The types of the ggml peer cases (kTypes indices by name).
+const char* const kGgmlTypes[] = {"q4_0", "q4_k", "q6_k", "iq4_xs", "mxfp4"};
+#endif
+
 void register_all() {
   const bool quick = std::getenv("MOEROUTE_BENCH_FFN_QUICK") != nullptr;
   const std::vector<int> shapes = quick ? std::vector<int>{0} : std::vector<int>{0, 1};
@@ -469,6 +626,19 @@ void register_all() {
   for (int t = kAllShapeTypes; t < static_cast<int>(std::size(kTypes)); ++t)
     for (int T : {1, 512}) add_vulkan(0, t, T, 0);
 #endif
+#ifdef MOEROUTE_BENCH_GGML_VULKAN
+  for (const char* tn : kGgmlTypes) {
+    int t = 0;
+    while (std::string(kTypes[t].name) != tn) ++t;
+    for (int T : {1, 512})
+      for (int v = 0; v < 2; ++v)
+        benchmark::RegisterBenchmark((std::string("ggml_vulkan/") + kShapes[0].name + "/" + tn + "/T:" + std::to_string(T) +
+                                      (v ? "/ffn" : "/mmid")).c_str(),
+                                     BM_ggml_vulkan)
+            ->Args({0, t, T, v})->Iterations(T >= 512 ? 1 : 20)->MeasureProcessCPUTime()->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+  }
+#endif
 #ifdef MOEROUTE_BENCH_EIGEN
   for (int si : shapes)
     for (int T : tokens)
@@ -482,8 +652,9 @@ void register_all() {
 // Forwards everything to the display reporter chosen by --benchmark_format and, at the end,
 // prints the ratios between cases of this run to stderr (stdout stays valid JSON):
 // Vulkan / Eigen time (target <= 2 at T = 512 f32), zero-gated / full time (bound 5.4/8 + 0.1),
-// and q4_0 T = 1 GFLOPS against ggml's Vulkan MUL_MAT_ID on lavapipe (2.39 GFLOPS, measured on
-// the development machine; only meaningful on that device). With repetitions, medians.
+// and moeroute's whole-FFN GFLOPS against ggml's Vulkan MUL_MAT_ID (mmid) and whole FFN (ffn)
+// measured in the same run on the same device (target >= 3x the MUL_MAT_ID at T = 1 for q4_k,
+// q6_k, iq4_xs, mxfp4). With repetitions, medians.
 class ratio_reporter : public benchmark::BenchmarkReporter {
  public:
   explicit ratio_reporter(benchmark::BenchmarkReporter* display) : display_(display) {}
@@ -534,12 +705,16 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
           line("zero-gated (5.4 of 8) / full time, " + base.substr(7), q, "",
                q <= 5.4 / 8 + 0.1 ? "(bound 0.775: met)" : "(bound 0.775: NOT met)");
         }
-        if (base.find("/q4_0/T:1") != std::string::npos && gflops_.count(key)) {
-          const auto label = label_.find(key);
-          const bool lavapipe = label != label_.end() && label->second.find("llvmpipe") != std::string::npos;
-          const double g = median(gflops_[key]);
-          line("q4_0 T=1 GFLOPS / ggml MUL_MAT_ID on lavapipe (2.39), " + base.substr(7), g / 2.39, "x",
-               lavapipe ? (g >= 2.39 ? "(target >= 1x: met)" : "(target >= 1x: NOT met)") : "(not lavapipe: no target)");
+        for (const char* v : {"/mmid", "/ffn"}) {
+          const std::string peer = "ggml_" + base + v;  // ggml_vulkan/shape/type/T:n/variant
+          if (!gflops_.count(key) || !gflops_.count(peer)) continue;
+          const double ratio = median(gflops_[key]) / median(gflops_[peer]);
+          const bool targeted = std::string(v) == "/mmid" && base.size() > 4 && base.compare(base.size() - 4, 4, "/T:1") == 0 &&
+                                (base.find("/q4_k/") != std::string::npos || base.find("/q6_k/") != std::string::npos ||
+                                 base.find("/iq4_xs/") != std::string::npos || base.find("/mxfp4/") != std::string::npos);
+          line(std::string("GFLOPS moeroute FFN / ggml ") + (v[1] == 'm' ? "MUL_MAT_ID" : "FFN") + " (same run), " +
+                   base.substr(7),
+               ratio, "x", targeted ? (ratio >= 3 ? "(target >= 3x: met)" : "(target >= 3x: NOT met)") : "");
         }
       }
     }

@@ -2,9 +2,9 @@
 // Vulkan backend of the grouped SwiGLU expert FFN (see weights/layer.hpp for the math and the
 // expert blob layout). Layers it computes: every weight_type (f32, f16, bf16, q8_0, q4_0, q4_1,
 // q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, mxfp4), read on the device as stored
-// (no dequantized copy), gate and up of one type and down of the same or another type, optional
-// f32 expert biases, swiglu or swiglu_oai; hidden and ffn multiples of 32 (256 for the 256-value
-// block types). can_implement says why otherwise (gate and up of different types).
+// (no dequantized copy), gate, up and down each of its own type, optional f32 expert biases,
+// swiglu or swiglu_oai; hidden and ffn multiples of 32 (256 for the 256-value block types).
+// can_implement says why otherwise.
 //
 //   vulkan_context ctx;                                   // device choice, validation (context.hpp)
 //   vulkan_expert_pool pool(ctx, shape, num_slots);       // device slots for expert weights
@@ -33,7 +33,8 @@
 //
 // Pipelines: one SPIR-V module per (kernel, weight type) (spirv/matmul.hpp, generated from
 // glsl/matmul.comp with TA = the ggml type id), chosen when the op is built for the pool's layer:
-// gate+up for the gate/up type, down for the down type.
+// gate+up for the gate/up type, down for the down type. A layer whose gate and up types differ
+// uses the two mixed gate+up modules, with both types as specialization constants.
 
 #include <moeroute/backends/ffn_types.hpp>
 #include <moeroute/weights/layer.hpp>
@@ -488,16 +489,13 @@ class vulkan_ffn {
   }
 
  private:
-  // Empty when the kernels compute this layer (a type with kernels for each tensor, gate and up
-  // of one type; check_ffn_layer covers the block sizes), else the reason.
+  // Empty when the kernels compute this layer (a type with kernels for each tensor;
+  // check_ffn_layer covers the block sizes), else the reason.
   static std::string unsupported_layer(const ffn_layer& s) {
     detail::vk7_matmul_modules m;
     for (weight_type t : {s.gate_type, s.up_type, s.down_type})
       if (!detail::vk7_modules(t, m))
         return detail::concat("no Vulkan kernels for weight type ", static_cast<std::uint32_t>(t));
-    if (s.gate_type != s.up_type)
-      return detail::concat("the Vulkan kernels read gate and up in one type; this layer has gate ",
-                            weight_type_name(s.gate_type), " and up ", weight_type_name(s.up_type));
     if (s.act != ffn_activation::swiglu && s.act != ffn_activation::swiglu_oai)
       return detail::concat("no Vulkan kernels for activation ", static_cast<std::uint32_t>(s.act));
     return {};
@@ -547,7 +545,8 @@ class vulkan_ffn {
     return off;
   }
 
-  VkPipeline make_pipeline(detail::vk7_spirv m) {
+  // spec: the specialization constants 0, 1, ... (uint32) of the module, if any.
+  VkPipeline make_pipeline(detail::vk7_spirv m, const std::vector<std::uint32_t>& spec = {}) {
     auto mi = detail::vk7_make<VkShaderModuleCreateInfo>(VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO);
     mi.codeSize = m.bytes;
     mi.pCode = m.words;
@@ -558,6 +557,10 @@ class vulkan_ffn {
     ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
     ci.stage.module = mod;
     ci.stage.pName = "main";
+    std::vector<VkSpecializationMapEntry> entries(spec.size());
+    for (std::uint32_t i = 0; i < entries.size(); ++i) entries[i] = {i, 4 * i, 4};
+    const VkSpecializationInfo si{static_cast<std::uint32_t>(entries.size()), entries.data(), spec.size() * 4, spec.data()};
+    if (!spec.empty()) ci.stage.pSpecializationInfo = &si;
     ci.layout = pipe_layout_;
     VkPipeline pipe = VK_NULL_HANDLE;
     const VkResult r = vkCreateComputePipelines(st_->device, VK_NULL_HANDLE, 1, &ci, nullptr, &pipe);
@@ -591,8 +594,14 @@ class vulkan_ffn {
       detail::vk7_matmul_modules g, d;
       detail::vk7_modules(s.gate_type, g);
       detail::vk7_modules(s.down_type, d);
-      gate_up_ = make_pipeline(g.gate_up);
-      gate_up_mv_ = make_pipeline(g.gate_up_mv);
+      if (s.gate_type == s.up_type) {
+        gate_up_ = make_pipeline(g.gate_up);
+        gate_up_mv_ = make_pipeline(g.gate_up_mv);
+      } else {
+        const std::vector<std::uint32_t> types{static_cast<std::uint32_t>(s.gate_type), static_cast<std::uint32_t>(s.up_type)};
+        gate_up_ = make_pipeline(detail::vk7_spv(sp::vk7_gate_up_mixed_spv), types);
+        gate_up_mv_ = make_pipeline(detail::vk7_spv(sp::vk7_gate_up_mv_mixed_spv), types);
+      }
       down_ = make_pipeline(d.down);
       down_mv_ = make_pipeline(d.down_mv);
     } catch (...) {

@@ -12,7 +12,11 @@
 // TA: type of the gate (GATE_UP = 1) or down matrix, TU: type of the up matrix (default TA), in
 // ggml's numbering (0 f32, 1 f16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0, 10 q2_k, 11 q3_k,
 // 12 q4_k, 13 q5_k, 14 q6_k, 20 iq4_nl, 23 iq4_xs, 30 bf16, 39 mxfp4), blocks read as they are
-// stored. The committed variants have TU = TA (see vulkan.hpp).
+// stored. The per-type variants have TU = TA (see vulkan.hpp).
+// MIXED = 1 (gate+up only): the gate and up types are the specialization constants 0 and 1, set
+//   when the pipeline is created, for layers whose gate and up types differ. Every decoder is
+//   compiled in; the driver folds the type switches on the constants, so each pipeline runs only
+//   its two decoders. Two modules (mat-vec and tiled) cover every (gate, up) pair.
 // MV = 1: mat-vec variant, runs the experts with at most MV_MAX entries, one token per pass. The
 //   reduction dimension K is split across lanes: lane (g, kl) owns chunks kl, kl + L, ... of CB
 //   blocks (CB * 32 values), keeps the activations of its chunk in registers and walks the rows
@@ -27,6 +31,15 @@
 // dispatch (RB of each variant must match there).
 #ifndef GATE_UP
 #define GATE_UP 1
+#endif
+#ifndef MIXED
+#define MIXED 0
+#endif
+#if MIXED
+#define TA 255  // not a type id: the decoders and dot products follow SC_TA and SC_TU
+#define TU 255
+layout(constant_id = 0) const uint SC_TA = 0;
+layout(constant_id = 1) const uint SC_TU = 0;
 #endif
 #ifndef TA
 #define TA 0
@@ -102,7 +115,7 @@ shared float part[RB * LMAX * NTV * NACC];
 #define CAT(a, b) CAT2(a, b)
 #define DEC(t) CAT(dec_, t)
 // Whether type t's decoder is needed: the types of this variant's matrices.
-#define NEED(t) (TA == (t) || TU == (t))
+#define NEED(t) (MIXED || TA == (t) || TU == (t))
 
 #define WORDS(q, W, i) W[4 * (i)] = q.x; W[4 * (i) + 1] = q.y; W[4 * (i) + 2] = q.z; W[4 * (i) + 3] = q.w
 // The word at byte b, b a multiple of 4.
@@ -226,11 +239,23 @@ void dec_2(DEC_ARGS) {
   w4 = hi4(q[0]); w5 = hi4(q[1]); w6 = hi4(q[2]); w7 = hi4(q[3]);
 }
 #endif
-#if NEED(20) || NEED(23)  // IQ4_NL / IQ4_XS code book
-const float KV_IQ4[16] = float[16](-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0,
-                                   53.0, 69.0, 89.0, 113.0);
-vec4 iq4lo(uint q) { return vec4(KV_IQ4[q & 15u], KV_IQ4[(q >> 8) & 15u], KV_IQ4[(q >> 16) & 15u], KV_IQ4[(q >> 24) & 15u]); }
-vec4 iq4hi(uint q) { return vec4(KV_IQ4[(q >> 4) & 15u], KV_IQ4[(q >> 12) & 15u], KV_IQ4[(q >> 20) & 15u], KV_IQ4[q >> 28]); }
+#if NEED(20) || NEED(23) || NEED(39)
+// 16-entry int8 code books packed four to a word (entry i in byte i % 4 of word i / 4) and looked
+// up per component with selects and shifts: on lavapipe a constant array indexed per lane is a
+// gather or a per-lane loop, selects and shifts stay vector operations.
+vec4 cb4(uvec4 i, uvec4 tab) {
+  const bvec4 hi = greaterThanEqual(i, uvec4(8u)), odd = notEqual(i & 4u, uvec4(0u));
+  const uvec4 w = mix(mix(uvec4(tab.x), uvec4(tab.y), odd), mix(uvec4(tab.z), uvec4(tab.w), odd), hi);
+  return vec4(ivec4(w << (24u - 8u * (i & 3u))) >> 24);
+}
+// Nibble indices of the four bytes of q: low nibbles (values 0..15 of a block) or high (16..31).
+uvec4 nib_lo(uint q) { return (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 15u; }
+uvec4 nib_hi(uint q) { return (uvec4(q) >> uvec4(4u, 12u, 20u, 28u)) & 15u; }
+#endif
+#if NEED(20) || NEED(23)  // IQ4_NL / IQ4_XS code book: -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113
+const uvec4 KV_IQ4 = uvec4(0xBFAD9881u, 0xF6EADDCFu, 0x26190D01u, 0x71594535u);
+vec4 iq4lo(uint q) { return cb4(nib_lo(q), KV_IQ4); }
+vec4 iq4hi(uint q) { return cb4(nib_hi(q), KV_IQ4); }
 #endif
 #if NEED(20)  // IQ4_NL: Q4_0's layout, value d * KV_IQ4[nibble]
 void dec_20(DEC_ARGS) {
@@ -289,9 +314,10 @@ void dec_7(DEC_ARGS) {
 DEFINE_LOAD_BYTES(load_w5a1, 5, 3)
 #endif
 #if NEED(39)  // MXFP4: {uint8 e; uint8 qs[16]}, 17 bytes; value 2^(e - 128) * KV_MXFP4[nibble]
-const float KV_MXFP4[16] = float[16](0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
-vec4 fp4lo(uint q) { return vec4(KV_MXFP4[q & 15u], KV_MXFP4[(q >> 8) & 15u], KV_MXFP4[(q >> 16) & 15u], KV_MXFP4[(q >> 24) & 15u]); }
-vec4 fp4hi(uint q) { return vec4(KV_MXFP4[(q >> 4) & 15u], KV_MXFP4[(q >> 12) & 15u], KV_MXFP4[(q >> 20) & 15u], KV_MXFP4[q >> 28]); }
+// Code book: 0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12 (packed as for cb4).
+const uvec4 KV_MXFP4 = uvec4(0x03020100u, 0x0C080604u, 0xFDFEFF00u, 0xF4F8FAFCu);
+vec4 fp4lo(uint q) { return cb4(nib_lo(q), KV_MXFP4); }
+vec4 fp4hi(uint q) { return cb4(nib_hi(q), KV_MXFP4); }
 void dec_39(DEC_ARGS) {
   uint E[5];
   load_w5a1(row + blk * 17u, E);
@@ -450,8 +476,34 @@ void dec_23(DEC_ARGS) {
   w4 = iq4hi(Q[0]); w5 = iq4hi(Q[1]); w6 = iq4hi(Q[2]); w7 = iq4hi(Q[3]);
 }
 #endif
+#if MIXED
+// Decoder of type t (a specialization constant: the driver keeps one case).
+void dec_any(uint t, DEC_ARGS) {
+  switch (t) {
+    case 0u: dec_0(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 1u: dec_1(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 2u: dec_2(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 3u: dec_3(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 6u: dec_6(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 7u: dec_7(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 8u: dec_8(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 10u: dec_10(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 11u: dec_11(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 12u: dec_12(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 13u: dec_13(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 14u: dec_14(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 20u: dec_20(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 23u: dec_23(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    case 30u: dec_30(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+    default: dec_39(row, blk, s, w0, w1, w2, w3, w4, w5, w6, w7); break;
+  }
+}
+#define LOAD_A(row, blk, s, W) dec_any(SC_TA, row, blk, s, W##0, W##1, W##2, W##3, W##4, W##5, W##6, W##7)
+#define LOAD_U(row, blk, s, W) dec_any(SC_TU, row, blk, s, W##0, W##1, W##2, W##3, W##4, W##5, W##6, W##7)
+#else
 #define LOAD_A(row, blk, s, W) DEC(TA)(row, blk, s, W##0, W##1, W##2, W##3, W##4, W##5, W##6, W##7)
 #define LOAD_U(row, blk, s, W) DEC(TU)(row, blk, s, W##0, W##1, W##2, W##3, W##4, W##5, W##6, W##7)
+#endif
 
 #define XN (CB * 8)
 
@@ -500,6 +552,11 @@ void load_chunk(uint b, out float dv[4], out vec4 wv[32]) {
 #define BDOT_H(s, W, o, h) (s.x * DOTLO(W, o) + s.y * DOTHI(W, o) + s.z * xh[(h)] + s.w * xh[(h) + 1])
 #define BDOT_M(s, W, o, h) (s.x * (DOTLO(W, o) + DOTHI(W, o)) + s.z * (xh[(h)] + xh[(h) + 1]))
 #define BDOT_0(s, W, o, h) (s.x * (DOTLO(W, o) + DOTHI(W, o)))
+#if MIXED
+#define BDOT_SC(t, s, W, o, h) (HALVES(t) ? BDOT_H(s, W, o, h) : (HASM(t) ? BDOT_M(s, W, o, h) : BDOT_0(s, W, o, h)))
+#define BDOT_A(s, W, o, h) BDOT_SC(SC_TA, s, W, o, h)
+#define BDOT_U(s, W, o, h) BDOT_SC(SC_TU, s, W, o, h)
+#else
 #if HALVES(TA)
 #define BDOT_A BDOT_H
 #elif HASM(TA)
@@ -513,6 +570,7 @@ void load_chunk(uint b, out float dv[4], out vec4 wv[32]) {
 #define BDOT_U BDOT_M
 #else
 #define BDOT_U BDOT_0
+#endif
 #endif
 
 // Expert number li of this pool buffer's list (group.comp): its entries [beg, beg + n) of `list`,
