@@ -224,9 +224,10 @@ TEST_F(VulkanFfn, MixedTypesBiasesAndSwigluOai) {
 TEST_F(VulkanFfn, GateUpDownEachOfItsOwnType) {
   const weight_type types[] = {weight_type::q4_0, weight_type::q6_k, weight_type::mxfp4};
   std::uint32_t seed = 1100;
-  for (std::size_t g = 0; g < 3; ++g)
-    for (std::size_t u = 0; u < 3; ++u)
-      if (u != g) check_decode_and_prefill(odd_layer(4, types[g], types[u], types[3 - g - u]), seed += 10);
+  // The three rotations: every type once as gate, once as up and once as down, gate != up each time
+  // (each layer costs two pipeline builds, which dominate this test on a CPU device).
+  for (std::size_t r = 0; r < 3; ++r)
+    check_decode_and_prefill(odd_layer(4, types[r], types[(r + 1) % 3], types[(r + 2) % 3]), seed += 10);
 }
 
 namespace {
