@@ -31,10 +31,6 @@ MOEROUTE_RK_TARGET inline void store(float* p, vf v) noexcept { std::memcpy(p, &
 MOEROUTE_RK_TARGET inline vf splat(float x) noexcept { return vf{} + x; }
 MOEROUTE_RK_TARGET inline vf vmax(vf a, vf b) noexcept { return a > b ? a : b; }
 MOEROUTE_RK_TARGET inline vf vmin(vf a, vf b) noexcept { return a < b ? a : b; }
-#if MOEROUTE_RK_W == 16
-MOEROUTE_RK_TARGET inline v8 vmax(v8 a, v8 b) noexcept { return a > b ? a : b; }
-MOEROUTE_RK_TARGET inline v8 vmin(v8 a, v8 b) noexcept { return a < b ? a : b; }
-#endif
 
 /// Lanes of a comparison result (-1 or 0) that are true, as bits.
 MOEROUTE_RK_TARGET inline unsigned bits(vi m) noexcept {
@@ -176,6 +172,108 @@ MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, f
   }
 }
 
+#if MOEROUTE_RK_W == 16
+/// Top-K of score[0, E) on 16 lanes:
+///  1. the maxima of the 16 columns of the row seen as [E / 16, 16]; thr = the K-th largest of
+///     them, a lower bound of the K-th largest score (K disjoint columns reach it);
+///  2. the ids of the scores >= thr in ascending order (compressed in registers), their scores
+///     gathered back: about K + 3 of them on random rows;
+///  3. every candidate's rank at once: for each candidate j, the lanes i it beats gain one
+///     (greater, or equal with a lower id, which is j < i since ids ascend); rank < K is the output.
+/// Falls back to routing_topk when K > 16, thr is -inf or more than 32 scores reach thr.
+MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
+                                          std::int32_t* id) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  constexpr int max_e = 1024;
+  routing_topk t{val, id, K};
+  const int nv = E / 16;
+  auto push_all = [&]() {
+    for (int e = 0; e < E; ++e)
+      if (score[e] != ninf) t.push(score[e], e);
+    return t.n;
+  };
+  if (K > 16 || E > max_e || nv == 0) return push_all();
+  // 1. column maxima and the threshold (max through the vector extension: GCC 12's
+  // _mm512_max_ps trips -Wmaybe-uninitialized, its bug 105593)
+  vf g0 = splat(ninf), g1 = g0;
+  int v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    g0 = vmax(g0, load(score + 16 * v));
+    g1 = vmax(g1, load(score + 16 * v + 16));
+  }
+  if (v < nv) g0 = vmax(g0, load(score + 16 * v));
+  alignas(64) float gm[16];
+  store(gm, vmax(g0, g1));
+  const __m512 g = _mm512_load_ps(gm);
+  __m512i above = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int j = 0; j < 16; ++j)
+    above = _mm512_mask_add_epi32(above, _mm512_cmp_ps_mask(_mm512_set1_ps(gm[j]), g, _CMP_GT_OQ), above, one);
+  const __mmask16 kth = _mm512_cmplt_epi32_mask(above, _mm512_set1_epi32(K));
+  alignas(64) float thv[16];
+  _mm512_store_ps(thv, _mm512_mask_blend_ps(kth, _mm512_set1_ps(std::numeric_limits<float>::infinity()), g));
+  float thr = thv[0];
+  for (int l = 1; l < 16; ++l) thr = thv[l] < thr ? thv[l] : thr;
+  if (!(thr > ninf)) return push_all();
+  // 2. candidate ids, ascending; full-width stores of register compresses, at most 32 kept
+  constexpr int cap = 32;
+  alignas(64) std::int32_t ci[cap + 16 + 32] = {};
+  int m = 0;
+  const __m512 vthr = _mm512_set1_ps(thr);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i idv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
+    const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(score + 16 * v), vthr, _CMP_GE_OQ);
+    _mm512_storeu_si512(ci + (m < cap ? m : cap), _mm512_maskz_compress_epi32(k, idv));
+    m += __builtin_popcount(k);
+  }
+  for (int e = 16 * nv; e < E; ++e) {
+    ci[m < cap ? m : cap] = e;
+    m += score[e] >= thr;
+  }
+  if (m > cap) {  // many ties at thr
+    t.n = 0;
+    return push_all();
+  }
+  // 3. ranks of up to 32 candidates (lanes past m: -inf and the largest id, ranked last)
+  const __mmask16 in0 = static_cast<__mmask16>(m >= 16 ? 0xFFFF : (1u << m) - 1);
+  const __mmask16 in1 = static_cast<__mmask16>(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
+  const __m512i idmax = _mm512_set1_epi32(std::numeric_limits<std::int32_t>::max());
+  const __m512i i0 = _mm512_mask_blend_epi32(in0, idmax, _mm512_load_si512(ci));
+  const __m512i i1 = _mm512_mask_blend_epi32(in1, idmax, _mm512_load_si512(ci + 16));
+  const __m512 c0 = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), in0, i0, score, 4);
+  const __m512 c1 = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), in1, i1, score, 4);
+  alignas(64) float cv[32];
+  _mm512_store_ps(cv, c0);
+  _mm512_store_ps(cv + 16, c1);
+  __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+  for (int j = 0; j < m; ++j) {
+    const __m512 cj = _mm512_set1_ps(cv[j]);
+    // lanes i > j: candidate j has the lower id
+    const unsigned long long later = ~((2ull << j) - 1);
+    const __mmask16 l0 = static_cast<__mmask16>(later), l1 = static_cast<__mmask16>(later >> 16);
+    const __mmask16 b0 = _mm512_cmp_ps_mask(cj, c0, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c0, _CMP_EQ_OQ) & l0);
+    const __mmask16 b1 = _mm512_cmp_ps_mask(cj, c1, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c1, _CMP_EQ_OQ) & l1);
+    r0 = _mm512_mask_add_epi32(r0, b0, r0, one);
+    r1 = _mm512_mask_add_epi32(r1, b1, r1, one);
+  }
+  alignas(64) std::int32_t rank[32];
+  _mm512_store_si512(rank, r0);
+  _mm512_store_si512(rank + 16, r1);
+  float ov[33];
+  std::int32_t oi[33];
+  for (int i = 0; i < m; ++i) {  // ranks are distinct: each of 0..K-1 is written once
+    const int r = rank[i] < K ? rank[i] : 32;
+    ov[r] = cv[i];
+    oi[r] = ci[i];
+  }
+  for (int i = 0; i < K; ++i) {
+    val[i] = ov[i];
+    id[i] = oi[i];
+  }
+  return K;
+}
+#else
 /// Top-K of score[0, E) (see routing_topk::select_fast for the idea):
 ///  1. the maxima of G >= 2K disjoint groups (lane l of vectors v = b mod B); thr = the K-th
 ///     largest of them, a lower bound of the K-th largest score;
@@ -233,8 +331,9 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
   for (int v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
     const __m512 s = _mm512_loadu_ps(score + v * W);
     const __mmask16 k = _mm512_cmp_ps_mask(s, _mm512_set1_ps(thr), _CMP_GE_OQ);
-    _mm512_mask_compressstoreu_ps(cv + m, k, s);
-    _mm512_mask_compressstoreu_epi32(ci + m, k, idv);
+    // compress in registers, then a full store (compress-to-memory is microcoded on some CPUs)
+    _mm512_storeu_ps(cv + m, _mm512_maskz_compress_ps(k, s));
+    _mm512_storeu_si512(ci + m, _mm512_maskz_compress_epi32(k, idv));
     m += __builtin_popcount(k);
   }
   (void)vthr;
@@ -283,6 +382,8 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
   return m < K ? m : K;
 }
 
+#endif
+
 MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int per,
                                             float* gscore) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
@@ -298,25 +399,34 @@ MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int 
       b = vmax(b, vmin(a, v));
       a = vmax(a, v);
     }
-    // halve to 8 lanes, then 4 pairs: top-2 of a union is max(a, a'), max(min(a, a'), b, b')
+    // fold the halves onto each other down to lane 0: the top-2 of a union of two top-2 pairs is
+    // max(a, a'), max(min(a, a'), max(b, b'))
 #if MOEROUTE_RK_W == 16
-    v8 a8, b8, ah, bh;
-    std::memcpy(&a8, &a, sizeof a8);
-    std::memcpy(&ah, reinterpret_cast<const char*>(&a) + sizeof a8, sizeof ah);
-    std::memcpy(&b8, &b, sizeof b8);
-    std::memcpy(&bh, reinterpret_cast<const char*>(&b) + sizeof b8, sizeof bh);
-    b8 = vmax(vmin(a8, ah), vmax(b8, bh));
-    a8 = vmax(a8, ah);
+#define MOEROUTE_RK_FOLD(...)                            \
+  {                                                      \
+    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
+    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
+    b = vmax(vmin(a, ah), vmax(b, bh));                  \
+    a = vmax(a, ah);                                     \
+  }
+    MOEROUTE_RK_FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
+    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)
+    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
+    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
 #else
-    const v8 a8 = a, b8 = b;
+#define MOEROUTE_RK_FOLD(...)                            \
+  {                                                      \
+    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
+    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
+    b = vmax(vmin(a, ah), vmax(b, bh));                  \
+    a = vmax(a, ah);                                     \
+  }
+    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3)
+    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5)
+    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6)
 #endif
-    float x = ninf, y = ninf;
-    for (int l = 0; l < 8; ++l)
-      for (const float v : {a8[l], b8[l]}) {
-        const float lo = x < v ? x : v;
-        y = y > lo ? y : lo;
-        x = x > v ? x : v;
-      }
+#undef MOEROUTE_RK_FOLD
+    const float x = a[0], y = b[0];
     const float sum = x + y;  // per >= W > 1
     gscore[g] = sum == ninf ? -std::numeric_limits<float>::max() : sum;
   }
