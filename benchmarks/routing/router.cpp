@@ -80,14 +80,13 @@ std::map<std::string, double>& results() {
 
 void finish(benchmark::State& state, const std::string& key, double route_s, double wall_s,
             std::size_t iters, const float* x, std::size_t n, std::size_t T) {
-  double stream_s = 0;  // the baseline: the same number of passes over the same bytes
-  std::uint32_t sink = 0;
+  std::uint32_t sink = 0;  // the baseline: the same number of passes over the same bytes
+  const double t0 = thread_cpu_s();
   for (std::size_t i = 0; i < iters; ++i) {
-    const double t0 = thread_cpu_s();
     sink ^= stream_read(x, n);
     benchmark::DoNotOptimize(sink);
-    stream_s += thread_cpu_s() - t0;
   }
+  const double stream_s = thread_cpu_s() - t0;
   const double tokens = static_cast<double>(T) * static_cast<double>(iters);
   const double ns = route_s * 1e9 / tokens;
   state.counters["ns_per_token"] = ns;
@@ -113,17 +112,17 @@ void run(benchmark::State& state, const moeroute::router_config& cfg, moeroute::
   const moeroute::routing_output out{off.data(), ids.data(), w.data(), ids.size()};
   moeroute::set_routing_isa(isa);
 
-  double route_s = 0, wall_s = 0;
+  // timed around the whole loop: reading the thread CPU clock is a system call, too slow per call
   std::size_t iters = 0;
+  const auto w0 = clk::now();
+  const double t0 = thread_cpu_s();
   for (auto _ : state) {
-    const auto w0 = clk::now();
-    const double t0 = thread_cpu_s();
     r.route(view, out, ws.data());
     benchmark::ClobberMemory();
-    route_s += thread_cpu_s() - t0;
-    wall_s += std::chrono::duration<double>(clk::now() - w0).count();
     ++iters;
   }
+  const double route_s = thread_cpu_s() - t0;
+  const double wall_s = std::chrono::duration<double>(clk::now() - w0).count();
   moeroute::set_routing_isa(moeroute::routing_isa::best);
   state.counters["mean_active"] = static_cast<double>(off[T]) / static_cast<double>(T);
   finish(state, key, route_s, wall_s, iters, x.data(), x.size(), T);
@@ -198,17 +197,17 @@ void run_ggml(benchmark::State& state, const moeroute::router_config& cfg, std::
   ggml_build_forward_expand(gf, weights);
   ggml_build_forward_expand(gf, chosen);
 
-  double route_s = 0, wall_s = 0;
+  // timed around the whole loop: reading the thread CPU clock is a system call, too slow per call
   std::size_t iters = 0;
+  const auto w0 = clk::now();
+  const double t0 = thread_cpu_s();
   for (auto _ : state) {
-    const auto w0 = clk::now();
-    const double t0 = thread_cpu_s();
     ggml_graph_compute_with_ctx(ctx, gf, 1);
     benchmark::ClobberMemory();
-    route_s += thread_cpu_s() - t0;
-    wall_s += std::chrono::duration<double>(clk::now() - w0).count();
     ++iters;
   }
+  const double route_s = thread_cpu_s() - t0;
+  const double wall_s = std::chrono::duration<double>(clk::now() - w0).count();
   // the same experts as moeroute for the first token (a check that the graph routes, not a test)
   moeroute::any_router r(cfg, cfg.uses_bias ? bias : std::vector<float>{});
   const auto res = r.route(moeroute::logits_view<float>(x.data(), 1, static_cast<std::size_t>(E)));
