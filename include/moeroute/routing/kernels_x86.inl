@@ -177,7 +177,7 @@ MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, f
 ///  1. the maxima of the 16 columns of the row seen as [E / 16, 16]; thr = the K-th largest of
 ///     them, a lower bound of the K-th largest score (K disjoint columns reach it);
 ///  2. the ids of the scores >= thr in ascending order (compressed in registers), their scores
-///     gathered back: about K + 3 of them on random rows;
+///     read back: about K + 3 of them on random rows;
 ///  3. every candidate's rank at once: for each candidate j, the lanes i it beats gain one
 ///     (greater, or equal with a lower id, which is j < i since ids ascend); rank < K is the output.
 /// Falls back to routing_topk when K > 16, thr is -inf or more than 32 scores reach thr.
@@ -235,17 +235,10 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
     t.n = 0;
     return push_all();
   }
-  // 3. ranks of up to 32 candidates (lanes past m: -inf and the largest id, ranked last)
-  const __mmask16 in0 = static_cast<__mmask16>(m >= 16 ? 0xFFFF : (1u << m) - 1);
-  const __mmask16 in1 = static_cast<__mmask16>(m >= 32 ? 0xFFFF : m > 16 ? (1u << (m - 16)) - 1 : 0);
-  const __m512i idmax = _mm512_set1_epi32(std::numeric_limits<std::int32_t>::max());
-  const __m512i i0 = _mm512_mask_blend_epi32(in0, idmax, _mm512_load_si512(ci));
-  const __m512i i1 = _mm512_mask_blend_epi32(in1, idmax, _mm512_load_si512(ci + 16));
-  const __m512 c0 = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), in0, i0, score, 4);
-  const __m512 c1 = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), in1, i1, score, 4);
+  // 3. ranks of up to 32 candidates (lanes past m: -inf, ranked last)
   alignas(64) float cv[32];
-  _mm512_store_ps(cv, c0);
-  _mm512_store_ps(cv + 16, c1);
+  for (int j = 0; j < 32; ++j) cv[j] = j < m ? score[ci[j]] : ninf;
+  const __m512 c0 = _mm512_load_ps(cv), c1 = _mm512_load_ps(cv + 16);
   __m512i r0 = _mm512_setzero_si512(), r1 = r0;
   for (int j = 0; j < m; ++j) {
     const __m512 cj = _mm512_set1_ps(cv[j]);
