@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -53,6 +54,22 @@ void expect_matches_reference(const std::vector<float>& x, int T, int E, const r
     }
   }
 }
+
+// Every instruction-set path of the router this CPU runs (routing/isa.hpp), portable first.
+std::vector<routing_isa> supported_isas() {
+  std::vector<routing_isa> v;
+  for (auto isa : {routing_isa::portable, routing_isa::avx2, routing_isa::avx512})
+    if (routing_isa_supported(isa)) v.push_back(isa);
+  return v;
+}
+
+// Sets a path for the scope of a test, and back to best after it.
+struct isa_scope {
+  explicit isa_scope(routing_isa isa) { set_routing_isa(isa); }
+  ~isa_scope() { set_routing_isa(routing_isa::best); }
+  isa_scope(const isa_scope&) = delete;
+  isa_scope& operator=(const isa_scope&) = delete;
+};
 
 std::vector<float> random_logits(std::mt19937& rng, int T, int E, float sd = 2.0f) {
   std::normal_distribution<float> d(0.0f, sd);
@@ -455,10 +472,129 @@ TEST(Scoring, VectorAndScalarPathsAgreeBitForBit) {
   softmax_scoring sm;
   sigmoid_scoring sg;
   const float m = *std::max_element(x.begin(), x.end());
-  sm.prepare(x.data(), key.data(), 37);
-  for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sm.unnormalized(x[e], m)) << e;
-  sg.prepare(x.data(), key.data(), 37);
-  for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sg.unnormalized(x[e], 0)) << e;
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    SCOPED_TRACE(routing_isa_name(isa));
+    sm.prepare(x.data(), key.data(), 37);
+    for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sm.unnormalized(x[e], m)) << e;
+    sg.prepare(x.data(), key.data(), 37);
+    for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sg.unnormalized(x[e], 0)) << e;
+  }
+}
+
+// The exp polynomial against std::exp in double: every lane of every path within 2 float ulp on
+// [-87, 0], and exactly 0 at -inf. Softmax sums: every path equals a plain loop that adds element
+// e into partial sum e % 8 in element order, then ((0+1)+(2+3))+((4+5)+(6+7)).
+TEST(Scoring, ExpIsWithinTwoUlpAndSumsKeepTheirOrderOnEveryPath) {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 0.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(0.0f);
+  x.push_back(-std::numeric_limits<float>::infinity());
+  const int E = static_cast<int>(x.size());
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    SCOPED_TRACE(routing_isa_name(isa));
+    std::vector<float> key(x.size());
+    const float sum = softmax_scoring{}.prepare(x.data(), key.data(), E);  // max is 0: key = exp(x)
+    float acc[8] = {};
+    for (int e = 0; e < E; ++e) {
+      acc[e % 8] += key[e];
+      const double want = std::exp(static_cast<double>(x[e]));
+      const double ulp = std::nextafter(static_cast<float>(want), 1.0f) - static_cast<float>(want);
+      EXPECT_LE(std::fabs(key[e] - want), 2 * ulp) << x[e];
+    }
+    EXPECT_EQ(key.back(), 0.0f);
+    EXPECT_EQ(sum, ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+  }
+}
+
+TEST(RoutingIsa, PortableAndBestAlwaysRunAndTheChoiceSticks) {
+  EXPECT_TRUE(routing_isa_supported(routing_isa::portable));
+  EXPECT_TRUE(routing_isa_supported(routing_isa::best));
+  EXPECT_NE(routing_isa_best(), routing_isa::best);
+  for (auto isa : {routing_isa::avx2, routing_isa::avx512}) {
+    if (routing_isa_supported(isa)) {
+      isa_scope scope(isa);
+      EXPECT_EQ(routing_isa_in_use(), isa);
+    } else {
+      EXPECT_THROW(set_routing_isa(isa), error);
+    }
+  }
+  EXPECT_EQ(routing_isa_in_use(), routing_isa_best());
+}
+
+// Every path the CPU supports gives the same ids and the same weight bits as the portable one,
+// which matches the independent reference; over every E the vector widths treat differently
+// (tails, fewer than 2K groups of lanes), K, scorings, bias, groups, zero-gating, ties, masks,
+// all-equal rows, and rows with NaN or +inf (the same error on every path).
+TEST(RoutingIsa, EveryPathGivesTheSameIdsAndWeightBits) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::uniform_int_distribution<int> small(-2, 2);
+  const auto isas = supported_isas();
+  const int T = 8;
+  for (int E : {8, 60, 64, 128, 256, 257})
+    for (int K : {1, 2, 4, 6, 8})
+      for (int cfg = 0; cfg < 5; ++cfg)
+        for (int kind = 0; kind < 6; ++kind) {
+          ref::config c;
+          c.K = K;
+          c.renorm = cfg != 1;
+          if (cfg >= 2) c.scoring = "sigmoid";
+          if (cfg == 3) {  // DeepSeek-style: groups, bias, scale
+            if (E % 4 != 0 || K > E / 2) continue;
+            c.groups = 4;
+            c.topk_groups = 2;
+            c.scale = 2.5;
+            c.bias.resize(static_cast<std::size_t>(E));
+            for (auto& b : c.bias) b = static_cast<float>(nd(rng) * 0.05f);
+          }
+          if (cfg == 4) {
+            c.cum_prob = 0.6;
+            c.min_k = 1;
+          }
+          std::vector<float> x(static_cast<std::size_t>(T * E));
+          for (auto& v : x) v = kind == 1 ? static_cast<float>(small(rng)) : nd(rng);
+          if (kind == 2)
+            for (std::size_t i = 0; i < x.size(); i += 3) x[i] = ninf;
+          if (kind == 3) std::fill(x.begin(), x.end(), 0.5f);
+          if (kind == 4) x[static_cast<std::size_t>(5 * E + E - 1)] = std::numeric_limits<float>::quiet_NaN();
+          if (kind == 5) x[static_cast<std::size_t>(6 * E + E / 2)] = std::numeric_limits<float>::infinity();
+          SCOPED_TRACE("E " + std::to_string(E) + " K " + std::to_string(K) + " cfg " +
+                       std::to_string(cfg) + " kind " + std::to_string(kind));
+          if (kind == 2 && (E - (E + 2) / 3 < K || (cfg == 3 && E < 64))) continue;  // fewer than K choosable
+          any_router r(make_config(c, E), to_f(c.bias));
+          std::vector<routing_result> res;
+          std::vector<std::string> errs;
+          for (auto isa : isas) {
+            isa_scope scope(isa);
+            try {
+              res.push_back(r.route(logits_view<float>(x.data(), T, static_cast<std::size_t>(E))));
+              errs.emplace_back();
+            } catch (const error& e) {
+              res.emplace_back();
+              errs.push_back(e.message());
+            }
+          }
+          if (kind >= 4) {
+            EXPECT_NE(errs[0].find(kind == 4 ? "row 5" : "row 6"), std::string::npos) << errs[0];
+          } else {
+            ASSERT_EQ(errs[0], "");
+            isa_scope scope(routing_isa::portable);
+            expect_matches_reference(x, T, E, c);
+          }
+          for (std::size_t i = 1; i < res.size(); ++i) {
+            SCOPED_TRACE(routing_isa_name(isas[i]));
+            EXPECT_EQ(errs[i], errs[0]);
+            EXPECT_EQ(res[i].offsets, res[0].offsets);
+            EXPECT_EQ(res[i].ids, res[0].ids);
+            ASSERT_EQ(res[i].weights.size(), res[0].weights.size());
+            if (!res[0].weights.empty()) {
+              EXPECT_EQ(0, std::memcmp(res[i].weights.data(), res[0].weights.data(),
+                                       res[0].weights.size() * sizeof(float)));
+            }
+          }
+        }
 }
 
 // topk_selection's branch-light path (chunk maxima, counting threshold, ranked candidates) and its
@@ -493,11 +629,15 @@ TEST(TopKSelection, MatchesAPlainSortOnEveryPathAndDataKind) {
         const int want = std::min<int>(K, static_cast<int>(order.size()));
         std::vector<float> tv(static_cast<std::size_t>(K));
         std::vector<std::int32_t> ti(static_cast<std::size_t>(K));
-        const int got = topk_selection{}.select(s.data(), E, K, tv.data(), ti.data(), nullptr);
-        ASSERT_EQ(got, want) << "E " << E << " K " << K << " kind " << kind;
-        for (int i = 0; i < want; ++i) {
-          ASSERT_EQ(ti[i], order[i]) << "E " << E << " K " << K << " kind " << kind << " slot " << i;
-          ASSERT_EQ(tv[i], s[order[i]]);
+        for (auto isa : supported_isas()) {
+          isa_scope scope(isa);
+          SCOPED_TRACE(routing_isa_name(isa));
+          const int got = topk_selection{}.select(s.data(), E, K, tv.data(), ti.data(), nullptr);
+          ASSERT_EQ(got, want) << "E " << E << " K " << K << " kind " << kind;
+          for (int i = 0; i < want; ++i) {
+            ASSERT_EQ(ti[i], order[i]) << "E " << E << " K " << K << " kind " << kind << " slot " << i;
+            ASSERT_EQ(tv[i], s[order[i]]);
+          }
         }
       }
     }
@@ -510,7 +650,7 @@ TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::uniform_int_distribution<int> small(0, 2);
   struct shape { int E, G, TG, K; };
-  const shape shapes[] = {{256, 8, 4, 8}, {256, 8, 8, 32}, {64, 8, 2, 4}, {160, 20, 3, 6}, {8, 8, 3, 2}, {128, 4, 1, 8}};
+  const shape shapes[] = {{256, 8, 4, 8}, {256, 8, 8, 32}, {64, 8, 2, 4}, {160, 20, 3, 6}, {8, 8, 3, 2}, {128, 4, 1, 8}, {256, 16, 4, 8}};
   for (const auto& sh : shapes)
     for (int kind = 0; kind < 4; ++kind)
       for (int rep = 0; rep < 20; ++rep) {
@@ -537,8 +677,12 @@ TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {
         std::vector<unsigned char> ws(sel.workspace_bytes(sh.E));
         std::vector<float> tv(static_cast<std::size_t>(sh.K));
         std::vector<std::int32_t> ti(static_cast<std::size_t>(sh.K));
-        const int got = sel.select(s.data(), sh.E, sh.K, tv.data(), ti.data(), ws.data());
-        ASSERT_EQ(got, want) << "E " << sh.E << " kind " << kind;
-        for (int i = 0; i < want; ++i) ASSERT_EQ(ti[i], order[i]) << "E " << sh.E << " kind " << kind << " slot " << i;
+        for (auto isa : supported_isas()) {
+          isa_scope scope(isa);
+          SCOPED_TRACE(routing_isa_name(isa));
+          const int got = sel.select(s.data(), sh.E, sh.K, tv.data(), ti.data(), ws.data());
+          ASSERT_EQ(got, want) << "E " << sh.E << " kind " << kind;
+          for (int i = 0; i < want; ++i) ASSERT_EQ(ti[i], order[i]) << "E " << sh.E << " kind " << kind << " slot " << i;
+        }
       }
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MOEROUTE_VECTOR_EXT 1
@@ -36,22 +37,47 @@ inline float vf4_hmin(vf4 v) noexcept {
   return a < b ? a : b;
 }
 
+/// Keeps a product out of a fused multiply-add: compilers contract a * b + c into one FMA where
+/// the target has it (GCC by default, across statements), which rounds once instead of twice, so
+/// paths compiled for different targets would differ in the last bit. The empty asm makes the
+/// product a value the compiler must materialize.
+#if defined(__x86_64__)
+#define MOEROUTE_FP_KEEP(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define MOEROUTE_FP_KEEP(v) __asm__("" : "+w"(v))
+#else
+#define MOEROUTE_FP_KEEP(v) __asm__("" : "+m"(v))
+#endif
+
 /// exp(x) lane-wise for x <= 0 (and -inf): relative error below 2e-7 on [-87, 0], smooth
-/// underflow through the subnormals, exp(-inf) == 0.
+/// underflow through the subnormals, exp(-inf) == 0. Cephes-style: n = round(x / ln 2), r = x - n
+/// ln 2 in two parts, a degree-5 polynomial, 2^n in two halves. No FMA contraction (see
+/// MOEROUTE_FP_KEEP): the AVX paths of routing/kernels_x86.inl run the same operations.
 inline vf4 vf4_exp_nonpos(vf4 x) noexcept {
   const vf4 lo = vf4_splat(-104.0f);
   x = x < lo ? lo : x;
   const vf4 magic = vf4_splat(12582912.0f);  // 1.5 * 2^23: round to nearest
-  const vf4 n = (x * vf4_splat(1.44269504088896341f) + magic) - magic;
-  vf4 r = x - n * vf4_splat(0.693359375f);
-  r = r - n * vf4_splat(-2.12194440e-4f);
+  vf4 t = x * vf4_splat(1.44269504088896341f);
+  MOEROUTE_FP_KEEP(t);
+  const vf4 n = (t + magic) - magic;
+  t = n * vf4_splat(0.693359375f);
+  MOEROUTE_FP_KEEP(t);
+  vf4 r = x - t;
+  t = n * vf4_splat(-2.12194440e-4f);
+  MOEROUTE_FP_KEEP(t);
+  r = r - t;
   vf4 p = vf4_splat(1.9875691500e-4f);
-  p = p * r + vf4_splat(1.3981999507e-3f);
-  p = p * r + vf4_splat(8.3334519073e-3f);
-  p = p * r + vf4_splat(4.1665795894e-2f);
-  p = p * r + vf4_splat(1.6666665459e-1f);
-  p = p * r + vf4_splat(5.0000001201e-1f);
-  p = p * r * r + r + vf4_splat(1.0f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                        5.0000001201e-1f}) {
+    p = p * r;
+    MOEROUTE_FP_KEEP(p);
+    p = p + vf4_splat(c);
+  }
+  p = p * r;
+  MOEROUTE_FP_KEEP(p);
+  p = p * r;
+  MOEROUTE_FP_KEEP(p);
+  p = (p + r) + vf4_splat(1.0f);
   const vi4 ni = __builtin_convertvector(n, vi4);
   const vi4 n1 = ni >> 1;  // both halves stay in the normal exponent range
   const vi4 n2 = ni - n1;

@@ -44,15 +44,29 @@ struct cumulative_gating {
 
   int keep(const float* w, int k) const noexcept {
     const int mk = std::min(max_k == 0 ? k : max_k, k);
+    constexpr int kmax = 64;  // up to kmax: the shares' divisions are independent (they pipeline)
+    double cum[kmax];
     double total = 0.0;
-    for (int i = 0; i < k; ++i) total += static_cast<double>(w[i]);
+    for (int i = 0; i < k; ++i) {
+      total += static_cast<double>(w[i]);
+      if (i < kmax) cum[i] = total;  // the running sum is the cumulative weight of the first i + 1
+    }
     if (!(total > 0.0)) return std::min(min_k, mk);
-    double cum = 0.0;
     int n = 0;
+    if (k <= kmax) {
+      bool reached[kmax];
+      for (int i = 0; i < k; ++i) reached[i] = cum[i] / total >= cum_prob;
+      while (n < k) {
+        ++n;
+        if (n >= min_k && reached[n - 1]) break;
+      }
+      return std::min(n, mk);
+    }
+    double c = 0.0;
     while (n < k) {
-      cum += static_cast<double>(w[n]);
+      c += static_cast<double>(w[n]);
       ++n;
-      if (n >= min_k && cum / total >= cum_prob) break;
+      if (n >= min_k && c / total >= cum_prob) break;
     }
     return std::min(n, mk);
   }

@@ -221,10 +221,7 @@ class router {
                    token_stats* stats) const noexcept {
     constexpr float inf = std::numeric_limits<float>::infinity();
     int bad = 0, masked = 0;
-    for (int e = 0; e < E_; ++e) {
-      bad |= !(x[e] < inf);  // NaN or +inf
-      masked += x[e] == -inf;
-    }
+    detail::routing_scan_row(x, E_, &bad, &masked);  // NaN or +inf; -inf
     if (bad) {
       for (int e = 0; e < E_; ++e)
         if (!(x[e] < inf))
@@ -263,12 +260,15 @@ class router {
       have_keys = true;
       const float* score = key;
       if (!params_.bias.empty()) {
-        for (int e = 0; e < E_; ++e)
-          sel[e] = x[e] == -inf ? -inf
-                                : scoring_.finish(key[e], norm) + params_.bias[static_cast<std::size_t>(e)];
+        if constexpr (builtin_scoring)  // finish(key, norm) is key / norm (norm 1 but for softmax)
+          detail::routing_select_scores(x, key, norm, params_.bias.data(), sel, E_);
+        else
+          for (int e = 0; e < E_; ++e)
+            sel[e] = x[e] == -inf ? -inf
+                                  : scoring_.finish(key[e], norm) + params_.bias[static_cast<std::size_t>(e)];
         score = sel;
       } else if (masked) {
-        for (int e = 0; e < E_; ++e) sel[e] = x[e] == -inf ? -inf : key[e];
+        detail::routing_select_scores(x, key, norm, nullptr, sel, E_);
         score = sel;
       }
       const int n = selection_.select(score, E_, K_, topv, topid, selws);
@@ -332,6 +332,10 @@ class router {
     st->entropy = static_cast<float>(h);
     st->kept_mass = total > 0 ? static_cast<float>(kept_s / total) : 0.0f;
   }
+
+  static constexpr bool builtin_scoring = std::is_same_v<Scoring, softmax_scoring> ||
+                                          std::is_same_v<Scoring, sigmoid_scoring> ||
+                                          std::is_same_v<Scoring, sqrt_softplus_scoring>;
 
   int E_;
   int K_;

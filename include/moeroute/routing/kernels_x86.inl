@@ -1,0 +1,436 @@
+// The router's hot loops for one x86 instruction set, written once over W float lanes of the
+// compiler's vector extension. routing/kernels.hpp includes this file once per set with
+//   MOEROUTE_RK_NS      the namespace (rk_avx2, rk_avx512)
+//   MOEROUTE_RK_TARGET  the function attribute enabling the set (__attribute__((target(...))))
+//   MOEROUTE_RK_W       lanes: 8 (AVX2) or 16 (AVX-512)
+// Every function carries the attribute, so vectors never cross a function boundary compiled for
+// another set. The results match the portable path of kernels.hpp bit for bit (see isa.hpp).
+// No include guard: meant to be included more than once.
+
+namespace moeroute {
+namespace detail {
+namespace MOEROUTE_RK_NS {
+
+#if MOEROUTE_RK_W == 16
+#define MOEROUTE_RK_KEEP(v) __asm__("" : "+v"(v))
+#else
+#define MOEROUTE_RK_KEEP(v) __asm__("" : "+x"(v))
+#endif
+
+constexpr int W = MOEROUTE_RK_W;
+typedef float vf __attribute__((vector_size(4 * MOEROUTE_RK_W)));
+typedef std::int32_t vi __attribute__((vector_size(4 * MOEROUTE_RK_W)));
+typedef float v8 __attribute__((vector_size(32)));
+
+MOEROUTE_RK_TARGET inline vf load(const float* p) noexcept {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+MOEROUTE_RK_TARGET inline void store(float* p, vf v) noexcept { std::memcpy(p, &v, sizeof v); }
+MOEROUTE_RK_TARGET inline vf splat(float x) noexcept { return vf{} + x; }
+MOEROUTE_RK_TARGET inline vf vmax(vf a, vf b) noexcept { return a > b ? a : b; }
+MOEROUTE_RK_TARGET inline vf vmin(vf a, vf b) noexcept { return a < b ? a : b; }
+
+/// Lanes of a comparison result (-1 or 0) that are true, as bits.
+MOEROUTE_RK_TARGET inline unsigned bits(vi m) noexcept {
+#if MOEROUTE_RK_W == 16
+  __m512i u;
+  std::memcpy(&u, &m, sizeof u);
+  return _mm512_movepi32_mask(u);
+#else
+  __m256 u;
+  std::memcpy(&u, &m, sizeof u);
+  return static_cast<unsigned>(_mm256_movemask_ps(u));
+#endif
+}
+
+/// vf4_exp_nonpos on W lanes: the same operations in the same order, products kept out of FMAs.
+MOEROUTE_RK_TARGET inline vf exp_nonpos(vf x) noexcept {
+  const vf lo = splat(-104.0f);
+  x = x < lo ? lo : x;
+  const vf magic = splat(12582912.0f);
+  vf t = x * splat(1.44269504088896341f);
+  MOEROUTE_RK_KEEP(t);
+  const vf n = (t + magic) - magic;
+  t = n * splat(0.693359375f);
+  MOEROUTE_RK_KEEP(t);
+  vf r = x - t;
+  t = n * splat(-2.12194440e-4f);
+  MOEROUTE_RK_KEEP(t);
+  r = r - t;
+  vf p = splat(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                        5.0000001201e-1f}) {
+    p = p * r;
+    MOEROUTE_RK_KEEP(p);
+    p = p + splat(c);
+  }
+  p = p * r;
+  MOEROUTE_RK_KEEP(p);
+  p = p * r;
+  MOEROUTE_RK_KEEP(p);
+  p = (p + r) + splat(1.0f);
+  const vi ni = __builtin_convertvector(n, vi);
+  const vi n1 = ni >> 1;
+  const vi n2 = ni - n1;
+  const vi b1 = (n1 + 127) << 23;
+  const vi b2 = (n2 + 127) << 23;
+  vf f1, f2;
+  std::memcpy(&f1, &b1, sizeof f1);
+  std::memcpy(&f2, &b2, sizeof f2);
+  return p * f1 * f2;
+}
+
+MOEROUTE_RK_TARGET inline vf sigmoid(vf v) noexcept {
+  const vf zero = splat(0.0f), one = splat(1.0f);
+  const vf t = exp_nonpos(v >= zero ? -v : v);
+  return (v >= zero ? one : t) / (one + t);
+}
+
+MOEROUTE_RK_TARGET inline void scan_row(const float* x, int E, int* bad, int* masked) noexcept {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const vf pinf = splat(inf), ninf = splat(-inf);
+  vi b = {}, m = {};
+  int e = 0;
+  for (; e + W <= E; e += W) {
+    const vf v = load(x + e);
+    b |= ~(v < pinf);
+    m -= v == ninf;
+  }
+  int bs = bits(b) != 0, ms = 0;
+  for (int l = 0; l < W; ++l) ms += m[l];
+  for (; e < E; ++e) {
+    bs |= !(x[e] < inf);
+    ms += x[e] == -inf;
+  }
+  *bad = bs;
+  *masked = ms;
+}
+
+MOEROUTE_RK_TARGET inline float row_max(const float* x, int E) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  vf m0 = splat(ninf), m1 = m0;
+  int e = 0;
+  for (; e + 2 * W <= E; e += 2 * W) {
+    m0 = vmax(m0, load(x + e));
+    m1 = vmax(m1, load(x + e + W));
+  }
+  for (; e + W <= E; e += W) m0 = vmax(m0, load(x + e));
+  m0 = vmax(m0, m1);
+  float m = ninf;
+  for (int l = 0; l < W; ++l) m = m0[l] > m ? m0[l] : m;
+  for (; e < E; ++e) m = x[e] > m ? x[e] : m;
+  return m;
+}
+
+MOEROUTE_RK_TARGET inline float softmax_keys(const float* x, float* key, int E) noexcept {
+  const float m = row_max(x, E);
+  const vf mv = splat(m);
+  v8 acc = {};  // partial sum l holds the elements e with e % 8 == l, in element order
+  int e = 0;
+  for (; e + W <= E; e += W) {
+    const vf k = exp_nonpos(load(x + e) - mv);
+    store(key + e, k);
+#if MOEROUTE_RK_W == 16
+    v8 lo, hi;
+    std::memcpy(&lo, &k, sizeof lo);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&k) + sizeof lo, sizeof hi);
+    acc += lo;
+    acc += hi;
+#else
+    acc += k;
+#endif
+  }
+  float a[8];
+  std::memcpy(a, &acc, sizeof a);
+  for (; e < E; ++e) {
+    key[e] = routing_exp_nonpos(x[e] - m);
+    a[e % 8] += key[e];
+  }
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
+  int e = 0;
+  for (; e + W <= E; e += W) store(key + e, sigmoid(load(x + e)));
+  for (; e < E; ++e) key[e] = routing_sigmoid(x[e]);
+}
+
+MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, float norm,
+                                             const float* bias, float* sel, int E) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const vf vninf = splat(ninf), vnorm = splat(norm);
+  int e = 0;
+  if (bias) {
+    for (; e + W <= E; e += W)
+      store(sel + e, load(x + e) == vninf ? vninf : load(key + e) / vnorm + load(bias + e));
+    for (; e < E; ++e) sel[e] = x[e] == ninf ? ninf : key[e] / norm + bias[e];
+  } else {
+    for (; e + W <= E; e += W) store(sel + e, load(x + e) == vninf ? vninf : load(key + e));
+    for (; e < E; ++e) sel[e] = x[e] == ninf ? ninf : key[e];
+  }
+}
+
+#if MOEROUTE_RK_W == 16
+/// Top-K of score[0, E) on 16 lanes:
+///  1. the maxima of the 16 columns of the row seen as [E / 16, 16]; thr = the K-th largest of
+///     them, a lower bound of the K-th largest score (K disjoint columns reach it);
+///  2. the ids of the scores >= thr in ascending order (compressed in registers), their scores
+///     read back: about K + 3 of them on random rows;
+///  3. every candidate's rank at once: for each candidate j, the lanes i it beats gain one
+///     (greater, or equal with a lower id, which is j < i since ids ascend); rank < K is the output.
+/// Falls back to routing_topk when K > 16, thr is -inf or more than 32 scores reach thr.
+MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
+                                          std::int32_t* id) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  constexpr int max_e = 1024;
+  routing_topk t{val, id, K};
+  const int nv = E / 16;
+  auto push_all = [&]() {
+    for (int e = 0; e < E; ++e)
+      if (score[e] != ninf) t.push(score[e], e);
+    return t.n;
+  };
+  if (K > 16 || E > max_e || nv == 0) return push_all();
+  // 1. column maxima and the threshold (max through the vector extension: GCC 12's
+  // _mm512_max_ps trips -Wmaybe-uninitialized, its bug 105593)
+  vf g0 = splat(ninf), g1 = g0;
+  int v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    g0 = vmax(g0, load(score + 16 * v));
+    g1 = vmax(g1, load(score + 16 * v + 16));
+  }
+  if (v < nv) g0 = vmax(g0, load(score + 16 * v));
+  alignas(64) float gm[16];
+  store(gm, vmax(g0, g1));
+  const __m512 g = _mm512_load_ps(gm);
+  __m512i above = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int j = 0; j < 16; ++j)
+    above = _mm512_mask_add_epi32(above, _mm512_cmp_ps_mask(_mm512_set1_ps(gm[j]), g, _CMP_GT_OQ), above, one);
+  const __mmask16 kth = _mm512_cmplt_epi32_mask(above, _mm512_set1_epi32(K));
+  alignas(64) float thv[16];
+  _mm512_store_ps(thv, _mm512_mask_blend_ps(kth, _mm512_set1_ps(std::numeric_limits<float>::infinity()), g));
+  float thr = thv[0];
+  for (int l = 1; l < 16; ++l) thr = thv[l] < thr ? thv[l] : thr;
+  if (!(thr > ninf)) return push_all();
+  // 2. candidate ids, ascending; full-width stores of register compresses, at most 32 kept
+  constexpr int cap = 32;
+  alignas(64) std::int32_t ci[cap + 16 + 32] = {};
+  int m = 0;
+  const __m512 vthr = _mm512_set1_ps(thr);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i idv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
+    const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(score + 16 * v), vthr, _CMP_GE_OQ);
+    _mm512_storeu_si512(ci + (m < cap ? m : cap), _mm512_maskz_compress_epi32(k, idv));
+    m += __builtin_popcount(k);
+  }
+  for (int e = 16 * nv; e < E; ++e) {
+    ci[m < cap ? m : cap] = e;
+    m += score[e] >= thr;
+  }
+  if (m > cap) {  // many ties at thr
+    t.n = 0;
+    return push_all();
+  }
+  // 3. ranks of up to 32 candidates (lanes past m: -inf, ranked last)
+  alignas(64) float cv[32];
+  for (int j = 0; j < 32; ++j) cv[j] = j < m ? score[ci[j]] : ninf;
+  const __m512 c0 = _mm512_load_ps(cv), c1 = _mm512_load_ps(cv + 16);
+  __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+  for (int j = 0; j < m; ++j) {
+    const __m512 cj = _mm512_set1_ps(cv[j]);
+    // lanes i > j: candidate j has the lower id
+    const unsigned long long later = ~((2ull << j) - 1);
+    const __mmask16 l0 = static_cast<__mmask16>(later), l1 = static_cast<__mmask16>(later >> 16);
+    const __mmask16 b0 = _mm512_cmp_ps_mask(cj, c0, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c0, _CMP_EQ_OQ) & l0);
+    const __mmask16 b1 = _mm512_cmp_ps_mask(cj, c1, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c1, _CMP_EQ_OQ) & l1);
+    r0 = _mm512_mask_add_epi32(r0, b0, r0, one);
+    r1 = _mm512_mask_add_epi32(r1, b1, r1, one);
+  }
+  alignas(64) std::int32_t rank[32];
+  _mm512_store_si512(rank, r0);
+  _mm512_store_si512(rank + 16, r1);
+  float ov[33];
+  std::int32_t oi[33];
+  for (int i = 0; i < m; ++i) {  // ranks are distinct: each of 0..K-1 is written once
+    const int r = rank[i] < K ? rank[i] : 32;
+    ov[r] = cv[i];
+    oi[r] = ci[i];
+  }
+  for (int i = 0; i < K; ++i) {
+    val[i] = ov[i];
+    id[i] = oi[i];
+  }
+  return K;
+}
+#else
+/// Top-K of score[0, E) (see routing_topk::select_fast for the idea):
+///  1. the maxima of G >= 2K disjoint groups (lane l of vectors v = b mod B); thr = the K-th
+///     largest of them, a lower bound of the K-th largest score;
+///  2. the scores >= thr, compacted in ascending id order;
+///  3. their order by counting: rank = #(greater) + #(equal with a lower id).
+/// Falls back to routing_topk when K is large, thr is -inf or many scores tie at thr.
+MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
+                                          std::int32_t* id) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  constexpr int max_k = 32, max_e = 1024, max_rank = 32, max_b = 4;
+  routing_topk t{val, id, K};
+  const int nv = E / W;
+  int B = (2 * K + W - 1) / W;
+  B = B > max_b ? max_b : B;
+  B = B > nv ? nv : B;
+  if (K > max_k || E > max_e || B * W < K) {
+    for (int e = 0; e < E; ++e)
+      if (score[e] != ninf) t.push(score[e], e);
+    return t.n;
+  }
+  // 1. group maxima and the threshold
+  alignas(64) float gm[max_b * W];
+  {
+    vf acc[max_b];
+    for (int b = 0; b < B; ++b) acc[b] = splat(ninf);
+    int v = 0;
+    for (; v + B <= nv; v += B)
+      for (int b = 0; b < B; ++b) acc[b] = vmax(acc[b], load(score + (v + b) * W));
+    for (int b = 0; v < nv; ++v, ++b) acc[b] = vmax(acc[b], load(score + v * W));
+    for (int b = 0; b < B; ++b) store(gm + b * W, acc[b]);
+  }
+  const int G = B * W;
+  vf thr4 = splat(std::numeric_limits<float>::infinity());
+  for (int i = 0; i < G; i += W) {
+    const vf g = load(gm + i);
+    vi above = {};
+    for (int j = 0; j < G; ++j) above -= splat(gm[j]) > g;  // true lanes are -1
+    thr4 = ((above < K) & (g < thr4)) ? g : thr4;
+  }
+  float thr = thr4[0];
+  for (int l = 1; l < W; ++l) thr = thr4[l] < thr ? thr4[l] : thr;
+  if (!(thr > ninf)) {
+    for (int e = 0; e < E; ++e)
+      if (score[e] != ninf) t.push(score[e], e);
+    return t.n;
+  }
+  // 2. candidates: the scores >= thr (thr > -inf excludes masked ones), ids ascending
+  alignas(64) float cv[max_e + 2 * W];
+  alignas(64) std::int32_t ci[max_e + 2 * W];
+  int m = 0;
+  const vf vthr = splat(thr);
+#if MOEROUTE_RK_W == 16
+  const __m512i step = _mm512_set1_epi32(W);
+  __m512i idv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
+    const __m512 s = _mm512_loadu_ps(score + v * W);
+    const __mmask16 k = _mm512_cmp_ps_mask(s, _mm512_set1_ps(thr), _CMP_GE_OQ);
+    // compress in registers, then a full store (compress-to-memory is microcoded on some CPUs)
+    _mm512_storeu_ps(cv + m, _mm512_maskz_compress_ps(k, s));
+    _mm512_storeu_si512(ci + m, _mm512_maskz_compress_epi32(k, idv));
+    m += __builtin_popcount(k);
+  }
+  (void)vthr;
+#else
+  for (int v = 0; v < nv; ++v) {
+    unsigned k = bits(load(score + v * W) >= vthr);
+    while (k) {
+      const int j = v * W + __builtin_ctz(k);
+      cv[m] = score[j];
+      ci[m] = j;
+      ++m;
+      k &= k - 1;
+    }
+  }
+#endif
+  for (int e = nv * W; e < E; ++e) {
+    cv[m] = score[e];
+    ci[m] = e;
+    m += score[e] >= thr;
+  }
+  if (m > max_rank) {
+    for (int j = 0; j < m; ++j) t.push(cv[j], ci[j]);
+    return t.n;
+  }
+  // 3. rank by counting; padding ranks below every candidate
+  const int mw = (m + W - 1) / W * W;
+  for (int j = m; j < mw; ++j) {
+    cv[j] = ninf;
+    ci[j] = std::numeric_limits<std::int32_t>::max();
+  }
+  for (int i = 0; i < m; ++i) {
+    const vf v = splat(cv[i]);
+    const vi iv = vi{} + ci[i];
+    int rank = 0;
+    for (int j = 0; j < mw; j += W) {
+      vi cj;
+      std::memcpy(&cj, ci + j, sizeof cj);
+      const vf w = load(cv + j);
+      rank += __builtin_popcount(bits((w > v) | ((w == v) & (cj < iv))));
+    }
+    if (rank < K) {
+      val[rank] = cv[i];
+      id[rank] = ci[i];
+    }
+  }
+  return m < K ? m : K;
+}
+
+#endif
+
+MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int per,
+                                            float* gscore) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  if (per % W != 0) {
+    rk_portable::group_scores(score, groups, per, gscore);
+    return;
+  }
+  for (int g = 0; g < groups; ++g) {
+    const float* s = score + static_cast<std::ptrdiff_t>(g) * per;
+    vf a = splat(ninf), b = a;  // the two largest of each lane, a >= b
+    for (int j = 0; j < per; j += W) {
+      const vf v = load(s + j);
+      b = vmax(b, vmin(a, v));
+      a = vmax(a, v);
+    }
+    // fold the halves onto each other down to lane 0: the top-2 of a union of two top-2 pairs is
+    // max(a, a'), max(min(a, a'), max(b, b'))
+#if MOEROUTE_RK_W == 16
+#define MOEROUTE_RK_FOLD(...)                            \
+  {                                                      \
+    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
+    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
+    b = vmax(vmin(a, ah), vmax(b, bh));                  \
+    a = vmax(a, ah);                                     \
+  }
+    MOEROUTE_RK_FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
+    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)
+    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
+    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
+#else
+#define MOEROUTE_RK_FOLD(...)                            \
+  {                                                      \
+    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
+    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
+    b = vmax(vmin(a, ah), vmax(b, bh));                  \
+    a = vmax(a, ah);                                     \
+  }
+    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3)
+    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5)
+    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6)
+#endif
+#undef MOEROUTE_RK_FOLD
+    const float x = a[0], y = b[0];
+    const float sum = x + y;  // per >= W > 1
+    gscore[g] = sum == ninf ? -std::numeric_limits<float>::max() : sum;
+  }
+}
+
+#undef MOEROUTE_RK_KEEP
+
+}  // namespace MOEROUTE_RK_NS
+}  // namespace detail
+}  // namespace moeroute
+
+#undef MOEROUTE_RK_NS
+#undef MOEROUTE_RK_TARGET
+#undef MOEROUTE_RK_W
