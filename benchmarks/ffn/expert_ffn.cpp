@@ -322,7 +322,7 @@ void BM_cpu_quant(benchmark::State& state) {
     op.run(a);
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s, r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
   state.SetLabel(std::string("moeroute cpu_quant_ffn, ") + moeroute::cpu_isa_name(op.isa()));
 }
 
@@ -438,7 +438,7 @@ void BM_ggml_cpu(benchmark::State& state) {
   for (auto _ : state) {
     ggml_backend_graph_compute(g.backend, gf);
   }
-  set_counters(state, s, r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
   state.SetLabel("ggml CPU backend, MUL_MAT_ID x3 + swiglu + weighted sum");
   ggml_gallocr_free(alloc);
   ggml_free(ctx);
