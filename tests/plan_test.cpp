@@ -110,11 +110,13 @@ TEST(plan, strategies_match_hand_computed_times) {
   EXPECT_FALSE(all.feasible);
   // LRU global of 3 cells with the batch protected (worked by hand in docs/plan.md's example):
   // uploads 2, 2, 2, 1, 2, 1; hits 0, 0, 0, 1, 0, 1
-  const plan_row& sync = row_of(rows, plan_kind::upload_sync, "lru");
-  EXPECT_EQ(sync.uploads, 10u);
-  EXPECT_EQ(sync.device_hits, 2u);
-  EXPECT_NEAR(sync.seconds, 10 * 2e-3 + 6 * 6.5e-3, 1e-9);
-  EXPECT_EQ(sync.bytes_uploaded, 10 * cell);
+  // the offload engine (moeroute run --miss upload): x = 2 -> one pass, 0.5 + max(0, 4) + 6;
+  // x = 1, h = 1 -> hit pass and upload pass, 2 x 0.5 + max(3, 2) + 3
+  const plan_row& eng = row_of(rows, plan_kind::engine_upload, "lru");
+  EXPECT_EQ(eng.uploads, 10u);
+  EXPECT_EQ(eng.device_hits, 2u);
+  EXPECT_NEAR(eng.seconds, 4 * 10.5e-3 + 2 * 7e-3, 1e-9);
+  EXPECT_EQ(eng.bytes_uploaded, 10 * cell);
   // the same cache, hits computing while misses upload: x = 2 -> 0.5 + 4 + 6; x = 1, h = 1 -> 0.5 + 3 + 3
   const plan_row& async = row_of(rows, plan_kind::upload, "lru");
   EXPECT_NEAR(async.seconds, 4 * 10.5e-3 + 2 * 6.5e-3, 1e-9);
@@ -149,6 +151,8 @@ TEST(plan, unified_memory_adds_what_would_overlap) {
   EXPECT_NEAR(row_of(rows, plan_kind::static_pin).seconds, 2 * 6.5e-3 + 4 * 9.75e-3, 1e-9);
   // upload cache: x = 2 -> 0.5 + 4 + 6 (as before); x = 1, h = 1 -> 0.5 + 3 + 2 + 3
   EXPECT_NEAR(row_of(rows, plan_kind::upload, "lru").seconds, 4 * 10.5e-3 + 2 * 8.5e-3, 1e-9);
+  // the offload engine: x = 1, h = 1 -> two passes, 2 x 0.5 + 3 + 2 + 3
+  EXPECT_NEAR(row_of(rows, plan_kind::engine_upload, "lru").seconds, 4 * 10.5e-3 + 2 * 9e-3, 1e-9);
 }
 
 TEST(plan, first_layers_on_cpu_fit_the_budget) {
@@ -343,11 +347,11 @@ TEST(plan_cli, writes_ranked_json_and_report) {
     EXPECT_FALSE(seen_infeasible) << "feasible row after an infeasible one";
     EXPECT_LE(row["tokens_per_s"].get<double>(), prev);
     prev = row["tokens_per_s"].get<double>();
-    if (row["name"] == "upload cache LRU global, synchronous (moeroute run)") {
-      EXPECT_NEAR(row["tokens_per_s"].get<double>(), 3 / (10 * 2e-3 + 6 * 6.5e-3), 1e-6);
+    if (row["name"] == "offload engine, LRU global, --miss upload (moeroute run)") {
+      EXPECT_NEAR(row["tokens_per_s"].get<double>(), 3 / (4 * 10.5e-3 + 2 * 7e-3), 1e-6);
     }
   }
-  EXPECT_NE(r.out.find("upload cache LRU global, synchronous"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("offload engine, LRU global, --miss upload"), std::string::npos) << r.out;
   const std::string page = clitest::read_text(html);
   EXPECT_NE(page.find("<svg"), std::string::npos);
   EXPECT_NE(page.find("Predicted tokens per second by strategy"), std::string::npos);

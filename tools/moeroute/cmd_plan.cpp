@@ -37,6 +37,7 @@ struct plan_args {
   std::string trace, model, shape, hardware, json, report, pin, save_hardware;
   double vram_mib = 0, threshold = default_prefetch_threshold;
   int max_tokens = 0;
+  int cpu_threads = 1;
 };
 
 /// Names of the shipped profiles, comma-separated.
@@ -130,9 +131,9 @@ inline void run_plan(const plan_args& a) {
       if (std::find(distinct.begin(), distinct.end(), l) == distinct.end()) distinct.push_back(l);
     vulkan_context ctx;
     std::cerr << "moeroute plan: measuring this machine (" << ctx.device_name() << ") ...\n";
-    hw = measure_hardware(ctx, distinct);
+    hw = measure_hardware(ctx, distinct, "this", 9, a.cpu_threads);
 #else
-    detail::fail(errc::unsupported, "--hardware this: this moeroute was built without Vulkan and Eigen");
+    detail::fail(errc::unsupported, "--hardware this: this moeroute was built without Vulkan");
 #endif
   }
   MOEROUTE_CHECK(hw.vram_gib <= 0 || measure || a.vram_mib <= hw.vram_gib * 1024.0, errc::invalid_argument,
@@ -229,6 +230,8 @@ inline void setup_plan(CLI::App& app, int&) {
   sub->add_option("--pin", a->pin, "ATX residency policy ranking the cells of 'static pinning' (default: trace counts)");
   sub->add_option("--save-hardware", a->save_hardware, "write the profile used (with --hardware this: the measurement)");
   sub->add_option("--max-tokens", a->max_tokens, "replay at most this many tokens")->check(moeroute::cli::int_in(1, 1 << 30));
+  sub->add_option("--cpu-threads", a->cpu_threads, "--hardware this: host threads of the CPU FFN probe, as run's --cpu-threads (1)")
+      ->check(moeroute::cli::int_in(1, 256));
   sub->add_option("--prefetch-threshold", a->threshold, "probability a prefetch needs (best strategy; default 0.5)")
       ->check(moeroute::cli::finite_in(0.0, 1.0));
   sub->callback([a] {

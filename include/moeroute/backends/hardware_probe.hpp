@@ -1,7 +1,7 @@
 #pragma once
 // measure_hardware: a hardware profile (plan/hardware.hpp) of the machine it runs on, measured
-// through the backends an offloaded MoE layer uses (Vulkan for the device, the Eigen reference FFN
-// for the CPU). The two points of each line (small and large upload; 1 and k experts) are timed
+// through the backends an offloaded MoE layer uses (Vulkan for the device, the quantized CPU FFN
+// cpu_quant_ffn for the CPU, the path of offloaded_moe's CPU misses). The two points of each line (small and large upload; 1 and k experts) are timed
 // back to back in each of `reps` rounds, each point a batch of calls lasting about 25 ms, so both
 // see the same load of the machine and time slicing counts as in a sustained run; each figure is
 // the mean over the rounds:
@@ -18,19 +18,23 @@
 //    gflops[type] = 2 * 3 * H * F / per expert for each type of that layer (the later layer wins
 //    for a type in several); mem_gbps = the larger of the memcpy figure and expert bytes / per
 //    expert, so the planner reproduces the measured time;
-//  - cpu: the same with cpu_ffn (the Eigen reference: weights decoded to float32 at upload, so the
-//    rate is that of float32 weights, recorded for each type of the layer).
+//  - cpu: the same with cpu_quant_ffn (`cpu_threads` threads, the best path of this CPU) reading
+//    the quantized weights in place from S host copies (at least 64 MiB), each call to experts
+//    the previous calls did not use, as offloaded_moe's CPU misses read the mapped model;
+//  - unified_memory: true when the Vulkan device is the CPU (lavapipe): its queue executes passes
+//    and copies on the host's cores and memory, so device, copy and CPU times add.
 // Throws moeroute::error (errc::device) when the device fails. Takes about a second per probed
 // layer on a CPU Vulkan device (lavapipe).
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <moeroute/backends/cpu_eigen.hpp>
+#include <moeroute/backends/cpu_quant.hpp>
 #include <moeroute/backends/vulkan.hpp>
 #include <moeroute/plan/hardware.hpp>
 
@@ -118,10 +122,13 @@ std::pair<double, double> probe_ffn(int k, int rounds, Run&& run_k) {
 /// Measures this machine (contract at the top). `layers`: the layer shapes to probe (e.g. the
 /// distinct layers of the planned model); `name` becomes the profile's name.
 inline hardware_profile measure_hardware(const vulkan_context& ctx, const std::vector<ffn_layer>& layers,
-                                         const std::string& name = "this", int reps = 9) {
+                                         const std::string& name = "this", int reps = 9, int cpu_threads = 1) {
   hardware_profile p;
   p.name = name;
   p.description = "measured by moeroute on " + ctx.device_name();
+  p.unified_memory = ctx.device_type() == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  p.sources["unified_memory"] = p.unified_memory ? "the Vulkan device is the CPU: its queue runs on the host"
+                                                 : "the Vulkan device is not the CPU";
   const VkDeviceSize heap = ctx.max_allocation();
   p.vram_gib = static_cast<double>(heap) / (1024.0 * 1024.0 * 1024.0);
   p.sources["vram_gib"] = "the device's largest allocation (maxMemoryAllocationSize), not its total memory";
@@ -192,22 +199,22 @@ inline hardware_profile measure_hardware(const vulkan_context& ctx, const std::v
       const std::uint32_t off[2] = {0, static_cast<std::uint32_t>(n)};
       op.forward({routing_result_view{1, S, off, ids.data(), w.data()}, x.data(), y.data()});
     });
-    // CPU (Eigen reference; float32 weights: slots up to 64 MiB of them)
-    const int Sc = static_cast<int>(std::min<std::size_t>(
-        static_cast<std::size_t>(S), std::max<std::size_t>(static_cast<std::size_t>(2 * k), (std::size_t{64} << 20) / (12 * H * static_cast<std::size_t>(s.ffn)))));
-    cpu_ffn cf(s, Sc);
-    for (int e = 0; e < Sc; ++e) cf.upload_expert(e, blobs.data() + static_cast<std::size_t>(e % k) * eb, eb);
-    for (int e = 0; e < S; ++e) table[static_cast<std::size_t>(e)] = e % Sc;
-    cf.set_slot_table(table.data(), table.size());
-    std::vector<float> cws;
+    // CPU (cpu_quant_ffn on S host copies of the blobs, 16-byte aligned strides)
+    const std::size_t stride = (eb + 15) / 16 * 16;
+    std::vector<unsigned char> host(static_cast<std::size_t>(S) * stride + 16);
+    auto* base = host.data() + (16 - reinterpret_cast<std::uintptr_t>(host.data()) % 16) % 16;
+    cpu_ffn_options co;
+    co.threads = cpu_threads;
+    cpu_quant_ffn cf(s, co);
+    for (int e = 0; e < S; ++e) {
+      std::memcpy(base + static_cast<std::size_t>(e) * stride, blobs.data() + static_cast<std::size_t>(e % k) * eb, eb);
+      cf.set_expert_blob(e, base + static_cast<std::size_t>(e) * stride);
+    }
     next = 0;
     const auto cpu = detail::probe_ffn(k, reps, [&](int n) {
-      for (int i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = next++ % Sc;
+      route(n);
       const std::uint32_t off[2] = {0, static_cast<std::uint32_t>(n)};
-      const ffn_args a{routing_result_view{1, S, off, ids.data(), w.data()}, x.data(), y.data()};
-      cws.resize(cf.workspace_size(a) / 4 + 1);
-      cf.initialize(a, cws.data());
-      cf.run();
+      cf.run(ffn_args{routing_result_view{1, S, off, ids.data(), w.data()}, x.data(), y.data()});
     });
     for (weight_type t : {s.gate_type, s.up_type, s.down_type}) {
       p.device_gflops.by_type[t] = flops / dev.first / 1e9;
@@ -229,8 +236,9 @@ inline hardware_profile measure_hardware(const vulkan_context& ctx, const std::v
   }
   p.sources["device"] = "measured: vulkan_ffn::forward, 1 token to 1 and to 8 experts (" + what + "); mean of " +
                         std::to_string(reps) + " rounds of 25 ms batches";
-  p.sources["cpu"] = "measured: cpu_ffn (Eigen reference, float32 weights after decoding), 1 token to 1 and to 8 experts (" +
-                     what + ")";
+  p.sources["cpu"] = detail::concat("measured: cpu_quant_ffn (", cpu_isa_name(cpu_best_isa()), ", ", cpu_threads,
+                                    cpu_threads == 1 ? " thread" : " threads", "), 1 token to 1 and to 8 experts (", what,
+                                    "); mean of ", reps, " rounds of 25 ms batches");
   return p;
 }
 

@@ -28,10 +28,16 @@
 //  static_pin        the first cells of a ranked list (an ATX policy's order, or the trace's
 //                    access counts, most accessed first) that fit V stay resident; every other
 //                    expert is computed on the CPU: x = 0.
-//  upload_sync       an upload cache (expert_cache::request with the named eviction) whose misses
-//                    are uploaded one by one, each waited for, then the layer's FFN runs:
-//                    T = x u_l + o_d + k d_l. This is `moeroute run` as of this header.
-//  upload            the same cache with the overlap of D: y = 0.
+//  engine_upload     the offload engine (offload/offloaded_moe.hpp) with miss mode upload, which
+//                    `moeroute run --miss upload` drives: an upload cache (expert_cache::request
+//                    with the named eviction) whose forward() submits a device pass over the hits,
+//                    then the misses' uploads, then a second pass over the uploaded experts, and
+//                    waits once. Each pass pays the call cost: with P = [h > 0] + [x > 0] passes,
+//                    D = P o_d + max(h d_l, x u_l) + x d_l (a unified-memory profile, e.g. a CPU
+//                    Vulkan device whose queue runs everything on the host, adds: P o_d + h d_l +
+//                    x u_l + x d_l); y = 0. `moeroute run --miss cpu` never uploads (its cache
+//                    stays empty), which is the cpu_all row.
+//  upload            the same cache as one device call with the overlap of D: y = 0.
 //  hybrid            the same cache; per record, of its m misses the first x (routing order) are
 //                    uploaded and m - x computed on the CPU, x in 0..m minimising T (ties: more
 //                    uploads). CPU-computed misses are also uploaded in the background, in routing
@@ -66,14 +72,14 @@
 
 namespace moeroute {
 
-enum class plan_kind { cpu_all, cpu_first_layers, static_pin, upload_sync, upload, hybrid, best, all_resident };
+enum class plan_kind { cpu_all, cpu_first_layers, static_pin, engine_upload, upload, hybrid, best, all_resident };
 
 /// One strategy to predict.
 struct plan_strategy {
   std::string name;                          ///< row label
   plan_kind kind = plan_kind::upload;
-  std::string eviction = "lru";              ///< upload_sync / upload / hybrid: an eviction_policy_names() entry
-  cache_scope scope = cache_scope::global;   ///< upload_sync / upload / hybrid
+  std::string eviction = "lru";              ///< engine_upload / upload / hybrid: an eviction_policy_names() entry
+  cache_scope scope = cache_scope::global;   ///< engine_upload / upload / hybrid
 };
 
 /// The strategies of the table, in the order the contract lists them.
@@ -82,7 +88,7 @@ inline std::vector<plan_strategy> default_plan_strategies() {
       {"all experts on CPU (--cpu-moe)", plan_kind::cpu_all, "", cache_scope::global},
       {"first N layers on CPU (--n-cpu-moe)", plan_kind::cpu_first_layers, "", cache_scope::global},
       {"static pinning, rest on CPU", plan_kind::static_pin, "", cache_scope::global},
-      {"upload cache LRU global, synchronous (moeroute run)", plan_kind::upload_sync, "lru", cache_scope::global},
+      {"offload engine, LRU global, --miss upload (moeroute run)", plan_kind::engine_upload, "lru", cache_scope::global},
       {"upload cache LRU global", plan_kind::upload, "lru", cache_scope::global},
       {"upload cache LRU per layer", plan_kind::upload, "lru", cache_scope::per_layer},
       {"upload cache LFRU per layer", plan_kind::upload, "lfru", cache_scope::per_layer},
@@ -217,7 +223,7 @@ struct plan_caches {
   }
 };
 
-/// Replays a cache strategy (upload_sync, upload, hybrid, best) with eviction Ev.
+/// Replays a cache strategy (engine_upload, upload, hybrid, best) with eviction Ev.
 template <class Ev>
 void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_costs& c, const plan_options& o,
                        const plan_strategy& s, plan_row& row) {
@@ -247,9 +253,9 @@ void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_c
       x = loads.size();
       h = k - x;
       tm = plan_time(c, l, h, x, 0);
-      if (s.kind == plan_kind::upload_sync) {
-        tm.D = c.device_call + static_cast<double>(k) * c.device[static_cast<std::size_t>(l)];
-        tm.T = tm.U + tm.D;
+      if (s.kind == plan_kind::engine_upload && h > 0 && x > 0) {  // a second device pass
+        tm.D += c.device_call;
+        tm.T = tm.D;
       }
       T = tm.T;
     } else {
