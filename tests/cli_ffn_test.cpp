@@ -82,6 +82,9 @@ TEST(CliFfn, BadInputExitsTwoWithOneLineAndWritesNothing) {
   expect_bad(base + " --route --backend gpu -o " + out, out, "--backend 'gpu' (expected eigen, cpu or vulkan)");
   expect_bad(base + " --route --threads 2 -o " + out, out, "--threads applies to --backend cpu only");
   expect_bad(base + " --route --backend cpu --threads 0 -o " + out, out, "--threads");
+  expect_bad(base + " --route --activations f32 -o " + out, out, "--activations applies to --backend cpu only");
+  expect_bad(base + " --route --backend cpu --activations f16 -o " + out, out,
+             "--activations 'f16' (expected int8 or f32)");
   // an unsupported weight type: IQ1_M experts
   moeroute_test::gguf_writer iq = moeroute_test::make_moe_model({0}, 4, 256, 256, 29, [](int, int, int) {
     return std::string(256 * 56, '\0');
@@ -128,6 +131,23 @@ TEST(CliFfn, CpuBackendWithinTwiceGgmlError) {
       else
         EXPECT_EQ(read_text(y), bytes) << "depends on the thread count";
     }
+  }
+}
+
+// --backend cpu --activations f32 (dequantized rows, float32 dots): every golden layer equals the
+// exact answer to float32 rounding (NMSE <= 1e-9).
+TEST(CliFfn, CpuBackendF32ActivationsMatchExact) {
+  for (const auto& v : golden::kVariants) {
+    const std::string st = golden::stem(v);
+    SCOPED_TRACE(st);
+    const std::string y = tmp_path("ffn_cpu_f32_" + st + ".npy");
+    const auto r = run_cli("ffn --model " + g(std::string(v.name) + ".gguf") + " --block " + std::to_string(v.block) +
+                               " --x " + g(std::string(v.name) + ".x.npy") + " --ids " + g(st + ".ids.npy") +
+                               " --weights " + g(st + ".w.npy") + " --backend cpu --activations f32 -o " + y,
+                           "ffn_cpu_f32");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("f32 activations)"), std::string::npos) << r.err;
+    EXPECT_LE(golden::nmse(load_tmp(y).f32(), golden::load(st + ".y_exact.npy").f64()), 1e-9);
   }
 }
 

@@ -109,7 +109,8 @@ TEST(CpuQuant, GoldenModelsWithinTwiceGgmlErrorOnEveryPath) {
 
 // A random layer of type t: select, accumulate and thread counts against the plain-loop
 // reference of ffn_test_common.hpp over the same blobs.
-void check_random_layer(const moeroute::ffn_layer& s, std::size_t T, int K, double tol) {
+void check_random_layer(const moeroute::ffn_layer& s, std::size_t T, int K, double tol,
+                        moeroute::cpu_activations act = moeroute::cpu_activations::int8) {
   ffn_test::problem p;
   p.shape = s;
   ffn_test::random_weights(p, 7);
@@ -136,7 +137,8 @@ void check_random_layer(const moeroute::ffn_layer& s, std::size_t T, int K, doub
     std::vector<float> y1;
     for (int threads : {1, 2, 3}) {
       SCOPED_TRACE(threads);
-      moeroute::cpu_quant_ffn op(s, {threads, isa});
+      moeroute::cpu_quant_ffn op(s, {threads, isa, act});
+      ASSERT_EQ(op.activations(), act);
       for (int e = 0; e < s.num_experts; ++e) op.set_expert_blob(e, p.blobs[static_cast<std::size_t>(e)].data());
       std::vector<float> y(T * H, 5.0f);
       op.run({p.routing.view(), p.x.data(), y.data()});
@@ -166,6 +168,57 @@ TEST(CpuQuant, EveryTypeSelectAccumulateAndThreadsAgainstPlainLoop) {
   }
 }
 
+// f32 activations: every type is the float FFN of the dequantized weights up to float32 rounding.
+TEST(CpuQuant, F32ActivationsEveryTypeAgainstPlainLoop) {
+  for (moeroute::weight_type t : moeroute::all_weight_types) {
+    SCOPED_TRACE(moeroute::weight_type_name(t));
+    const bool k = moeroute::block_elems(t) == 256;
+    check_random_layer(moeroute::ffn_layer(6, k ? 256 : 64, k ? 256 : 96, t), 5, 2, 1e-9,
+                       moeroute::cpu_activations::f32);
+  }
+  using moeroute::weight_type;
+  check_random_layer(moeroute::ffn_layer(5, 64, 32, weight_type::mxfp4, weight_type::mxfp4, weight_type::mxfp4, true,
+                                         moeroute::ffn_activation::swiglu_oai),
+                     9, 3, 1e-9, moeroute::cpu_activations::f32);
+  check_random_layer(moeroute::ffn_layer(4, 256, 256, weight_type::q4_k, weight_type::f16, weight_type::q6_k), 7, 2,
+                     1e-9, moeroute::cpu_activations::f32);
+}
+
+// f32 activations on the golden models: the exact answer (y_exact, float64 over the dequantized
+// weights) to float32 rounding, on every path, for 1 and 2 threads (bit-identical).
+TEST(CpuQuant, F32ActivationsGoldenModelsMatchExact) {
+  for (const auto& v : golden::kVariants) {
+    SCOPED_TRACE(golden::stem(v));
+    const auto m = moeroute::gguf_expert_weights::open(golden::path(std::string(v.name) + ".gguf"));
+    const int l = m.layer_of_block(v.block);
+    ASSERT_GE(l, 0);
+    const moeroute::ffn_layer& s = m.layer_shape(l);
+    std::size_t T = 0;
+    const moeroute::routing_result r = golden_routing(v, s.num_experts, T);
+    const std::vector<float> x = golden::load(std::string(v.name) + ".x.npy").f32();
+    const std::vector<double> exact = golden::load(golden::stem(v) + ".y_exact.npy").f64();
+    for (cpu_isa isa : paths()) {
+      SCOPED_TRACE(moeroute::cpu_isa_name(isa));
+      std::vector<float> y1;
+      for (int threads : {1, 2}) {
+        moeroute::cpu_quant_ffn op(s, {threads, isa, moeroute::cpu_activations::f32});
+        for (int e = 0; e < s.num_experts; ++e) op.set_expert(e, m.expert_weights(l, e));
+        std::vector<float> y(T * static_cast<std::size_t>(s.hidden), 123.0f);
+        op.run({r.view(), x.data(), y.data()});
+        if (threads == 1) {
+          const double e = golden::nmse(y, exact);
+          EXPECT_LE(e, 1e-9);
+          std::printf("  %-12s %-8s f32 activations: NMSE vs y_exact %.3e\n", golden::stem(v).c_str(),
+                      moeroute::cpu_isa_name(isa), e);
+          y1 = y;
+        } else {
+          EXPECT_EQ(y, y1) << "results depend on the thread count";
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuQuant, BiasesSwigluOaiAndMixedTypes) {
   using moeroute::weight_type;
   check_random_layer(moeroute::ffn_layer(5, 64, 32, weight_type::mxfp4, weight_type::mxfp4, weight_type::mxfp4, true,
@@ -180,6 +233,7 @@ TEST(CpuQuant, RejectsBadUse) {
   EXPECT_THROW(moeroute::cpu_quant_ffn(s, {0, cpu_isa::best}), moeroute::error);
   moeroute::cpu_quant_ffn op(s);
   EXPECT_NE(op.isa(), cpu_isa::best);
+  EXPECT_EQ(op.activations(), moeroute::cpu_activations::int8);  // the default
   EXPECT_THROW(op.set_expert(4, {}), moeroute::error);
   EXPECT_THROW(op.set_expert(0, {}), moeroute::error);
   moeroute::routing_result r = ffn_test::random_routing(2, 4, 2, 1);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <iterator>
 #include <memory>
@@ -174,10 +175,10 @@ moeroute::routing_result_view token_view(const moeroute::routing_result& r, std:
 }  // namespace
 
 // Every golden model: y of every miss mode with a 2-slot budget (upload: token by token, with
-// prefetch; cpu and auto: the 5-token batch at once, more experts than slots) equals the all-resident Eigen FFN: NMSE <= 1e-5 when every
-// entry runs on the device (upload mode) or the weights are float; entries computed by the
-// quantized CPU FFN carry its activation quantization (as ggml's CPU backend), so cpu and auto
-// modes on quantized types are held to 2x ggml's own NMSE against the exact answer (NMSE.txt).
+// prefetch; cpu and auto: the 5-token batch at once, more experts than slots) equals the
+// all-resident Eigen FFN to NMSE <= 1e-5 in every mode: the CPU entries use float32 activations
+// (offload_options::cpu_activations, f32 by default). With int8 activations (ggml's CPU
+// arithmetic) cpu mode is held to 2x ggml's own NMSE (NMSE.txt) on q4_k, mixed and gptoss.
 TEST(Offload, EveryGoldenModelEveryMissModeMatchesAllResident) {
   NEED_VULKAN();
   const char* files[] = {"f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs", "mxfp4",
@@ -207,7 +208,8 @@ TEST(Offload, EveryGoldenModelEveryMissModeMatchesAllResident) {
     for (const auto mode : {moeroute::miss_mode::cpu, moeroute::miss_mode::auto_, moeroute::miss_mode::upload}) {
       SCOPED_TRACE(moeroute::miss_mode_name(mode));
       moe.set_miss_mode(mode);
-      const double bound = mode == moeroute::miss_mode::upload ? 1e-5 : std::max(1e-5, 2.0 * golden::ggml_model_nmse(f));
+      const double bound = 1e-5;
+      double worst = 0;
       if (mode == moeroute::miss_mode::upload) moe.use_coactivation_prefetch(0.0);  // prefetch never changes y
       for (int l = 0; l < L; ++l) {
         const auto& r = routes[static_cast<std::size_t>(l)];
@@ -217,8 +219,25 @@ TEST(Offload, EveryGoldenModelEveryMissModeMatchesAllResident) {
         } else {  // token by token: a token's two experts fit
           for (std::size_t t = 0; t < T; ++t) moe.forward(l, token_view(r, t, off), x.data() + t * H, y.data() + t * H);
         }
-        EXPECT_LE(golden::nmse(y, w), bound) << "layer " << l;
+        const double e = golden::nmse(y, w);
+        EXPECT_LE(e, bound) << "layer " << l;
+        worst = std::max(worst, e);
       }
+      std::printf("  %-7s %-6s NMSE vs all-resident (worst layer) %.3e\n", f, moeroute::miss_mode_name(mode), worst);
+    }
+    // int8 activations on the CPU path (ggml's arithmetic, 2x ggml's own error), on a few models
+    if (std::string(f) == "q4_k" || std::string(f) == "mixed" || std::string(f) == "gptoss") {
+      moeroute::offload_options o8 = o;
+      o8.cpu_activations = moeroute::cpu_activations::int8;
+      moeroute::offloaded_moe<moeroute::lru_eviction> moe8(*context(), host.layers, o8);
+      double worst8 = 0;
+      for (int l = 0; l < L; ++l) {
+        moe8.forward(l, routes[static_cast<std::size_t>(l)].view(), x.data(), y.data());
+        const double e = golden::nmse(y, want[static_cast<std::size_t>(l)]);
+        EXPECT_LE(e, std::max(1e-5, 2.0 * golden::ggml_model_nmse(f))) << "int8, layer " << l;
+        worst8 = std::max(worst8, e);
+      }
+      std::printf("  %-7s cpu, int8 activations: NMSE vs all-resident (worst layer) %.3e\n", f, worst8);
     }
     const auto& c = moe.counters();
     EXPECT_EQ(c.accesses, c.hits + c.misses);

@@ -28,7 +28,7 @@
 namespace {
 
 struct ffn_cmd_args {
-  std::string model, x, ids, weights, ids_out, weights_out, backend = "eigen", out;
+  std::string model, x, ids, weights, ids_out, weights_out, backend = "eigen", out, activations = "int8";
   int block = -1, threads = 1;
   bool route = false;
 };
@@ -89,6 +89,10 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
                  "--backend '", a.backend, "' (expected eigen, cpu or vulkan)");
   MOEROUTE_CHECK(a.backend == "cpu" || sub.count("--threads") == 0, errc::invalid_argument,
                  "--threads applies to --backend cpu only");
+  MOEROUTE_CHECK(a.activations == "int8" || a.activations == "f32", errc::invalid_argument, "--activations '",
+                 a.activations, "' (expected int8 or f32)");
+  MOEROUTE_CHECK(a.backend == "cpu" || sub.count("--activations") == 0, errc::invalid_argument,
+                 "--activations applies to --backend cpu only");
 
   // Every output is declared (and its place checked) before any work; all are written at the end.
   cli::output_files outs;
@@ -127,11 +131,12 @@ void run_ffn_cmd(const ffn_cmd_args& a, CLI::App& sub) {
     w.read_layer(layer, all.data());
   }
   if (a.backend == "cpu") {  // straight from the mapped file: views, no copy
-    cpu_quant_ffn op(s, {a.threads, cpu_isa::best});
+    const cpu_activations act = a.activations == "f32" ? cpu_activations::f32 : cpu_activations::int8;
+    cpu_quant_ffn op(s, {a.threads, cpu_isa::best, act});
     for (int e = 0; e < s.num_experts; ++e) op.set_expert(e, w.expert_weights(layer, e));
     op.run(args);
     path = std::string("cpu (") + cpu_isa_name(op.isa()) + ", " + std::to_string(a.threads) + " thread" +
-           (a.threads == 1 ? ")" : "s)");
+           (a.threads == 1 ? ", " : "s, ") + cpu_activations_name(act) + " activations)";
   } else if (a.backend == "eigen") {
 #if MOEROUTE_CLI_HAS_EIGEN
     cpu_ffn op(s, s.num_experts);
@@ -186,6 +191,9 @@ void setup_ffn(CLI::App& app, int&) {
   sub->add_option("--weights-out", a->weights_out, "with --route: write their weights, .npy float32 [T, K]");
   sub->add_option("--backend", a->backend, "eigen (default) | cpu (quantized, from the mapped file) | vulkan");
   sub->add_option("--threads", a->threads, "threads of --backend cpu (default 1)")->check(moeroute::cli::int_in(1, 1024));
+  sub->add_option("--activations", a->activations,
+                  "activations of --backend cpu: int8 (default; ggml's CPU arithmetic) | f32 (dequantized rows, "
+                  "float32 dots: the float backends' result)");
   sub->add_option("-o,--output", a->out, "output Y, .npy float32 [T, H]")->required();
   sub->callback([a, sub] { run_ffn_cmd(*a, *sub); });
 }

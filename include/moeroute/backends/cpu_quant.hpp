@@ -11,6 +11,12 @@
 // products are summed exactly in integers per 16 values and scaled in float32. f32, f16 and bf16
 // tensors are computed in float32 against float32 activations.
 //
+// cpu_activations::f32 (cpu_ffn_options::activations) keeps every activation in float32 instead:
+// each weight row, of any type, is dequantized (weights/dequant.hpp, exactly ggml's to_float) into
+// a per-thread scratch row and dotted with the float x / intermediate in float32, so the result is
+// the float FFN of the dequantized weights up to float32 rounding (what the Vulkan and Eigen
+// backends compute) at the cost of speed; int8 (the default) is ggml's CPU arithmetic.
+//
 // Instruction sets: the portable path is plain C++; on x86-64 (GCC, Clang) AVX2+FMA and AVX-512
 // (BW/VL, with VNNI when present) paths are compiled with function-level target attributes and
 // chosen once at run time from the CPU's features, so the header needs no -m flags. Paths agree
@@ -58,10 +64,20 @@ namespace moeroute {
 /// The instruction-set path of cpu_quant_ffn: best = the widest the CPU has (checked once).
 enum class cpu_isa { portable, avx2, avx512, best };
 
-/// Options of cpu_quant_ffn: thread count (>= 1, the calling thread included) and path.
+/// Precision of the activations entering the quantized tensors: int8 per 32 values (ggml's CPU
+/// arithmetic, fastest) or f32 (dequantized weight rows against float activations; matches the
+/// float backends to float32 rounding).
+enum class cpu_activations { int8, f32 };
+
+/// "int8" or "f32".
+inline const char* cpu_activations_name(cpu_activations a) { return a == cpu_activations::f32 ? "f32" : "int8"; }
+
+/// Options of cpu_quant_ffn: thread count (>= 1, the calling thread included), path, and the
+/// activation precision.
 struct cpu_ffn_options {
   int threads = 1;
   cpu_isa isa = cpu_isa::best;
+  cpu_activations activations = cpu_activations::int8;
 };
 
 /// "portable", "avx2", "avx512" or "best".
@@ -833,6 +849,7 @@ class cpu_quant_ffn {
     k_ = kernels_for(isa_);
     experts_.assign(static_cast<std::size_t>(layer.num_experts), expert_weights_view{});
     threads_ = opt.threads;
+    f32_act_ = opt.activations == cpu_activations::f32;
     if (threads_ > 1) pool_ = std::make_unique<detail::cq::pool>(threads_);
     scratch_.resize(static_cast<std::size_t>(threads_));
   }
@@ -841,6 +858,9 @@ class cpu_quant_ffn {
   /// The path actually used (never `best`).
   cpu_isa isa() const noexcept { return isa_; }
   int threads() const noexcept { return threads_; }
+  cpu_activations activations() const noexcept {
+    return f32_act_ ? cpu_activations::f32 : cpu_activations::int8;
+  }
 
   /// Sets expert e's weights (views, no copy). Every routed expert must be set before run().
   /// Throws invalid_argument for e outside [0, E), a null gate/up/down, or missing biases when
@@ -919,8 +939,8 @@ class cpu_quant_ffn {
     for (std::size_t e = 0; e < E; ++e)
       if (eoff_[e + 1] > eoff_[e]) active_.push_back(static_cast<std::uint32_t>(e));
 
-    const bool gu_q = !detail::cq::type_is_float(layer_.gate_type) || !detail::cq::type_is_float(layer_.up_type);
-    const bool d_q = !detail::cq::type_is_float(layer_.down_type);
+    const bool gu_q = !is_float(layer_.gate_type) || !is_float(layer_.up_type);
+    const bool d_q = !is_float(layer_.down_type);
     grow(xq_, gu_q ? T * H : 0);
     grow(xd_, gu_q ? T * H / 16 : 0);
     grow(xs_, gu_q ? T * H / 16 : 0);
@@ -1068,12 +1088,15 @@ class cpu_quant_ffn {
     std::size_t row(std::uint32_t j) const noexcept { return token_of != nullptr ? token_of[j] : j; }
   };
 
+  // A tensor of type t takes the float path: a float type, or any type with f32 activations.
+  bool is_float(weight_type t) const noexcept { return f32_act_ || detail::cq::type_is_float(t); }
+
   // out[k] = row r of a tensor of type t (rows of a.n values) . activation row of entry ents[k]
   void project(weight_type t, const void* base, std::size_t r, const act_rows& a, const std::uint32_t* ents,
                std::size_t m, thread_scratch& s, float* out) const {
     const std::size_t n = a.n;
     const auto* row = static_cast<const unsigned char*>(base) + r * row_bytes(t, n);
-    if (detail::cq::type_is_float(t)) {
+    if (is_float(t)) {  // the row dequantized once into s.f, dotted with each float activation row
       dequantize_row(t, row, s.f.data(), n);
       for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), a.f + a.row(ents[k]) * n, n);
       return;
@@ -1106,6 +1129,7 @@ class cpu_quant_ffn {
   cpu_isa isa_ = cpu_isa::portable;
   detail::cq::kernels k_{};
   int threads_ = 1;
+  bool f32_act_ = false;
   std::unique_ptr<detail::cq::pool> pool_;
   std::vector<expert_weights_view> experts_;
   std::vector<std::uint32_t> eoff_, cursor_, list_, token_of_, active_;

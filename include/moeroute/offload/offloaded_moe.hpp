@@ -30,7 +30,12 @@
 //     (prefetch(), never evicting this call's experts) and their uploads are submitted at once;
 //  4. the host computes the CPU entries (cpu_quant_ffn::run with a per-entry selection) while
 //     the device works, then waits for the device passes and adds the partial sums.
-// y is the all-resident FFN up to float rounding (the partial sums are added in another order).
+// y is the all-resident FFN up to float rounding (the partial sums are added in another order):
+// the CPU entries are computed with float32 activations by default (cpu_activations::f32, each
+// weight row dequantized and dotted in float32), so upload, cpu and auto modes agree with the
+// all-resident device result to NMSE <= 1e-5 (measured ~1e-13 on the golden models, see
+// docs/offload.md); offload_options::cpu_activations = int8 trades that for ggml's faster 8-bit
+// activation arithmetic (NMSE ~1e-4 on quantized types).
 //
 // What overlaps: everything is submitted to the context's one queue without waiting, and the host
 // waits only at the end of the call (or when a staging buffer or a slot is still being written:
@@ -155,6 +160,9 @@ struct offload_options {
   residency_set pinned;            ///< cells loaded at construction and never evicted (cache mode)
   std::size_t staging_experts = 16;  ///< staging ring entries (one expert each), >= 1
   int cpu_threads = 1;             ///< host threads of the CPU miss path
+  /// activation precision of the CPU miss path: f32 = the device's result to float rounding;
+  /// int8 = ggml's 8-bit activations, faster, NMSE ~1e-4 against the device on quantized types
+  moeroute::cpu_activations cpu_activations = moeroute::cpu_activations::f32;
   miss_costs costs;                ///< zero fields are measured at construction when miss is auto
 };
 
@@ -312,6 +320,7 @@ class offloaded_moe {
     layer_cpu_s_.assign(src_.size(), opt_.costs.cpu_s_per_entry);
     cpu_ffn_options co;
     co.threads = std::max(1, opt_.cpu_threads);
+    co.activations = opt_.cpu_activations;  // measure_cpu() times this precision
     for (std::size_t l = 0; l < src_.size(); ++l) {
       cpu_.push_back(std::make_unique<cpu_quant_ffn>(src_[l].shape, co));
       for (int e = 0; e < E_; ++e) cpu_.back()->set_expert(e, src_[l].experts[static_cast<std::size_t>(e)]);
