@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -57,6 +58,28 @@ moeroute::routing_result golden_routing(const golden::variant& v, int E, std::si
   return r;
 }
 
+// One golden model's MoE block, mapped, with its routing, input and exact answer.
+struct golden_case {
+  moeroute::gguf_expert_weights m;
+  int l = -1;
+  std::size_t T = 0;
+  moeroute::routing_result r;
+  std::vector<float> x;
+  std::vector<double> exact;
+  const moeroute::ffn_layer& shape() const { return m.layer_shape(l); }
+};
+std::unique_ptr<golden_case> load_golden_case(const golden::variant& v) {
+  auto c = std::make_unique<golden_case>(
+      golden_case{moeroute::gguf_expert_weights::open(golden::path(std::string(v.name) + ".gguf")), -1, 0, {}, {}, {}});
+  c->l = c->m.layer_of_block(v.block);
+  EXPECT_GE(c->l, 0);
+  if (c->l < 0) return nullptr;
+  c->r = golden_routing(v, c->shape().num_experts, c->T);
+  c->x = golden::load(std::string(v.name) + ".x.npy").f32();
+  c->exact = golden::load(golden::stem(v) + ".y_exact.npy").f64();
+  return c;
+}
+
 }  // namespace
 
 TEST(CpuQuant, GoldenModelsWithinTwiceGgmlErrorOnEveryPath) {
@@ -64,15 +87,16 @@ TEST(CpuQuant, GoldenModelsWithinTwiceGgmlErrorOnEveryPath) {
   ASSERT_EQ(bound.size(), 15u);
   for (const auto& v : golden::kVariants) {
     SCOPED_TRACE(golden::stem(v));
-    const auto m = moeroute::gguf_expert_weights::open(golden::path(std::string(v.name) + ".gguf"));
+    const auto c = load_golden_case(v);
+    ASSERT_TRUE(c);
+    const auto& m = c->m;
     ASSERT_TRUE(m.file().in_memory());
-    const int l = m.layer_of_block(v.block);
-    ASSERT_GE(l, 0);
-    const moeroute::ffn_layer& s = m.layer_shape(l);
-    std::size_t T = 0;
-    const moeroute::routing_result r = golden_routing(v, s.num_experts, T);
-    const std::vector<float> x = golden::load(std::string(v.name) + ".x.npy").f32();
-    const std::vector<double> exact = golden::load(golden::stem(v) + ".y_exact.npy").f64();
+    const int l = c->l;
+    const moeroute::ffn_layer& s = c->shape();
+    const std::size_t T = c->T;
+    const auto& r = c->r;
+    const auto& x = c->x;
+    const auto& exact = c->exact;
     const double ggml = bound.at(golden::stem(v));
     std::vector<float> first;
     for (cpu_isa isa : paths()) {
@@ -189,14 +213,15 @@ TEST(CpuQuant, F32ActivationsEveryTypeAgainstPlainLoop) {
 TEST(CpuQuant, F32ActivationsGoldenModelsMatchExact) {
   for (const auto& v : golden::kVariants) {
     SCOPED_TRACE(golden::stem(v));
-    const auto m = moeroute::gguf_expert_weights::open(golden::path(std::string(v.name) + ".gguf"));
-    const int l = m.layer_of_block(v.block);
-    ASSERT_GE(l, 0);
-    const moeroute::ffn_layer& s = m.layer_shape(l);
-    std::size_t T = 0;
-    const moeroute::routing_result r = golden_routing(v, s.num_experts, T);
-    const std::vector<float> x = golden::load(std::string(v.name) + ".x.npy").f32();
-    const std::vector<double> exact = golden::load(golden::stem(v) + ".y_exact.npy").f64();
+    const auto c = load_golden_case(v);
+    ASSERT_TRUE(c);
+    const auto& m = c->m;
+    const int l = c->l;
+    const moeroute::ffn_layer& s = c->shape();
+    const std::size_t T = c->T;
+    const auto& r = c->r;
+    const auto& x = c->x;
+    const auto& exact = c->exact;
     for (cpu_isa isa : paths()) {
       SCOPED_TRACE(moeroute::cpu_isa_name(isa));
       std::vector<float> y1;
