@@ -89,14 +89,9 @@ TEST(CpuQuant, GoldenModelsWithinTwiceGgmlErrorOnEveryPath) {
     SCOPED_TRACE(golden::stem(v));
     const auto c = load_golden_case(v);
     ASSERT_TRUE(c);
-    const auto& m = c->m;
+    const auto& [m, l, T, r, x, exact] = *c;
     ASSERT_TRUE(m.file().in_memory());
-    const int l = c->l;
     const moeroute::ffn_layer& s = c->shape();
-    const std::size_t T = c->T;
-    const auto& r = c->r;
-    const auto& x = c->x;
-    const auto& exact = c->exact;
     const double ggml = bound.at(golden::stem(v));
     std::vector<float> first;
     for (cpu_isa isa : paths()) {
@@ -215,13 +210,8 @@ TEST(CpuQuant, F32ActivationsGoldenModelsMatchExact) {
     SCOPED_TRACE(golden::stem(v));
     const auto c = load_golden_case(v);
     ASSERT_TRUE(c);
-    const auto& m = c->m;
-    const int l = c->l;
+    const auto& [m, l, T, r, x, exact] = *c;
     const moeroute::ffn_layer& s = c->shape();
-    const std::size_t T = c->T;
-    const auto& r = c->r;
-    const auto& x = c->x;
-    const auto& exact = c->exact;
     for (cpu_isa isa : paths()) {
       SCOPED_TRACE(moeroute::cpu_isa_name(isa));
       std::vector<float> y1;
