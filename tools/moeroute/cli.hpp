@@ -106,7 +106,8 @@ class output_files {
 
   /// Declares the output of option `flag` at `path` ("" or "-" = stdout). A directory, a missing
   /// folder, an unwritable place, or a path (or stdout) named twice is errc::io_error /
-  /// errc::invalid_argument naming the flag and the path. The temporary file is created now.
+  /// errc::invalid_argument naming the flag and the path. Writability is probed now by creating
+  /// and removing the temporary file.
   void declare(const std::string& flag, const std::string& path) {
     const bool out = path.empty() || path == "-";
     for (const auto& f : files_)
@@ -121,8 +122,13 @@ class output_files {
       MOEROUTE_CHECK(!std::filesystem::is_directory(path, ec), errc::io_error, flag, " ", path,
                      ": is a directory, cannot write the output there");
       e.tmp = path + ".moeroute-tmp." + std::to_string(static_cast<long long>(::getpid()));
-      std::ofstream f(e.tmp, std::ios::binary | std::ios::trunc);
-      MOEROUTE_CHECK(f.good(), errc::io_error, flag, " ", path, ": cannot open for writing");
+      {
+        std::ofstream f(e.tmp, std::ios::binary | std::ios::trunc);
+        MOEROUTE_CHECK(f.good(), errc::io_error, flag, " ", path, ": cannot open for writing");
+      }
+      // The probe is removed at once: the temporary exists again only while commit() writes,
+      // so a run killed by a signal during its work leaves nothing beside the output.
+      std::remove(e.tmp.c_str());
     }
     files_.push_back(std::move(e));
   }
