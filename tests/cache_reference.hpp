@@ -208,7 +208,7 @@ struct layer_cycle_ref {
 inline result simulate_recommended(const std::vector<access>& acc, std::size_t capacity, bool per_layer,
                                    const std::set<std::pair<int, int>>& pinned, bool protect) {
   using key = std::pair<int, int>;
-  const double beta = 0.9, decay = 1.0 - 1.0 / 1024.0;
+  const double beta = 0.9, decay = 1.0 - 1.0 / 512.0;
   struct cell_stat {
     double lambda = 0;
     std::size_t stamp = 0, last = 0;

@@ -597,6 +597,10 @@ TEST(CacheSimFigures, RecommendedNoWorseThanLruOnMixtral) {
     std::size_t at = 0;
     EXPECT_LE(cache_compare_worst_vs_lru("recommended", mixtral(), scope, 1, 80, 1, at), 0) << at;
   }
+  // FLAME-MoE's first half, global, at 10% of the cells (51): the capacity where the miss decay of
+  // 1/1024 loaded more than LRU (docs/cache.md, the choice of the decay). One capacity: cheap.
+  const auto flame = cache_trace_head(read_routing_trace_jsonl(trace_path("flame-moe-290m_pretrain_decode10")), 2560);
+  EXPECT_LE(run("recommended", flame, 51).misses, run("lru", flame, 51).misses);
 }
 
 // layer-cycle (ordered sets per layer) against a plain scan of its documented rule on random
