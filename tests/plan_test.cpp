@@ -138,6 +138,17 @@ TEST(plan, strategies_match_hand_computed_times) {
   EXPECT_EQ(hy.device_hits, 1u);
   EXPECT_EQ(hy.cpu_experts, 6u);
   EXPECT_EQ(hy.bytes_uploaded, 11 * cell);
+  // the offload engine in miss mode auto (miss_plan.hpp's rule: a pass 0.5 + 3, an upload 2, a CPU
+  // entry 0.25 + 6 ms): with no hit the first miss is uploaded (2 + 3.5 <= 6.25) and the second
+  // goes to the CPU (7.5 > 6.25); with a hit (3.5) an upload would add 5.5 > 6.25, so the miss goes
+  // to the CPU. Cache {00} {00,12} {12,00} {00,12} {12,00} {12,00,11}: records 1, 2 and 6 upload
+  // one and compute one on the CPU, 3-5 hit one; every record max(D, 6.25) = 6.25 ms
+  const plan_row& au = row_of(rows, plan_kind::engine_auto, "lru");
+  EXPECT_NEAR(au.seconds, 6 * 6.25e-3, 1e-9);
+  EXPECT_EQ(au.uploads, 3u);
+  EXPECT_EQ(au.device_hits, 3u);
+  EXPECT_EQ(au.cpu_experts, 6u);
+  EXPECT_EQ(au.bytes_uploaded, 3 * cell);
 }
 
 TEST(plan, unified_memory_adds_what_would_overlap) {
@@ -153,6 +164,9 @@ TEST(plan, unified_memory_adds_what_would_overlap) {
   EXPECT_NEAR(row_of(rows, plan_kind::upload, "lru").seconds, 4 * 10.5e-3 + 2 * 8.5e-3, 1e-9);
   // the offload engine: x = 1, h = 1 -> two passes, 2 x 0.5 + 3 + 2 + 3
   EXPECT_NEAR(row_of(rows, plan_kind::engine_upload, "lru").seconds, 4 * 10.5e-3 + 2 * 9e-3, 1e-9);
+  // the engine in miss mode auto (same decisions as above): upload + CPU records 0.5 + 2 + 3 + 6.25,
+  // hit + CPU records 0.5 + 3 + 6.25
+  EXPECT_NEAR(row_of(rows, plan_kind::engine_auto, "lru").seconds, 3 * 11.75e-3 + 3 * 9.75e-3, 1e-9);
 }
 
 TEST(plan, first_layers_on_cpu_fit_the_budget) {

@@ -131,7 +131,7 @@ inline void run_plan(const plan_args& a) {
       if (std::find(distinct.begin(), distinct.end(), l) == distinct.end()) distinct.push_back(l);
     vulkan_context ctx;
     std::cerr << "moeroute plan: measuring this machine (" << ctx.device_name() << ") ...\n";
-    hw = measure_hardware(ctx, distinct, "this", 9, a.cpu_threads);
+    hw = measure_hardware(ctx, distinct, "this", 9, a.cpu_threads, model.top_k);
 #else
     detail::fail(errc::unsupported, "--hardware this: this moeroute was built without Vulkan");
 #endif

@@ -37,6 +37,15 @@
 //                    Vulkan device whose queue runs everything on the host, adds: P o_d + h d_l +
 //                    x u_l + x d_l); y = 0. `moeroute run --miss cpu` never uploads (its cache
 //                    stays empty), which is the cpu_all row.
+//  engine_auto       the offload engine with miss mode auto (`moeroute run --miss auto`): per
+//                    record the distinct experts in routing order; hits compute on the device;
+//                    each miss, in order, is uploaded when the device side then finishes no later
+//                    than the CPU side with it, else computed on the CPU (offload/miss_plan.hpp's
+//                    rule, with a pass = o_d + d_l, an upload = u_l, a CPU entry = o_c + c_l); the
+//                    cache hears the hits and uploads as one request; D as engine_upload (a second
+//                    pass when a record has hits and uploads), C = o_c + y c_l, T = max(D, C)
+//                    (unified memory: D + C). With `prefetch` (`--prefetch coactivation`), the
+//                    co-activation prefetch of `best` with this cache.
 //  upload            the same cache as one device call with the overlap of D: y = 0.
 //  hybrid            the same cache; per record, of its m misses the first x (routing order) are
 //                    uploaded and m - x computed on the CPU, x in 0..m minimising T (ties: more
@@ -72,7 +81,7 @@
 
 namespace moeroute {
 
-enum class plan_kind { cpu_all, cpu_first_layers, static_pin, engine_upload, upload, hybrid, best, all_resident };
+enum class plan_kind { cpu_all, cpu_first_layers, static_pin, engine_upload, engine_auto, upload, hybrid, best, all_resident };
 
 /// One strategy to predict.
 struct plan_strategy {
@@ -80,6 +89,7 @@ struct plan_strategy {
   plan_kind kind = plan_kind::upload;
   std::string eviction = "lru";              ///< engine_upload / upload / hybrid: an eviction_policy_names() entry
   cache_scope scope = cache_scope::global;   ///< engine_upload / upload / hybrid
+  bool prefetch = false;                     ///< engine_auto: co-activation prefetch (best always prefetches)
 };
 
 /// The strategies of the table, in the order the contract lists them.
@@ -89,6 +99,8 @@ inline std::vector<plan_strategy> default_plan_strategies() {
       {"first N layers on CPU (--n-cpu-moe)", plan_kind::cpu_first_layers, "", cache_scope::global},
       {"static pinning, rest on CPU", plan_kind::static_pin, "", cache_scope::global},
       {"offload engine, LRU global, --miss upload (moeroute run)", plan_kind::engine_upload, "lru", cache_scope::global},
+      {"offload engine, LRU global, --miss auto (moeroute run)", plan_kind::engine_auto, "lru", cache_scope::global},
+      {"offload engine, LRU global, --miss auto --prefetch coactivation", plan_kind::engine_auto, "lru", cache_scope::global, true},
       {"upload cache LRU global", plan_kind::upload, "lru", cache_scope::global},
       {"upload cache LRU per layer", plan_kind::upload, "lru", cache_scope::per_layer},
       {"upload cache LFRU per layer", plan_kind::upload, "lfru", cache_scope::per_layer},
@@ -228,8 +240,9 @@ template <class Ev>
 void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_costs& c, const plan_options& o,
                        const plan_strategy& s, plan_row& row) {
   const routing_trace& t = rt.trace;
-  const bool prefetch = s.kind == plan_kind::best;
+  const bool prefetch = s.kind == plan_kind::best || s.prefetch;
   const bool hybrid = s.kind == plan_kind::hybrid || s.kind == plan_kind::best;
+  std::vector<std::uint8_t> up;
   plan_caches<Ev> pc(m, o.vram_bytes, prefetch ? cache_scope::global : s.scope);
   coactivation_predictor predictor;
   if (prefetch) predictor.reset(m.num_layers(), m.num_experts());
@@ -248,7 +261,43 @@ void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_c
     std::uint64_t h = 0, x = 0, y = 0, bg = 0;
     double T = 0;
     plan_record_time tm;
-    if (!hybrid) {
+    if (s.kind == plan_kind::engine_auto) {
+      // offloaded_moe in miss mode auto (offload/miss_plan.hpp's rule on the profile's costs):
+      // the distinct experts in routing order; each miss, in that order, is uploaded when the
+      // device side then finishes no later than the CPU side with it, else computed on the CPU
+      const std::size_t L = static_cast<std::size_t>(l);
+      const double pass = c.device_call + c.device[L], cpu_entry = c.cpu_call + c.cpu[L];
+      req.clear();
+      up.assign(k, 0);
+      for (std::size_t i = 0; i < k; ++i) {
+        if (std::find(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(i), ids[i]) != ids.begin() + static_cast<std::ptrdiff_t>(i)) continue;
+        if (cache.contains(cl, ids[i])) {
+          ++h;
+          up[i] = 1;
+        }
+      }
+      double t_dev = h > 0 ? pass : 0.0, t_cpu = 0;
+      for (std::size_t i = 0; i < k; ++i) {
+        if (up[i] || std::find(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(i), ids[i]) != ids.begin() + static_cast<std::ptrdiff_t>(i)) continue;
+        const double add = c.upload[L] + (x == 0 ? pass : 0.0);
+        if (t_dev + add <= t_cpu + cpu_entry) {
+          up[i] = 2;
+          t_dev += add;
+          ++x;
+        } else {
+          t_cpu += cpu_entry;
+          ++y;
+        }
+      }
+      for (std::size_t i = 0; i < k; ++i)
+        if (up[i]) req.push_back(ids[i]);
+      const auto& loads = cache.request(cl, req.data(), req.size(), (slots.resize(req.size()), slots.data()));
+      MOEROUTE_CHECK(loads.size() == x, errc::invalid_argument, "plan: cache loads ", loads.size(), " != ", x);
+      tm = plan_time(c, l, h, x, y);
+      if (h > 0 && x > 0) tm.D += c.device_call;  // a second device pass
+      tm.T = c.shared_memory ? tm.D + tm.C : std::max(tm.D, tm.C);
+      T = tm.T;
+    } else if (!hybrid) {
       const auto& loads = cache.request(cl, ids.data(), k, (slots.resize(k), slots.data()));
       x = loads.size();
       h = k - x;
