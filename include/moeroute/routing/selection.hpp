@@ -14,7 +14,6 @@
 //       chosen: K, or fewer when fewer than K experts are eligible (the router reports that).
 // One tie rule everywhere: equal scores -> the lower expert index wins.
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -73,32 +72,24 @@ struct grouped_topk_selection {
              void* workspace) const noexcept {
     const int per = E / groups;
     auto* gscore = static_cast<float*>(workspace);
-    auto* gid = reinterpret_cast<std::int32_t*>(gscore + 2 * groups);
+    float* gval = gscore + groups;
+    auto* gid = reinterpret_cast<std::int32_t*>(gval + groups);
     detail::routing_group_scores(score, groups, per, gscore);
-    // the kept groups in ascending id order: a group stays when fewer than topk_groups groups
-    // beat it (a greater score, or an equal one at a lower index); counted, not kept in a heap,
-    // so that the scores do not steer branches (up to 32 groups; a heap beyond)
-    int nk = 0;
-    if (groups <= 32) {
-      for (int g = 0; g < groups; ++g) {
-        int beaten = 0;
-        for (int h = 0; h < groups; ++h)
-          beaten += gscore[h] > gscore[g] || (gscore[h] == gscore[g] && h < g);
-        gid[nk] = g;
-        nk += beaten < topk_groups;
-      }
-    } else {
-      detail::routing_topk tg{gscore + groups, gid, topk_groups};
-      for (int g = 0; g < groups; ++g) tg.push(gscore[g], g);
-      nk = tg.n;
-      std::sort(gid, gid + nk);
+    detail::routing_topk tg{gval, gid, topk_groups};
+    for (int g = 0; g < groups; ++g) tg.push(gscore[g], g);
+    // visit eligible experts in ascending id order so that ties keep the lower id
+    for (int i = 1; i < tg.n; ++i) {
+      const std::int32_t v = gid[i];
+      int j = i;
+      for (; j > 0 && gid[j - 1] > v; --j) gid[j] = gid[j - 1];
+      gid[j] = v;
     }
     // the kept groups side by side, in ascending id order: one top-K over them, ids mapped back
     auto* kept = reinterpret_cast<float*>(gid + groups);
-    for (int i = 0; i < nk; ++i)
+    for (int i = 0; i < tg.n; ++i)
       std::memcpy(kept + static_cast<std::ptrdiff_t>(i) * per, score + static_cast<std::ptrdiff_t>(gid[i]) * per,
                   static_cast<std::size_t>(per) * sizeof(float));
-    const int n = detail::routing_select_topk(kept, nk * per, K, top_score, top_id);
+    const int n = detail::routing_select_topk(kept, tg.n * per, K, top_score, top_id);
     for (int i = 0; i < n; ++i) top_id[i] = gid[top_id[i] / per] * per + top_id[i] % per;
     return n;
   }
