@@ -650,7 +650,8 @@ TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::uniform_int_distribution<int> small(0, 2);
   struct shape { int E, G, TG, K; };
-  const shape shapes[] = {{256, 8, 4, 8}, {256, 8, 8, 32}, {64, 8, 2, 4}, {160, 20, 3, 6}, {8, 8, 3, 2}, {128, 4, 1, 8}, {256, 16, 4, 8}};
+  const shape shapes[] = {{256, 8, 4, 8}, {256, 8, 8, 32}, {64, 8, 2, 4}, {160, 20, 3, 6}, {8, 8, 3, 2}, {128, 4, 1, 8}, {256, 16, 4, 8},
+                         {128, 64, 5, 6}};
   for (const auto& sh : shapes)
     for (int kind = 0; kind < 4; ++kind)
       for (int rep = 0; rep < 20; ++rep) {

@@ -4,6 +4,7 @@
 //   routing_scan_row        NaN/+inf present?, count of masked (-inf) logits
 //   routing_softmax_keys    key = exp(x - max), returns sum(key) in eight partial sums
 //   routing_sigmoid_keys    key = sigmoid(x)
+//   routing_exp_chosen      exp(x - max) of the K chosen experts only
 //   routing_select_scores   selection scores: key / norm + bias, or key; masked -> -inf
 //   routing_select_topk     the K largest, best first, ties -> lower id; -inf never chosen
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
@@ -265,6 +266,18 @@ inline float softmax_keys(const float* x, float* key, int E) noexcept {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+inline void exp_chosen(const float* x, const std::int32_t* id, int K, float m, float* out) noexcept {
+  int i = 0;
+#if MOEROUTE_VECTOR_EXT
+  const vf4 mv = vf4_splat(m);
+  for (; i + 4 <= K; i += 4) {
+    const vf4 v = {x[id[i]], x[id[i + 1]], x[id[i + 2]], x[id[i + 3]]};
+    vf4_store(out + i, vf4_exp_nonpos(v - mv));
+  }
+#endif
+  for (; i < K; ++i) out[i] = routing_exp_nonpos(x[id[i]] - m);
+}
+
 inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
   int e = 0;
 #if MOEROUTE_VECTOR_EXT
@@ -361,6 +374,11 @@ inline float routing_softmax_keys(const float* x, float* key, int E) noexcept {
 }
 inline void routing_sigmoid_keys(const float* x, float* key, int E) noexcept {
   MOEROUTE_RK_DISPATCH(sigmoid_keys, x, key, E)
+}
+/// out[i] = exp(x[id[i]] - m) for i < K (x[id[i]] <= m): the softmax numerators of the chosen.
+inline void routing_exp_chosen(const float* x, const std::int32_t* id, int K, float m,
+                               float* out) noexcept {
+  MOEROUTE_RK_DISPATCH(exp_chosen, x, id, K, m, out)
 }
 /// bias == nullptr: sel = key; else sel = key / norm + bias. Masked (x == -inf) -> -inf.
 inline void routing_select_scores(const float* x, const float* key, float norm, const float* bias,

@@ -45,41 +45,47 @@ MOEROUTE_RK_TARGET inline unsigned bits(vi m) noexcept {
 #endif
 }
 
-/// vf4_exp_nonpos on W lanes: the same operations in the same order, products kept out of FMAs.
-MOEROUTE_RK_TARGET inline vf exp_nonpos(vf x) noexcept {
-  const vf lo = splat(-104.0f);
+/// vf4_exp_nonpos on the lanes of V (vf, or v8 for a few values): the same operations in the
+/// same order, products kept out of FMAs.
+template <class V>
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline V exp_nonpos_n(V x) noexcept {
+  using VI = decltype(x < x);
+  const V lo = V{} + -104.0f;
   x = x < lo ? lo : x;
-  const vf magic = splat(12582912.0f);
-  vf t = x * splat(1.44269504088896341f);
+  const V magic = V{} + 12582912.0f;
+  V t = x * 1.44269504088896341f;
   MOEROUTE_RK_KEEP(t);
-  const vf n = (t + magic) - magic;
-  t = n * splat(0.693359375f);
+  const V n = (t + magic) - magic;
+  t = n * 0.693359375f;
   MOEROUTE_RK_KEEP(t);
-  vf r = x - t;
-  t = n * splat(-2.12194440e-4f);
+  V r = x - t;
+  t = n * -2.12194440e-4f;
   MOEROUTE_RK_KEEP(t);
   r = r - t;
-  vf p = splat(1.9875691500e-4f);
+  V p = V{} + 1.9875691500e-4f;
   for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
                         5.0000001201e-1f}) {
     p = p * r;
     MOEROUTE_RK_KEEP(p);
-    p = p + splat(c);
+    p = p + c;
   }
   p = p * r;
   MOEROUTE_RK_KEEP(p);
   p = p * r;
   MOEROUTE_RK_KEEP(p);
-  p = (p + r) + splat(1.0f);
-  const vi ni = __builtin_convertvector(n, vi);
-  const vi n1 = ni >> 1;
-  const vi n2 = ni - n1;
-  const vi b1 = (n1 + 127) << 23;
-  const vi b2 = (n2 + 127) << 23;
-  vf f1, f2;
+  p = (p + r) + 1.0f;
+  const VI ni = __builtin_convertvector(n, VI);
+  const VI n1 = ni >> 1;
+  const VI n2 = ni - n1;
+  const VI b1 = (n1 + 127) << 23;
+  const VI b2 = (n2 + 127) << 23;
+  V f1, f2;
   std::memcpy(&f1, &b1, sizeof f1);
   std::memcpy(&f2, &b2, sizeof f2);
   return p * f1 * f2;
+}
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline vf exp_nonpos(vf x) noexcept {
+  return exp_nonpos_n(x);
 }
 
 MOEROUTE_RK_TARGET inline vf sigmoid(vf v) noexcept {
@@ -151,6 +157,21 @@ MOEROUTE_RK_TARGET inline float softmax_keys(const float* x, float* key, int E) 
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+MOEROUTE_RK_TARGET inline void exp_chosen(const float* x, const std::int32_t* id, int K, float m,
+                                          float* out) noexcept {
+  // 8 lanes at a time (K is 8 in most models), built in registers: a vector read back from
+  // scalar stores would wait for them to reach the cache
+  const v8 mv = v8{} + m;
+  int i = 0;
+  for (; i < K; i += 8) {
+    const int n = K - i < 8 ? K - i : 8;
+    v8 g = mv;
+    for (int l = 0; l < n; ++l) g[l] = x[id[i + l]];
+    const v8 k = exp_nonpos_n(g - mv);
+    for (int l = 0; l < n; ++l) out[i + l] = k[l];
+  }
+}
+
 MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
   int e = 0;
   for (; e + W <= E; e += W) store(key + e, sigmoid(load(x + e)));
@@ -175,26 +196,28 @@ MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, f
 #if MOEROUTE_RK_W == 16
 /// Top-K of score[0, E) on 16 lanes:
 ///  1. the maxima of the 16 columns of the row seen as [E / 16, 16]; thr = the K-th largest of
-///     them, a lower bound of the K-th largest score (K disjoint columns reach it);
+///     them, a lower bound of the K-th largest score (K disjoint columns reach it): the column
+///     whose rank (maxima greater, or equal in a lower column) is K - 1, taken out with a compress;
 ///  2. the ids of the scores >= thr in ascending order (compressed in registers), their scores
 ///     read back: about K + 3 of them on random rows;
 ///  3. every candidate's rank at once: for each candidate j, the lanes i it beats gain one
-///     (greater, or equal with a lower id, which is j < i since ids ascend); rank < K is the output.
+///     (greater, or equal with a lower id, which is j < i since ids ascend); the candidate of rank
+///     r < K is the r-th output.
 /// Falls back to routing_topk when K > 16, thr is -inf or more than 32 scores reach thr.
 MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
                                           std::int32_t* id) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   constexpr int max_e = 1024;
-  routing_topk t{val, id, K};
   const int nv = E / 16;
-  auto push_all = [&]() {
+  auto fallback = [&]() {
+    routing_topk t{val, id, K};
     for (int e = 0; e < E; ++e)
       if (score[e] != ninf) t.push(score[e], e);
     return t.n;
   };
-  if (K > 16 || E > max_e || nv == 0) return push_all();
-  // 1. column maxima and the threshold (max through the vector extension: GCC 12's
-  // _mm512_max_ps trips -Wmaybe-uninitialized, its bug 105593)
+  if (K > 16 || E > max_e || nv == 0) return fallback();
+  // 1. column maxima (max through the vector extension: GCC 12's _mm512_max_ps trips
+  // -Wmaybe-uninitialized, its bug 105593) and the threshold
   vf g0 = splat(ninf), g1 = g0;
   int v = 0;
   for (; v + 2 <= nv; v += 2) {
@@ -205,21 +228,23 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
   alignas(64) float gm[16];
   store(gm, vmax(g0, g1));
   const __m512 g = _mm512_load_ps(gm);
-  __m512i above = _mm512_setzero_si512();
   const __m512i one = _mm512_set1_epi32(1);
-  for (int j = 0; j < 16; ++j)
-    above = _mm512_mask_add_epi32(above, _mm512_cmp_ps_mask(_mm512_set1_ps(gm[j]), g, _CMP_GT_OQ), above, one);
-  const __mmask16 kth = _mm512_cmplt_epi32_mask(above, _mm512_set1_epi32(K));
-  alignas(64) float thv[16];
-  _mm512_store_ps(thv, _mm512_mask_blend_ps(kth, _mm512_set1_ps(std::numeric_limits<float>::infinity()), g));
-  float thr = thv[0];
-  for (int l = 1; l < 16; ++l) thr = thv[l] < thr ? thv[l] : thr;
-  if (!(thr > ninf)) return push_all();
+  __m512i ra = _mm512_setzero_si512(), rb = ra;  // two chains of the lanes' ranks
+  for (int j = 0; j < 16; j += 2) {
+    const __mmask16 la = static_cast<__mmask16>(~((2u << j) - 1)), lb = static_cast<__mmask16>(la << 1);
+    const __m512 ga = _mm512_set1_ps(gm[j]), gb = _mm512_set1_ps(gm[j + 1]);
+    ra = _mm512_mask_add_epi32(ra, _mm512_cmp_ps_mask(ga, g, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(la, ga, g, _CMP_EQ_OQ), ra, one);
+    rb = _mm512_mask_add_epi32(rb, _mm512_cmp_ps_mask(gb, g, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(lb, gb, g, _CMP_EQ_OQ), rb, one);
+  }
+  const __mmask16 kth = _mm512_cmpeq_epi32_mask(_mm512_add_epi32(ra, rb), _mm512_set1_epi32(K - 1));
+  if (kth == 0) return fallback();  // no total order (NaN)
+  const float thr = _mm512_cvtss_f32(_mm512_maskz_compress_ps(kth, g));
+  if (!(thr > ninf)) return fallback();
+  const __m512 vthr = _mm512_set1_ps(thr);
   // 2. candidate ids, ascending; full-width stores of register compresses, at most 32 kept
   constexpr int cap = 32;
   alignas(64) std::int32_t ci[cap + 16 + 32] = {};
   int m = 0;
-  const __m512 vthr = _mm512_set1_ps(thr);
   const __m512i step = _mm512_set1_epi32(16);
   __m512i idv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
@@ -231,38 +256,36 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
     ci[m < cap ? m : cap] = e;
     m += score[e] >= thr;
   }
-  if (m > cap) {  // many ties at thr
-    t.n = 0;
-    return push_all();
-  }
+  if (m > cap) return fallback();  // many ties at thr
   // 3. ranks of up to 32 candidates (lanes past m: -inf, ranked last)
   alignas(64) float cv[32];
   for (int j = 0; j < 32; ++j) cv[j] = j < m ? score[ci[j]] : ninf;
   const __m512 c0 = _mm512_load_ps(cv), c1 = _mm512_load_ps(cv + 16);
   __m512i r0 = _mm512_setzero_si512(), r1 = r0;
-  for (int j = 0; j < m; ++j) {
-    const __m512 cj = _mm512_set1_ps(cv[j]);
-    // lanes i > j: candidate j has the lower id
-    const unsigned long long later = ~((2ull << j) - 1);
-    const __mmask16 l0 = static_cast<__mmask16>(later), l1 = static_cast<__mmask16>(later >> 16);
-    const __mmask16 b0 = _mm512_cmp_ps_mask(cj, c0, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c0, _CMP_EQ_OQ) & l0);
-    const __mmask16 b1 = _mm512_cmp_ps_mask(cj, c1, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(cj, c1, _CMP_EQ_OQ) & l1);
-    r0 = _mm512_mask_add_epi32(r0, b0, r0, one);
-    r1 = _mm512_mask_add_epi32(r1, b1, r1, one);
+  if (m <= 16) {  // one vector; j from a register, a fixed count (no mispredicted exit)
+    for (int j = 0; j < 16; ++j) {
+      const __m512 cj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), c0);  // maskz: GCC bug 105593
+      const __mmask16 later = static_cast<__mmask16>(~((2u << j) - 1));
+      r0 = _mm512_mask_add_epi32(r0, _mm512_cmp_ps_mask(cj, c0, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, cj, c0, _CMP_EQ_OQ), r0, one);
+    }
+  } else {
+    for (int j = 0; j < m; ++j) {
+      const __m512 cj = _mm512_set1_ps(cv[j]);
+      // lanes i > j: candidate j has the lower id
+      const unsigned long long later = ~((2ull << j) - 1);
+      const __mmask16 l0 = static_cast<__mmask16>(later), l1 = static_cast<__mmask16>(later >> 16);
+      r0 = _mm512_mask_add_epi32(r0, _mm512_cmp_ps_mask(cj, c0, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(l0, cj, c0, _CMP_EQ_OQ), r0, one);
+      r1 = _mm512_mask_add_epi32(r1, _mm512_cmp_ps_mask(cj, c1, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(l1, cj, c1, _CMP_EQ_OQ), r1, one);
+    }
   }
-  alignas(64) std::int32_t rank[32];
-  _mm512_store_si512(rank, r0);
-  _mm512_store_si512(rank + 16, r1);
-  float ov[33];
-  std::int32_t oi[33];
-  for (int i = 0; i < m; ++i) {  // ranks are distinct: each of 0..K-1 is written once
-    const int r = rank[i] < K ? rank[i] : 32;
-    ov[r] = cv[i];
-    oi[r] = ci[i];
-  }
-  for (int i = 0; i < K; ++i) {
-    val[i] = ov[i];
-    id[i] = oi[i];
+  // the candidate of rank r: its lane, ranks are distinct (padding lanes rank from m upwards)
+  for (int r = 0; r < K; ++r) {
+    const __m512i vr = _mm512_set1_epi32(r);
+    const unsigned k0 = _mm512_cmpeq_epi32_mask(r0, vr);
+    const unsigned k1 = _mm512_cmpeq_epi32_mask(r1, vr) & (m > 16 ? 0xffffu : 0u);
+    const int lane = k0 ? __builtin_ctz(k0) : 16 + __builtin_ctz(k1 | 0x10000u);
+    val[r] = cv[lane];
+    id[r] = ci[lane];
   }
   return K;
 }

@@ -244,16 +244,10 @@ class router {
       } else {
         // without the normalizer: renormalization below removes the common factor
         const float m = topv[0];
-        int i = 0;
-#if MOEROUTE_VECTOR_EXT
-        if constexpr (std::is_same_v<Scoring, softmax_scoring>) {  // 4 lanes, each exactly the scalar exp
-          for (; i + 4 <= K_; i += 4) {
-            const detail::vf4 v = {x[topid[i]] - m, x[topid[i + 1]] - m, x[topid[i + 2]] - m, x[topid[i + 3]] - m};
-            detail::vf4_store(topv + i, detail::vf4_exp_nonpos(v));
-          }
-        }
-#endif
-        for (; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
+        if constexpr (std::is_same_v<Scoring, softmax_scoring>)  // every lane exactly the scalar exp
+          detail::routing_exp_chosen(x, topid, K_, m, topv);
+        else
+          for (int i = 0; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
       }
     } else {
       norm = scoring_.prepare(x, key, E_);
@@ -308,8 +302,13 @@ class router {
   static void normalize(float* v, int n) noexcept {
     float s = 0;
     for (int i = 0; i < n; ++i) s += v[i];
-    if (s > 0)
-      for (int i = 0; i < n; ++i) v[i] /= s;
+    if (!(s > 0)) return;
+    int i = 0;
+#if MOEROUTE_VECTOR_EXT
+    const detail::vf4 sv = detail::vf4_splat(s);  // IEEE quotients: the same bits as one at a time
+    for (; i + 4 <= n; i += 4) detail::vf4_store(v + i, detail::vf4_load(v + i) / sv);
+#endif
+    for (; i < n; ++i) v[i] /= s;
   }
 
   void fill_stats(const float* key, float norm, const float* x, const std::int32_t* kept_ids,
