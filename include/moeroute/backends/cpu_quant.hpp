@@ -366,6 +366,8 @@ inline kernels portable_kernels() noexcept {
 #if MOEROUTE_CQ_X86
 #define MOEROUTE_CQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MOEROUTE_CQ_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+// the decode helpers of the fused kernels: always inlined into the kernel's loop
+#define MOEROUTE_CQ_AVX512_INLINE MOEROUTE_CQ_AVX512 __attribute__((always_inline)) inline
 
 MOEROUTE_CQ_AVX2 inline float hsum256(__m256 v) noexcept {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -516,12 +518,12 @@ MOEROUTE_CQ_AVX2 inline float dot_f_avx2(const float* w, const float* x, std::si
   return r;
 }
 
+// A pairwise tree over the 16 lanes (short dependency chain: one per row and token).
 MOEROUTE_CQ_AVX512 inline float hsum512(__m512 v) noexcept {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  float r = 0.0f;
-  for (float f : t) r += f;
-  return r;
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, d, 0)),
+                                 _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, d, 1)));
+  return hsum256(h);
 }
 
 // (maskz forms: GCC 12's unmasked ones warn in -Wmaybe-uninitialized, GCC bug 105593)
@@ -606,7 +608,7 @@ MOEROUTE_CQ_AVX512 inline __m512i nibbles64(const unsigned char* a, const unsign
 }
 
 template <weight_type WT>
-MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc,
+MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc,
                                           __m128& mn) noexcept {
   if constexpr (WT == weight_type::q4_0) {
     const unsigned char* b = row + 2 * c * 18;
@@ -718,6 +720,137 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::si
   }
 }
 
+// K-quant super-block kernels (q4_k, q6_k): the scales (and mins) of a 256-value super-block are
+// decoded once into one vector of floats, and its four 64-value chunks take their per-lane scales
+// from it with one permute each. Codes are read unsigned (q4_k 0..15; q6_k 0..63, its offset 32
+// moved into the min term: 32 * scale per 16 values, like q4_k's mins), so a chunk's integer dot
+// is one vpdpbusd per token with no sign fix-up; the min terms of a super-block are one 16-lane
+// multiply-add per token against the activation's code sums per 16 values.
+
+// The 8 scales then the 8 mins of a q4_k / q5_k super-block (the 12 bytes at p), as 16 bytes.
+inline __m128i k4_scales_mins(const unsigned char* p) noexcept {
+  std::uint32_t u[3];
+  std::memcpy(u, p, 12);
+  constexpr std::uint32_t m6 = 0x3F3F3F3Fu, m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
+  const std::uint32_t sc_hi = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
+  const std::uint32_t mn_hi = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+  return _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(u[1] & m6), static_cast<int>(sc_hi),
+                       static_cast<int>(u[0] & m6));
+}
+
+// Lane l of the result: lane idx[l] of v (maskz: GCC bug 105593).
+MOEROUTE_CQ_AVX512_INLINE __m512 lanes(__m512 v, __m512i idx) noexcept { return _mm512_maskz_permutexvar_ps(0xFFFF, idx, v); }
+
+// Super-block sb of a q4_k / q6_k row: sf = the float scale of each product lane's 16-group source
+// (q4_k: lanes 0-7 d * scale_j, lanes 8-15 dmin * min_j per 32 values; q6_k: d * scale_g per 16).
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512 k_superblock_scales(const unsigned char* b) noexcept {
+  if constexpr (WT == weight_type::q4_k) {
+    const __m512 sm = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepu8_epi32(0xFFFF, k4_scales_mins(b + 4)));
+    std::uint32_t dd;
+    std::memcpy(&dd, b, 4);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));  // d, dmin
+    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_mul_ps(sm, lanes(_mm512_zextps128_ps512(dm), sel));
+  } else {
+    const __m512 s = _mm512_maskz_cvtepi32_ps(
+        0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    return _mm512_mul_ps(s, _mm512_set1_ps(_cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)))));
+  }
+}
+
+// The 64 unsigned codes of chunk k (0..3) of the super-block at b.
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) noexcept {
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  if constexpr (WT == weight_type::q4_k) {
+    // 32 bytes: low nibbles are values 0-31, high nibbles 32-63 of the chunk
+    const __m512i v = _mm512_maskz_broadcast_i64x4(0xFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * k)));
+    const __m512i sh = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0, 0, 0, 0);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, sh), m4);
+  } else {
+    // half h = k / 2: 64 bytes ql (low nibbles: chunk 2h, high nibbles: chunk 2h + 1) and 32 bytes
+    // qh (2 bits per value: bits 0-1 values 0-31, 2-3 values 32-63, 4-5 64-95, 6-7 96-127)
+    const int h = k / 2;
+    const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+    const __m512i qh = _mm512_maskz_broadcast_i64x4(0xFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    if (k % 2 == 0) {
+      const __m512i sh = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                          0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+      return _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, sh), m30), 0xEA);  // (a & b) | c
+    }
+    const __m512i sh = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0, 0, 0, 0);
+    return _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4, _mm512_and_si512(_mm512_srlv_epi16(qh, sh), m30), 0xEA);
+  }
+}
+
+// out[i] = row . token i (i < M) for a q4_k or q6_k row (x, dxe, xs as rowdot_avx512).
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
+                                               const float* const* dxe, const float* const* xs, float* out) noexcept {
+  constexpr bool q4k = WT == weight_type::q4_k;
+  constexpr std::size_t bb = q4k ? 144 : 210, A = M == 1 ? 2 : 1;  // one token: two chains
+  const __m512i zero = _mm512_setzero_si512();
+  // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
+  const __m512i sel[4] = {
+      q4k ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+      q4k ? _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2)
+          : _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+      q4k ? _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4)
+          : _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+      q4k ? _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)
+          : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+  // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
+  const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+  __m512 acc[A][M], accm[M];
+  for (std::size_t i = 0; i < M; ++i) {
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+    accm[i] = _mm512_setzero_ps();
+  }
+  for (std::size_t sb = 0; sb < n / 256; ++sb) {
+    const unsigned char* b = row + sb * bb;
+    const __m512 sf = k_superblock_scales<WT>(b);
+    const __m512 mn = q4k ? lanes(sf, msel) : sf;
+    for (std::size_t i = 0; i < M; ++i) accm[i] = _mm512_fmadd_ps(mn, _mm512_loadu_ps(xs[i] + 16 * sb), accm[i]);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i q = k_chunk_codes<WT>(b, k);
+      const __m512 sc = lanes(sf, sel[k]);
+      for (std::size_t i = 0; i < M; ++i) {
+        const __m512i xv = _mm512_loadu_si512(x[i] + 256 * sb + 64 * static_cast<std::size_t>(k));
+        __m512i p;
+        if constexpr (Vnni)
+          p = _mm512_dpbusd_epi32(zero, q, xv);
+        else
+          p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), _mm512_set1_epi16(1));
+        const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(dxe[i] + 64 * sb + 16 * static_cast<std::size_t>(k)));
+        __m512& a = acc[static_cast<std::size_t>(k) % A][i];
+        a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, a);
+      }
+    }
+  }
+  // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
+  const __m512 cm = _mm512_set1_ps(q4k ? 1.0f : 32.0f);
+  for (std::size_t i = 0; i < M; ++i) {
+    __m512 a = acc[0][i];
+    if constexpr (A == 2) a = _mm512_add_ps(a, acc[A - 1][i]);
+    out[i] = hsum512(_mm512_fnmadd_ps(accm[i], cm, a));
+  }
+}
+
+template <weight_type WT, bool Vnni>
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512_m(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
+                                                 const float* const* dxe, const float* const* xs, int m,
+                                                 float* out) noexcept {
+  switch (m) {
+    case 1: rowdot_k_avx512<WT, Vnni, 1>(row, n, x, dxe, xs, out); return;
+    case 2: rowdot_k_avx512<WT, Vnni, 2>(row, n, x, dxe, xs, out); return;
+    case 3: rowdot_k_avx512<WT, Vnni, 3>(row, n, x, dxe, xs, out); return;
+    default: rowdot_k_avx512<WT, Vnni, 4>(row, n, x, dxe, xs, out); return;
+  }
+}
+
 // The fused kernel of type t, or nullptr (then the row is unpacked and dotted per token).
 template <bool Vnni>
 inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
@@ -726,8 +859,8 @@ inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
     case weight_type::q8_0: return rowdot_avx512_m<weight_type::q8_0, Vnni>;
     case weight_type::mxfp4: return rowdot_avx512_m<weight_type::mxfp4, Vnni>;
     case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
-    case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
-    case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
+    case weight_type::q4_k: return rowdot_k_avx512_m<weight_type::q4_k, Vnni>;
+    case weight_type::q6_k: return rowdot_k_avx512_m<weight_type::q6_k, Vnni>;
     default: return nullptr;
   }
 }
