@@ -341,9 +341,49 @@ inline float dot_f_portable(const float* w, const float* x, std::size_t n) noexc
   return acc;
 }
 
-/// A fused row kernel: out[i] = row . token i for m <= 4 tokens (codes, per-lane scales, min terms).
-using rowdot_fn = void (*)(const unsigned char*, std::size_t, const std::int8_t* const*, const float* const*,
-                           const float* const*, int, float*) noexcept;
+/// The quantized activations of m <= 8 tokens, packed for the fused kernels so that one pointer
+/// per stream walks them: per 64-value chunk c, token i's codes at q + (c m + i) 64 and its lane
+/// scales (one per 4 values) at e + (c m + i) 16; per 256 values b, its min terms (scale times code
+/// sum, one per 16 values) at s + (b m + i) 16.
+struct act_tile {
+  const std::int8_t* q;
+  const float* e;
+  const float* s;
+};
+
+/// The longest tile of the fused kernels.
+inline constexpr std::size_t max_tile = 8;
+
+/// Tokens [k0, k0 + tile) of m: tiles of 8, then one of 4, then the 1-3 left.
+inline std::size_t tile_at(std::size_t k0, std::size_t m) noexcept {
+  const std::size_t left = m - k0;
+  return left >= max_tile ? max_tile : left >= 4 ? 4 : left;
+}
+
+/// Packs the activation rows (codes q[i], lane scales e[i], min terms s[i] of n values) of m tokens
+/// into consecutive act_tiles (tile_at), from tq / te / ts: the tile of tokens k0.. starts at
+/// tq + k0 n, te + k0 n / 4, ts + k0 n / 16. The min terms only when n is a multiple of 256.
+inline void pack_tiles(const std::int8_t* const* q, const float* const* e, const float* const* s, std::size_t m,
+                       std::size_t n, std::int8_t* tq, float* te, float* ts) noexcept {
+  for (std::size_t k0 = 0; k0 < m;) {
+    const std::size_t t = tile_at(k0, m);
+    std::int8_t* oq = tq + k0 * n;
+    float* oe = te + k0 * n / 4;
+    float* os = ts + k0 * n / 16;
+    for (std::size_t c = 0; c < n / 64; ++c)
+      for (std::size_t i = 0; i < t; ++i) {
+        std::memcpy(oq + (c * t + i) * 64, q[k0 + i] + 64 * c, 64);
+        std::memcpy(oe + (c * t + i) * 16, e[k0 + i] + 16 * c, 64);
+      }
+    if (n % 256 == 0)
+      for (std::size_t b = 0; b < n / 256; ++b)
+        for (std::size_t i = 0; i < t; ++i) std::memcpy(os + (b * t + i) * 16, s[k0 + i] + 16 * b, 64);
+    k0 += t;
+  }
+}
+
+/// A fused row kernel: out[i] = row . token i of a tile of m tokens (1-4 or 8).
+using rowdot_fn = void (*)(const unsigned char*, std::size_t, const act_tile&, int, float*) noexcept;
 inline rowdot_fn no_rowdot(weight_type) noexcept { return nullptr; }
 
 /// The kernels of one instruction-set path.
@@ -608,8 +648,7 @@ MOEROUTE_CQ_AVX512 inline __m512i nibbles64(const unsigned char* a, const unsign
 }
 
 template <weight_type WT>
-MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc,
-                                          __m128& mn) noexcept {
+MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc) noexcept {
   if constexpr (WT == weight_type::q4_0) {
     const unsigned char* b = row + 2 * c * 18;
     q = _mm512_sub_epi8(nibbles64(b + 2, b + 20), _mm512_set1_epi8(8));
@@ -630,93 +669,48 @@ MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t 
       sc = two_scales(_mm_set_ps(0.0f, 0.0f, e8m0_half(b[bb]), e8m0_half(b[0])));
     else
       sc = two_f16_scales(b, b + bb);
-  } else if constexpr (WT == weight_type::q4_k) {
-    const unsigned char* b = row + (c / 4) * 144;
-    const std::size_t k = c % 4;
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * k));
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    q = cat256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-    int s0 = 0, m0 = 0, s1 = 0, m1 = 0;
-    wt_scale_min_k4(static_cast<int>(2 * k), b + 4, s0, m0);
-    wt_scale_min_k4(static_cast<int>(2 * k + 1), b + 4, s1, m1);
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)));
-    const float d = _mm_cvtss_f32(dd), dm = _mm_cvtss_f32(_mm_shuffle_ps(dd, dd, 1));
-    sc = two_scales(_mm_set_ps(0.0f, 0.0f, d * static_cast<float>(s1), d * static_cast<float>(s0)));
-    const float n0 = dm * static_cast<float>(m0), n1 = dm * static_cast<float>(m1);
-    mn = _mm_set_ps(n1, n1, n0, n0);
-  } else if constexpr (WT == weight_type::q6_k) {
-    const unsigned char* b = row + (c / 4) * 210;
-    const std::size_t k = c % 4, h = k / 2, hi = k % 2;
-    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
-    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i lo0 = hi ? _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4) : _mm256_and_si256(l0, m4);
-    const __m256i lo1 = hi ? _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) : _mm256_and_si256(l1, m4);
-    const int sh = hi ? 4 : 0;
-    q = _mm512_sub_epi8(cat256(_mm256_or_si256(lo0, q6_high(qh, sh)), _mm256_or_si256(lo1, q6_high(qh, sh + 2))),
-                        _mm512_set1_epi8(32));
-    const float d = _cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)));
-    const __m128 s8 = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(
-        b[192 + 4 * k] | (b[193 + 4 * k] << 8) | (b[194 + 4 * k] << 16) | (b[195 + 4 * k] << 24))));
-    sc = four_scales(_mm_mul_ps(_mm_set1_ps(d), s8));
   }
 }
 
-// out[i] = row . token i (i < M): x codes, dxe (the token's scale per product lane, n / 4 floats)
-// and xs (scale times code sum per 16 values, for the types with mins).
+// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl: signed codes).
 template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                             const float* const* dxe, const float* const* xs, float* out) noexcept {
-  constexpr bool has_min = WT == weight_type::q4_k;
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
+                                             float* out) noexcept {
   const __m512i zero = _mm512_setzero_si512();
   __m512 acc[M];
-  __m128 accm[M];
-  for (std::size_t i = 0; i < M; ++i) {
-    acc[i] = _mm512_setzero_ps();
-    accm[i] = _mm_setzero_ps();
-  }
-  for (std::size_t c = 0; c < n / 64; ++c) {
+  for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  for (std::size_t c = 0; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {
     __m512i q;
     __m512 sc;
-    __m128 mn4 = _mm_setzero_ps();
-    load_chunk<WT>(row, c, q, sc, mn4);
+    load_chunk<WT>(row, c, q, sc);
     const __m512i aq = _mm512_abs_epi8(q);
     const __mmask64 neg = _mm512_movepi8_mask(q);
     for (std::size_t i = 0; i < M; ++i) {
-      const __m512i xv = _mm512_loadu_si512(x[i] + 64 * c);
+      const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
       const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
       __m512i p;
       if constexpr (Vnni)
         p = _mm512_dpbusd_epi32(zero, aq, sx);
       else
         p = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sx), _mm512_set1_epi16(1));
-      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(dxe[i] + 16 * c));
+      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i));
       acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, acc[i]);
-      if constexpr (has_min) accm[i] = _mm_fmadd_ps(mn4, _mm_loadu_ps(xs[i] + 4 * c), accm[i]);
     }
   }
-  for (std::size_t i = 0; i < M; ++i) {
-    float r = hsum512(acc[i]);
-    if constexpr (has_min) {
-      __m128 m = accm[i];
-      m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-      m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
-      r -= _mm_cvtss_f32(m);
-    }
-    out[i] = r;
-  }
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(acc[i]);
 }
 
 template <weight_type WT, bool Vnni>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                               const float* const* dxe, const float* const* xs, int m,
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
                                                float* out) noexcept {
   switch (m) {
-    case 1: rowdot_avx512<WT, Vnni, 1>(row, n, x, dxe, xs, out); return;
-    case 2: rowdot_avx512<WT, Vnni, 2>(row, n, x, dxe, xs, out); return;
-    case 3: rowdot_avx512<WT, Vnni, 3>(row, n, x, dxe, xs, out); return;
-    default: rowdot_avx512<WT, Vnni, 4>(row, n, x, dxe, xs, out); return;
+    case 1: rowdot_avx512<WT, Vnni, 1>(row, n, x, out); return;
+    case 2: rowdot_avx512<WT, Vnni, 2>(row, n, x, out); return;
+    case 3: rowdot_avx512<WT, Vnni, 3>(row, n, x, out); return;
+    case 4: rowdot_avx512<WT, Vnni, 4>(row, n, x, out); return;
+    default: rowdot_avx512<WT, Vnni, max_tile>(row, n, x, out); return;
   }
 }
 
@@ -785,10 +779,10 @@ MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) n
   }
 }
 
-// out[i] = row . token i (i < M) for a q4_k or q6_k row (x, dxe, xs as rowdot_avx512).
+// out[i] = row . token i of a tile of M tokens for a q4_k or q6_k row.
 template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                               const float* const* dxe, const float* const* xs, float* out) noexcept {
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
+                                               float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
   constexpr std::size_t bb = q4k ? 144 : 210, A = M == 1 ? 2 : 1;  // one token: two chains
   const __m512i zero = _mm512_setzero_si512();
@@ -804,50 +798,49 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
           : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
   // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
   const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-  __m512 acc[A][M], accm[M];
-  for (std::size_t i = 0; i < M; ++i) {
+  __m512 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
     for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
-    accm[i] = _mm512_setzero_ps();
-  }
-  for (std::size_t sb = 0; sb < n / 256; ++sb) {
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  const float* xs = x.s;
+  for (std::size_t sb = 0; sb < n / 256; ++sb, xs += 16 * M) {
     const unsigned char* b = row + sb * bb;
     const __m512 sf = k_superblock_scales<WT>(b);
-    const __m512 mn = q4k ? lanes(sf, msel) : sf;
-    for (std::size_t i = 0; i < M; ++i) accm[i] = _mm512_fmadd_ps(mn, _mm512_loadu_ps(xs[i] + 16 * sb), accm[i]);
-    for (int k = 0; k < 4; ++k) {
+    // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
+    const __m512 mn = q4k ? lanes(sf, msel) : _mm512_mul_ps(sf, _mm512_set1_ps(32.0f));
+    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
+    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
       const __m512i q = k_chunk_codes<WT>(b, k);
       const __m512 sc = lanes(sf, sel[k]);
       for (std::size_t i = 0; i < M; ++i) {
-        const __m512i xv = _mm512_loadu_si512(x[i] + 256 * sb + 64 * static_cast<std::size_t>(k));
+        const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
         __m512i p;
         if constexpr (Vnni)
           p = _mm512_dpbusd_epi32(zero, q, xv);
         else
           p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), _mm512_set1_epi16(1));
-        const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(dxe[i] + 64 * sb + 16 * static_cast<std::size_t>(k)));
         __m512& a = acc[static_cast<std::size_t>(k) % A][i];
-        a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, a);
+        a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), a);
       }
     }
   }
-  // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
-  const __m512 cm = _mm512_set1_ps(q4k ? 1.0f : 32.0f);
   for (std::size_t i = 0; i < M; ++i) {
     __m512 a = acc[0][i];
     if constexpr (A == 2) a = _mm512_add_ps(a, acc[A - 1][i]);
-    out[i] = hsum512(_mm512_fnmadd_ps(accm[i], cm, a));
+    out[i] = hsum512(a);
   }
 }
 
 template <weight_type WT, bool Vnni>
-MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512_m(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                                 const float* const* dxe, const float* const* xs, int m,
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
                                                  float* out) noexcept {
   switch (m) {
-    case 1: rowdot_k_avx512<WT, Vnni, 1>(row, n, x, dxe, xs, out); return;
-    case 2: rowdot_k_avx512<WT, Vnni, 2>(row, n, x, dxe, xs, out); return;
-    case 3: rowdot_k_avx512<WT, Vnni, 3>(row, n, x, dxe, xs, out); return;
-    default: rowdot_k_avx512<WT, Vnni, 4>(row, n, x, dxe, xs, out); return;
+    case 1: rowdot_k_avx512<WT, Vnni, 1>(row, n, x, out); return;
+    case 2: rowdot_k_avx512<WT, Vnni, 2>(row, n, x, out); return;
+    case 3: rowdot_k_avx512<WT, Vnni, 3>(row, n, x, out); return;
+    case 4: rowdot_k_avx512<WT, Vnni, 4>(row, n, x, out); return;
+    default: rowdot_k_avx512<WT, Vnni, max_tile>(row, n, x, out); return;
   }
 }
 
@@ -1091,6 +1084,12 @@ class cpu_quant_ffn {
       grow(s.mw, maxn / 16 + 1);
       grow(s.f, maxn);
       grow(s.g, T);
+      grow(s.tq, T * maxn);
+      grow(s.te, T * maxn / 4);
+      grow(s.ts, T * maxn / 16);
+      grow(s.pq, T);
+      grow(s.pe, T);
+      grow(s.ps, T);
     }
 
     const int n = threads_;
@@ -1115,6 +1114,7 @@ class cpu_quant_ffn {
         const expert_weights_view& v = experts_[e];
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
+        if (f0 < f1) pack(layer_.gate_type, layer_.up_type, xa, ents, m, s);
         for (std::size_t f = f0; f < f1; ++f) {
           project(layer_.gate_type, v.gate, f, xa, ents, m, s, s.g.data());
           float* act = act_.data();
@@ -1151,6 +1151,7 @@ class cpu_quant_ffn {
         const expert_weights_view& v = experts_[e];
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
+        if (h0 < h1) pack(layer_.down_type, layer_.down_type, aa, ents, m, s);
         for (std::size_t h = h0; h < h1; ++h) {
           project(layer_.down_type, v.down, h, aa, ents, m, s, s.g.data());
           const float bd = v.down_bias ? v.down_bias[h] : 0.0f;
@@ -1174,8 +1175,10 @@ class cpu_quant_ffn {
 
  private:
   struct thread_scratch {
-    std::vector<std::int8_t> w;
-    std::vector<float> sw, mw, f, g;
+    std::vector<std::int8_t> w, tq;
+    std::vector<float> sw, mw, f, g, te, ts;  // tq, te, ts: the fused kernels' tiles (pack)
+    std::vector<const std::int8_t*> pq;  // pack's row pointers
+    std::vector<const float*> pe, ps;
   };
 
   template <class V>
@@ -1224,6 +1227,25 @@ class cpu_quant_ffn {
   // A tensor of type t takes the float path: a float type, or any type with f32 activations.
   bool is_float(weight_type t) const noexcept { return f32_act_ || detail::cq::type_is_float(t); }
 
+  // The fused kernel of a tensor of type t with rows of n values, or nullptr.
+  detail::cq::rowdot_fn fused_kernel(weight_type t, std::size_t n) const noexcept {
+    return is_float(t) || n % 64 != 0 ? nullptr : k_.rowdot(t);
+  }
+
+  // Packs the activation rows of entries ents[0, m) into s's tiles when a tensor of type t1 or t2
+  // takes a fused kernel (project then reads them).
+  void pack(weight_type t1, weight_type t2, const act_rows& a, const std::uint32_t* ents, std::size_t m,
+            thread_scratch& s) const {
+    if (fused_kernel(t1, a.n) == nullptr && fused_kernel(t2, a.n) == nullptr) return;
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t r = a.row(ents[k]);
+      s.pq[k] = a.q + r * a.n;
+      s.pe[k] = a.e + r * a.n / 4;
+      s.ps[k] = a.xs + r * a.n / 16;
+    }
+    detail::cq::pack_tiles(s.pq.data(), s.pe.data(), s.ps.data(), m, a.n, s.tq.data(), s.te.data(), s.ts.data());
+  }
+
   // out[k] = row r of a tensor of type t (rows of a.n values) . activation row of entry ents[k]
   void project(weight_type t, const void* base, std::size_t r, const act_rows& a, const std::uint32_t* ents,
                std::size_t m, thread_scratch& s, float* out) const {
@@ -1234,19 +1256,12 @@ class cpu_quant_ffn {
       for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), a.f + a.row(ents[k]) * n, n);
       return;
     }
-    if (const detail::cq::rowdot_fn fused = k_.rowdot(t); fused != nullptr && n % 64 == 0) {
-      const std::int8_t* xq[4];
-      const float* xe[4];
-      const float* xs[4];
-      for (std::size_t k = 0; k < m; k += 4) {
-        const std::size_t tile = std::min<std::size_t>(4, m - k);
-        for (std::size_t i = 0; i < tile; ++i) {
-          const std::size_t rr = a.row(ents[k + i]);
-          xq[i] = a.q + rr * n;
-          xe[i] = a.e + rr * n / 4;
-          xs[i] = a.xs + rr * n / 16;
-        }
-        fused(row, n, xq, xe, xs, static_cast<int>(tile), out + k);
+    if (const detail::cq::rowdot_fn fused = fused_kernel(t, n)) {  // the tiles pack() made
+      for (std::size_t k = 0; k < m;) {
+        const std::size_t tile = detail::cq::tile_at(k, m);
+        const detail::cq::act_tile x{s.tq.data() + k * n, s.te.data() + k * n / 4, s.ts.data() + k * n / 16};
+        fused(row, n, x, static_cast<int>(tile), out + k);
+        k += tile;
       }
       return;
     }
