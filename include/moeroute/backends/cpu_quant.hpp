@@ -721,15 +721,18 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::si
 // is one vpdpbusd per token with no sign fix-up; the min terms of a super-block are one 16-lane
 // multiply-add per token against the activation's code sums per 16 values.
 
-// The 8 scales then the 8 mins of a q4_k / q5_k super-block (the 12 bytes at p), as 16 bytes.
-inline __m128i k4_scales_mins(const unsigned char* p) noexcept {
-  std::uint32_t u[3];
-  std::memcpy(u, p, 12);
-  constexpr std::uint32_t m6 = 0x3F3F3F3Fu, m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
-  const std::uint32_t sc_hi = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
-  const std::uint32_t mn_hi = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
-  return _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(u[1] & m6), static_cast<int>(sc_hi),
-                       static_cast<int>(u[0] & m6));
+// The 8 scales then the 8 mins of a q4_k / q5_k super-block (the 12 bytes at p, readable to
+// p + 16), as 16 bytes: scale j < 4 is byte j & 63, min j < 4 byte j + 4 & 63; for j >= 4 the low
+// 4 bits come from byte j + 4 (scale: low nibble, min: high nibble) and bits 4-5 from the top two
+// bits of byte j - 4 (scale) or j (min).
+MOEROUTE_CQ_AVX512_INLINE __m128i k4_scales_mins(const unsigned char* p) noexcept {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_or_si128(_mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, -1, -1, -1, -1)),
+                                  _mm_shuffle_epi8(_mm_srli_epi16(v, 4),
+                                                   _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 8, 9, 10, 11)));
+  const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  return _mm_or_si128(_mm_and_si128(lo, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15)),
+                      _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));
 }
 
 // Lane l of the result: lane idx[l] of v (maskz: GCC bug 105593).
@@ -806,6 +809,9 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
   const float* xs = x.s;
   for (std::size_t sb = 0; sb < n / 256; ++sb, xs += 16 * M) {
     const unsigned char* b = row + sb * bb;
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+    if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
     const __m512 sf = k_superblock_scales<WT>(b);
     // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
     const __m512 mn = q4k ? lanes(sf, msel) : _mm512_mul_ps(sf, _mm512_set1_ps(32.0f));
