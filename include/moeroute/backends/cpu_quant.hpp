@@ -676,14 +676,18 @@ MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t 
 template <weight_type WT, bool Vnni, std::size_t M>
 MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
                                              float* out) noexcept {
+  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
   const __m512i zero = _mm512_setzero_si512();
-  __m512 acc[M];
-  for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   for (std::size_t c = 0; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {
     __m512i q;
     __m512 sc;
+    // the stream, across pages (a chunk is 34-68 bytes: one line ahead per chunk keeps up)
+    _mm_prefetch(reinterpret_cast<const char*>(row) + c * 64 * block_bytes(WT) / 32 + 1024, _MM_HINT_T0);
     load_chunk<WT>(row, c, q, sc);
     const __m512i aq = _mm512_abs_epi8(q);
     const __mmask64 neg = _mm512_movepi8_mask(q);
@@ -696,10 +700,11 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size
       else
         p = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sx), _mm512_set1_epi16(1));
       const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i));
-      acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, acc[i]);
+      __m512& a = acc[c % A][i];
+      a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, a);
     }
   }
-  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(acc[i]);
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
 }
 
 template <weight_type WT, bool Vnni>
