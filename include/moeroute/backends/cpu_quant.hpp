@@ -707,18 +707,6 @@ MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size
   for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
 }
 
-template <weight_type WT, bool Vnni>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
-                                               float* out) noexcept {
-  switch (m) {
-    case 1: rowdot_avx512<WT, Vnni, 1>(row, n, x, out); return;
-    case 2: rowdot_avx512<WT, Vnni, 2>(row, n, x, out); return;
-    case 3: rowdot_avx512<WT, Vnni, 3>(row, n, x, out); return;
-    case 4: rowdot_avx512<WT, Vnni, 4>(row, n, x, out); return;
-    default: rowdot_avx512<WT, Vnni, max_tile>(row, n, x, out); return;
-  }
-}
-
 // K-quant super-block kernels (q4_k, q6_k): the scales (and mins) of a 256-value super-block are
 // decoded once into one vector of floats, and its four 64-value chunks take their per-lane scales
 // from it with one permute each. Codes are read unsigned (q4_k 0..15; q6_k 0..63, its offset 32
@@ -843,15 +831,26 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
   }
 }
 
+// The fused kernel of type WT for a tile of M tokens.
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t n, const act_tile& x,
+                                           float* out) noexcept {
+  if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
+    rowdot_k_avx512<WT, Vnni, M>(row, n, x, out);
+  else
+    rowdot_avx512<WT, Vnni, M>(row, n, x, out);
+}
+
+// The same for a tile of m tokens (1-4 or max_tile).
 template <weight_type WT, bool Vnni>
-MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
-                                                 float* out) noexcept {
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
+                                               float* out) noexcept {
   switch (m) {
-    case 1: rowdot_k_avx512<WT, Vnni, 1>(row, n, x, out); return;
-    case 2: rowdot_k_avx512<WT, Vnni, 2>(row, n, x, out); return;
-    case 3: rowdot_k_avx512<WT, Vnni, 3>(row, n, x, out); return;
-    case 4: rowdot_k_avx512<WT, Vnni, 4>(row, n, x, out); return;
-    default: rowdot_k_avx512<WT, Vnni, max_tile>(row, n, x, out); return;
+    case 1: rowdot_tile<WT, Vnni, 1>(row, n, x, out); return;
+    case 2: rowdot_tile<WT, Vnni, 2>(row, n, x, out); return;
+    case 3: rowdot_tile<WT, Vnni, 3>(row, n, x, out); return;
+    case 4: rowdot_tile<WT, Vnni, 4>(row, n, x, out); return;
+    default: rowdot_tile<WT, Vnni, max_tile>(row, n, x, out); return;
   }
 }
 
@@ -863,8 +862,8 @@ inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
     case weight_type::q8_0: return rowdot_avx512_m<weight_type::q8_0, Vnni>;
     case weight_type::mxfp4: return rowdot_avx512_m<weight_type::mxfp4, Vnni>;
     case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
-    case weight_type::q4_k: return rowdot_k_avx512_m<weight_type::q4_k, Vnni>;
-    case weight_type::q6_k: return rowdot_k_avx512_m<weight_type::q6_k, Vnni>;
+    case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
+    case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
     default: return nullptr;
   }
 }
