@@ -20,7 +20,8 @@
 // Instruction sets: the portable path is plain C++; on x86-64 (GCC, Clang) AVX2+FMA and AVX-512
 // (BW/VL, with VNNI when present) paths are compiled with function-level target attributes and
 // chosen once at run time from the CPU's features, so the header needs no -m flags. Paths agree
-// to float rounding (the integer sums are identical; the float accumulation order differs).
+// to float rounding (the same integer products; the AVX-512 q4_k / q6_k kernels take the code
+// offset and mins through the activation's code sums in float32, and the float order differs).
 //
 // Threads: the rows of each projection are split over the caller's thread count; every output
 // value is computed by exactly one thread with the same code and order, so results are
