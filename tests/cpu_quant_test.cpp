@@ -243,6 +243,16 @@ TEST(CpuQuant, BiasesSwigluOaiAndMixedTypes) {
                      5e-4);
 }
 
+// Two experts and 21 tokens: every expert sees more than 8 tokens, so the fused kernels run their
+// tiles of 8, 4 and 1-3 tokens.
+TEST(CpuQuant, LongTokenTilesAgainstPlainLoop) {
+  using moeroute::weight_type;
+  check_random_layer(moeroute::ffn_layer(2, 256, 256, weight_type::q4_k, weight_type::q4_k, weight_type::q6_k), 21, 2,
+                     5e-4);
+  check_random_layer(moeroute::ffn_layer(2, 128, 64, weight_type::q4_0, weight_type::mxfp4, weight_type::q8_0), 21, 2,
+                     5e-4);
+}
+
 TEST(CpuQuant, RejectsBadUse) {
   moeroute::ffn_layer s(4, 64, 32, moeroute::weight_type::q4_0);
   EXPECT_THROW(moeroute::cpu_quant_ffn(s, {0, cpu_isa::best}), moeroute::error);

@@ -20,7 +20,8 @@
 // Instruction sets: the portable path is plain C++; on x86-64 (GCC, Clang) AVX2+FMA and AVX-512
 // (BW/VL, with VNNI when present) paths are compiled with function-level target attributes and
 // chosen once at run time from the CPU's features, so the header needs no -m flags. Paths agree
-// to float rounding (the integer sums are identical; the float accumulation order differs).
+// to float rounding (the same integer products; the AVX-512 q4_k / q6_k kernels take the code
+// offset and mins through the activation's code sums in float32, and the float order differs).
 //
 // Threads: the rows of each projection are split over the caller's thread count; every output
 // value is computed by exactly one thread with the same code and order, so results are
@@ -341,9 +342,49 @@ inline float dot_f_portable(const float* w, const float* x, std::size_t n) noexc
   return acc;
 }
 
-/// A fused row kernel: out[i] = row . token i for m <= 4 tokens (codes, per-lane scales, min terms).
-using rowdot_fn = void (*)(const unsigned char*, std::size_t, const std::int8_t* const*, const float* const*,
-                           const float* const*, int, float*) noexcept;
+/// The quantized activations of m <= 8 tokens, packed for the fused kernels so that one pointer
+/// per stream walks them: per 64-value chunk c, token i's codes at q + (c m + i) 64 and its lane
+/// scales (one per 4 values) at e + (c m + i) 16; per 256 values b, its min terms (scale times code
+/// sum, one per 16 values) at s + (b m + i) 16.
+struct act_tile {
+  const std::int8_t* q;
+  const float* e;
+  const float* s;
+};
+
+/// The longest tile of the fused kernels.
+inline constexpr std::size_t max_tile = 8;
+
+/// Tokens [k0, k0 + tile) of m: tiles of 8, then one of 4, then the 1-3 left.
+inline std::size_t tile_at(std::size_t k0, std::size_t m) noexcept {
+  const std::size_t left = m - k0;
+  return left >= max_tile ? max_tile : left >= 4 ? 4 : left;
+}
+
+/// Packs the activation rows (codes q[i], lane scales e[i], min terms s[i] of n values) of m tokens
+/// into consecutive act_tiles (tile_at), from tq / te / ts: the tile of tokens k0.. starts at
+/// tq + k0 n, te + k0 n / 4, ts + k0 n / 16. The min terms only when n is a multiple of 256.
+inline void pack_tiles(const std::int8_t* const* q, const float* const* e, const float* const* s, std::size_t m,
+                       std::size_t n, std::int8_t* tq, float* te, float* ts) noexcept {
+  for (std::size_t k0 = 0; k0 < m;) {
+    const std::size_t t = tile_at(k0, m);
+    std::int8_t* oq = tq + k0 * n;
+    float* oe = te + k0 * n / 4;
+    float* os = ts + k0 * n / 16;
+    for (std::size_t c = 0; c < n / 64; ++c)
+      for (std::size_t i = 0; i < t; ++i) {
+        std::memcpy(oq + (c * t + i) * 64, q[k0 + i] + 64 * c, 64);
+        std::memcpy(oe + (c * t + i) * 16, e[k0 + i] + 16 * c, 64);
+      }
+    if (n % 256 == 0)
+      for (std::size_t b = 0; b < n / 256; ++b)
+        for (std::size_t i = 0; i < t; ++i) std::memcpy(os + (b * t + i) * 16, s[k0 + i] + 16 * b, 64);
+    k0 += t;
+  }
+}
+
+/// A fused row kernel: out[i] = row . token i of a tile of m tokens (1-4 or 8).
+using rowdot_fn = void (*)(const unsigned char*, std::size_t, const act_tile&, int, float*) noexcept;
 inline rowdot_fn no_rowdot(weight_type) noexcept { return nullptr; }
 
 /// The kernels of one instruction-set path.
@@ -366,6 +407,8 @@ inline kernels portable_kernels() noexcept {
 #if MOEROUTE_CQ_X86
 #define MOEROUTE_CQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MOEROUTE_CQ_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+// the decode helpers of the fused kernels: always inlined into the kernel's loop
+#define MOEROUTE_CQ_AVX512_INLINE MOEROUTE_CQ_AVX512 __attribute__((always_inline)) inline
 
 MOEROUTE_CQ_AVX2 inline float hsum256(__m256 v) noexcept {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -516,12 +559,12 @@ MOEROUTE_CQ_AVX2 inline float dot_f_avx2(const float* w, const float* x, std::si
   return r;
 }
 
+// A pairwise tree over the 16 lanes (short dependency chain: one per row and token).
 MOEROUTE_CQ_AVX512 inline float hsum512(__m512 v) noexcept {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  float r = 0.0f;
-  for (float f : t) r += f;
-  return r;
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, d, 0)),
+                                 _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, d, 1)));
+  return hsum256(h);
 }
 
 // (maskz forms: GCC 12's unmasked ones warn in -Wmaybe-uninitialized, GCC bug 105593)
@@ -606,8 +649,7 @@ MOEROUTE_CQ_AVX512 inline __m512i nibbles64(const unsigned char* a, const unsign
 }
 
 template <weight_type WT>
-MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc,
-                                          __m128& mn) noexcept {
+MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t c, __m512i& q, __m512& sc) noexcept {
   if constexpr (WT == weight_type::q4_0) {
     const unsigned char* b = row + 2 * c * 18;
     q = _mm512_sub_epi8(nibbles64(b + 2, b + 20), _mm512_set1_epi8(8));
@@ -628,93 +670,188 @@ MOEROUTE_CQ_AVX512 inline void load_chunk(const unsigned char* row, std::size_t 
       sc = two_scales(_mm_set_ps(0.0f, 0.0f, e8m0_half(b[bb]), e8m0_half(b[0])));
     else
       sc = two_f16_scales(b, b + bb);
-  } else if constexpr (WT == weight_type::q4_k) {
-    const unsigned char* b = row + (c / 4) * 144;
-    const std::size_t k = c % 4;
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * k));
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    q = cat256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-    int s0 = 0, m0 = 0, s1 = 0, m1 = 0;
-    wt_scale_min_k4(static_cast<int>(2 * k), b + 4, s0, m0);
-    wt_scale_min_k4(static_cast<int>(2 * k + 1), b + 4, s1, m1);
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)));
-    const float d = _mm_cvtss_f32(dd), dm = _mm_cvtss_f32(_mm_shuffle_ps(dd, dd, 1));
-    sc = two_scales(_mm_set_ps(0.0f, 0.0f, d * static_cast<float>(s1), d * static_cast<float>(s0)));
-    const float n0 = dm * static_cast<float>(m0), n1 = dm * static_cast<float>(m1);
-    mn = _mm_set_ps(n1, n1, n0, n0);
-  } else if constexpr (WT == weight_type::q6_k) {
-    const unsigned char* b = row + (c / 4) * 210;
-    const std::size_t k = c % 4, h = k / 2, hi = k % 2;
-    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
-    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i lo0 = hi ? _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4) : _mm256_and_si256(l0, m4);
-    const __m256i lo1 = hi ? _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) : _mm256_and_si256(l1, m4);
-    const int sh = hi ? 4 : 0;
-    q = _mm512_sub_epi8(cat256(_mm256_or_si256(lo0, q6_high(qh, sh)), _mm256_or_si256(lo1, q6_high(qh, sh + 2))),
-                        _mm512_set1_epi8(32));
-    const float d = _cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)));
-    const __m128 s8 = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(
-        b[192 + 4 * k] | (b[193 + 4 * k] << 8) | (b[194 + 4 * k] << 16) | (b[195 + 4 * k] << 24))));
-    sc = four_scales(_mm_mul_ps(_mm_set1_ps(d), s8));
   }
 }
 
-// out[i] = row . token i (i < M): x codes, dxe (the token's scale per product lane, n / 4 floats)
-// and xs (scale times code sum per 16 values, for the types with mins).
+// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl: signed codes).
 template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                             const float* const* dxe, const float* const* xs, float* out) noexcept {
-  constexpr bool has_min = WT == weight_type::q4_k;
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
+                                             float* out) noexcept {
+  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
   const __m512i zero = _mm512_setzero_si512();
-  __m512 acc[M];
-  __m128 accm[M];
-  for (std::size_t i = 0; i < M; ++i) {
-    acc[i] = _mm512_setzero_ps();
-    accm[i] = _mm_setzero_ps();
-  }
-  for (std::size_t c = 0; c < n / 64; ++c) {
+  __m512 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  for (std::size_t c = 0; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {
     __m512i q;
     __m512 sc;
-    __m128 mn4 = _mm_setzero_ps();
-    load_chunk<WT>(row, c, q, sc, mn4);
+    // the stream, across pages (a chunk is 34-68 bytes: one line ahead per chunk keeps up)
+    _mm_prefetch(reinterpret_cast<const char*>(row) + c * 64 * block_bytes(WT) / 32 + 1024, _MM_HINT_T0);
+    load_chunk<WT>(row, c, q, sc);
     const __m512i aq = _mm512_abs_epi8(q);
     const __mmask64 neg = _mm512_movepi8_mask(q);
     for (std::size_t i = 0; i < M; ++i) {
-      const __m512i xv = _mm512_loadu_si512(x[i] + 64 * c);
+      const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
       const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
       __m512i p;
       if constexpr (Vnni)
         p = _mm512_dpbusd_epi32(zero, aq, sx);
       else
         p = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sx), _mm512_set1_epi16(1));
-      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(dxe[i] + 16 * c));
-      acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, acc[i]);
-      if constexpr (has_min) accm[i] = _mm_fmadd_ps(mn4, _mm_loadu_ps(xs[i] + 4 * c), accm[i]);
+      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i));
+      __m512& a = acc[c % A][i];
+      a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, a);
     }
   }
-  for (std::size_t i = 0; i < M; ++i) {
-    float r = hsum512(acc[i]);
-    if constexpr (has_min) {
-      __m128 m = accm[i];
-      m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-      m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
-      r -= _mm_cvtss_f32(m);
-    }
-    out[i] = r;
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+
+// K-quant super-block kernels (q4_k, q6_k): the scales (and mins) of a 256-value super-block are
+// decoded once into one vector of floats, and its four 64-value chunks take their per-lane scales
+// from it with one permute each. Codes are read unsigned (q4_k 0..15; q6_k 0..63, its offset 32
+// moved into the min term: 32 * scale per 16 values, like q4_k's mins), so a chunk's integer dot
+// is one vpdpbusd per token with no sign fix-up; the min terms of a super-block are one 16-lane
+// multiply-add per token against the activation's code sums per 16 values.
+
+// The 8 scales then the 8 mins of a q4_k / q5_k super-block (the 12 bytes at p, readable to
+// p + 16), as 16 bytes: scale j < 4 is byte j & 63, min j < 4 byte j + 4 & 63; for j >= 4 the low
+// 4 bits come from byte j + 4 (scale: low nibble, min: high nibble) and bits 4-5 from the top two
+// bits of byte j - 4 (scale) or j (min).
+MOEROUTE_CQ_AVX512_INLINE __m128i k4_scales_mins(const unsigned char* p) noexcept {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_or_si128(_mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, -1, -1, -1, -1)),
+                                  _mm_shuffle_epi8(_mm_srli_epi16(v, 4),
+                                                   _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 8, 9, 10, 11)));
+  const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  return _mm_or_si128(_mm_and_si128(lo, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15)),
+                      _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));
+}
+
+// Lane l of the result: lane idx[l] of v (maskz: GCC bug 105593).
+MOEROUTE_CQ_AVX512_INLINE __m512 lanes(__m512 v, __m512i idx) noexcept { return _mm512_maskz_permutexvar_ps(0xFFFF, idx, v); }
+
+// Super-block sb of a q4_k / q6_k row: sf = the float scale of each product lane's 16-group source
+// (q4_k: lanes 0-7 d * scale_j, lanes 8-15 dmin * min_j per 32 values; q6_k: d * scale_g per 16).
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512 k_superblock_scales(const unsigned char* b) noexcept {
+  if constexpr (WT == weight_type::q4_k) {
+    const __m512 sm = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepu8_epi32(0xFFFF, k4_scales_mins(b + 4)));
+    std::uint32_t dd;
+    std::memcpy(&dd, b, 4);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));  // d, dmin
+    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_mul_ps(sm, lanes(_mm512_zextps128_ps512(dm), sel));
+  } else {
+    const __m512 s = _mm512_maskz_cvtepi32_ps(
+        0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    return _mm512_mul_ps(s, _mm512_set1_ps(_cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)))));
   }
 }
 
+// The 64 unsigned codes of chunk k (0..3) of the super-block at b.
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) noexcept {
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  if constexpr (WT == weight_type::q4_k) {
+    // 32 bytes: low nibbles are values 0-31, high nibbles 32-63 of the chunk
+    const __m512i v = _mm512_maskz_broadcast_i64x4(0xFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * k)));
+    const __m512i sh = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0, 0, 0, 0);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, sh), m4);
+  } else {
+    // half h = k / 2: 64 bytes ql (low nibbles: chunk 2h, high nibbles: chunk 2h + 1) and 32 bytes
+    // qh (2 bits per value: bits 0-1 values 0-31, 2-3 values 32-63, 4-5 64-95, 6-7 96-127)
+    const int h = k / 2;
+    const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+    const __m512i qh = _mm512_maskz_broadcast_i64x4(0xFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    if (k % 2 == 0) {
+      const __m512i sh = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                          0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+      return _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, sh), m30), 0xEA);  // (a & b) | c
+    }
+    const __m512i sh = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0, 0, 0, 0);
+    return _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4, _mm512_and_si512(_mm512_srlv_epi16(qh, sh), m30), 0xEA);
+  }
+}
+
+// out[i] = row . token i of a tile of M tokens for a q4_k or q6_k row.
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
+                                               float* out) noexcept {
+  constexpr bool q4k = WT == weight_type::q4_k;
+  constexpr std::size_t bb = q4k ? 144 : 210, A = M == 1 ? 2 : 1;  // one token: two chains
+  const __m512i zero = _mm512_setzero_si512();
+  // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
+  const __m512i sel[4] = {
+      q4k ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+      q4k ? _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2)
+          : _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+      q4k ? _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4)
+          : _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+      q4k ? _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)
+          : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+  // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
+  const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+  __m512 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  const float* xs = x.s;
+  for (std::size_t sb = 0; sb < n / 256; ++sb, xs += 16 * M) {
+    const unsigned char* b = row + sb * bb;
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+    if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+    const __m512 sf = k_superblock_scales<WT>(b);
+    // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
+    const __m512 mn = q4k ? lanes(sf, msel) : _mm512_mul_ps(sf, _mm512_set1_ps(32.0f));
+    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
+    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
+      const __m512i q = k_chunk_codes<WT>(b, k);
+      const __m512 sc = lanes(sf, sel[k]);
+      for (std::size_t i = 0; i < M; ++i) {
+        const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
+        __m512i p;
+        if constexpr (Vnni)
+          p = _mm512_dpbusd_epi32(zero, q, xv);
+        else
+          p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), _mm512_set1_epi16(1));
+        __m512& a = acc[static_cast<std::size_t>(k) % A][i];
+        a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), a);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < M; ++i) {
+    __m512 a = acc[0][i];
+    if constexpr (A == 2) a = _mm512_add_ps(a, acc[A - 1][i]);
+    out[i] = hsum512(a);
+  }
+}
+
+// The fused kernel of type WT for a tile of M tokens.
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t n, const act_tile& x,
+                                           float* out) noexcept {
+  if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
+    rowdot_k_avx512<WT, Vnni, M>(row, n, x, out);
+  else
+    rowdot_avx512<WT, Vnni, M>(row, n, x, out);
+}
+
+// The same for a tile of m tokens (1-4 or max_tile).
 template <weight_type WT, bool Vnni>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const std::int8_t* const* x,
-                                               const float* const* dxe, const float* const* xs, int m,
+MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
                                                float* out) noexcept {
   switch (m) {
-    case 1: rowdot_avx512<WT, Vnni, 1>(row, n, x, dxe, xs, out); return;
-    case 2: rowdot_avx512<WT, Vnni, 2>(row, n, x, dxe, xs, out); return;
-    case 3: rowdot_avx512<WT, Vnni, 3>(row, n, x, dxe, xs, out); return;
-    default: rowdot_avx512<WT, Vnni, 4>(row, n, x, dxe, xs, out); return;
+    case 1: rowdot_tile<WT, Vnni, 1>(row, n, x, out); return;
+    case 2: rowdot_tile<WT, Vnni, 2>(row, n, x, out); return;
+    case 3: rowdot_tile<WT, Vnni, 3>(row, n, x, out); return;
+    case 4: rowdot_tile<WT, Vnni, 4>(row, n, x, out); return;
+    default: rowdot_tile<WT, Vnni, max_tile>(row, n, x, out); return;
   }
 }
 
@@ -958,6 +1095,12 @@ class cpu_quant_ffn {
       grow(s.mw, maxn / 16 + 1);
       grow(s.f, maxn);
       grow(s.g, T);
+      grow(s.tq, T * maxn);
+      grow(s.te, T * maxn / 4);
+      grow(s.ts, T * maxn / 16);
+      grow(s.pq, T);
+      grow(s.pe, T);
+      grow(s.ps, T);
     }
 
     const int n = threads_;
@@ -982,6 +1125,7 @@ class cpu_quant_ffn {
         const expert_weights_view& v = experts_[e];
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
+        if (f0 < f1) pack(layer_.gate_type, layer_.up_type, xa, ents, m, s);
         for (std::size_t f = f0; f < f1; ++f) {
           project(layer_.gate_type, v.gate, f, xa, ents, m, s, s.g.data());
           float* act = act_.data();
@@ -1018,6 +1162,7 @@ class cpu_quant_ffn {
         const expert_weights_view& v = experts_[e];
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
+        if (h0 < h1) pack(layer_.down_type, layer_.down_type, aa, ents, m, s);
         for (std::size_t h = h0; h < h1; ++h) {
           project(layer_.down_type, v.down, h, aa, ents, m, s, s.g.data());
           const float bd = v.down_bias ? v.down_bias[h] : 0.0f;
@@ -1041,8 +1186,10 @@ class cpu_quant_ffn {
 
  private:
   struct thread_scratch {
-    std::vector<std::int8_t> w;
-    std::vector<float> sw, mw, f, g;
+    std::vector<std::int8_t> w, tq;
+    std::vector<float> sw, mw, f, g, te, ts;  // tq, te, ts: the fused kernels' tiles (pack)
+    std::vector<const std::int8_t*> pq;  // pack's row pointers
+    std::vector<const float*> pe, ps;
   };
 
   template <class V>
@@ -1091,6 +1238,25 @@ class cpu_quant_ffn {
   // A tensor of type t takes the float path: a float type, or any type with f32 activations.
   bool is_float(weight_type t) const noexcept { return f32_act_ || detail::cq::type_is_float(t); }
 
+  // The fused kernel of a tensor of type t with rows of n values, or nullptr.
+  detail::cq::rowdot_fn fused_kernel(weight_type t, std::size_t n) const noexcept {
+    return is_float(t) || n % 64 != 0 ? nullptr : k_.rowdot(t);
+  }
+
+  // Packs the activation rows of entries ents[0, m) into s's tiles when a tensor of type t1 or t2
+  // takes a fused kernel (project then reads them).
+  void pack(weight_type t1, weight_type t2, const act_rows& a, const std::uint32_t* ents, std::size_t m,
+            thread_scratch& s) const {
+    if (fused_kernel(t1, a.n) == nullptr && fused_kernel(t2, a.n) == nullptr) return;
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t r = a.row(ents[k]);
+      s.pq[k] = a.q + r * a.n;
+      s.pe[k] = a.e + r * a.n / 4;
+      s.ps[k] = a.xs + r * a.n / 16;
+    }
+    detail::cq::pack_tiles(s.pq.data(), s.pe.data(), s.ps.data(), m, a.n, s.tq.data(), s.te.data(), s.ts.data());
+  }
+
   // out[k] = row r of a tensor of type t (rows of a.n values) . activation row of entry ents[k]
   void project(weight_type t, const void* base, std::size_t r, const act_rows& a, const std::uint32_t* ents,
                std::size_t m, thread_scratch& s, float* out) const {
@@ -1101,19 +1267,12 @@ class cpu_quant_ffn {
       for (std::size_t k = 0; k < m; ++k) out[k] = k_.dot_f(s.f.data(), a.f + a.row(ents[k]) * n, n);
       return;
     }
-    if (const detail::cq::rowdot_fn fused = k_.rowdot(t); fused != nullptr && n % 64 == 0) {
-      const std::int8_t* xq[4];
-      const float* xe[4];
-      const float* xs[4];
-      for (std::size_t k = 0; k < m; k += 4) {
-        const std::size_t tile = std::min<std::size_t>(4, m - k);
-        for (std::size_t i = 0; i < tile; ++i) {
-          const std::size_t rr = a.row(ents[k + i]);
-          xq[i] = a.q + rr * n;
-          xe[i] = a.e + rr * n / 4;
-          xs[i] = a.xs + rr * n / 16;
-        }
-        fused(row, n, xq, xe, xs, static_cast<int>(tile), out + k);
+    if (const detail::cq::rowdot_fn fused = fused_kernel(t, n)) {  // the tiles pack() made
+      for (std::size_t k = 0; k < m;) {
+        const std::size_t tile = detail::cq::tile_at(k, m);
+        const detail::cq::act_tile x{s.tq.data() + k * n, s.te.data() + k * n / 4, s.ts.data() + k * n / 16};
+        fused(row, n, x, static_cast<int>(tile), out + k);
+        k += tile;
       }
       return;
     }
