@@ -360,24 +360,79 @@ void BM_membw(benchmark::State& state) {
 }
 
 #if MOEROUTE_HAVE_GGML
-// ggml's CPU backend computing the same layer as llama.cpp's build_moe_ffn builds it: up and gate
-// MUL_MAT_ID, swiglu, down MUL_MAT_ID, times the routing weights, summed over the K experts.
-struct ggml_layer {
+// The expert weights of one type in a ggml backend's memory, as ggml lays out MoE expert tensors
+// (ne {H, F, E}, {H, F, E}, {F, H, E}), filled with the moeroute blob's bytes (the same stored
+// format: moeroute's type ids and block layouts are ggml's). One per ggml backend (CPU, Vulkan).
+struct ggml_expert_weights {
   int type = -1;
   ggml_backend_t backend = nullptr;
-  ggml_context* wctx = nullptr;
-  ggml_backend_buffer_t wbuf = nullptr;
+  ggml_context* ctx = nullptr;
+  ggml_backend_buffer_t buf = nullptr;
   ggml_tensor *gate = nullptr, *up = nullptr, *down = nullptr;
+  std::string device;  // the label of the cases that use it
   void reset() {
-    if (wbuf) ggml_backend_buffer_free(wbuf);
-    if (wctx) ggml_free(wctx);
-    wbuf = nullptr;
-    wctx = nullptr;
+    if (buf) ggml_backend_buffer_free(buf);
+    if (ctx) ggml_free(ctx);
+    buf = nullptr;
+    ctx = nullptr;
     type = -1;
   }
+  ~ggml_expert_weights() {
+    reset();
+    if (backend) ggml_backend_free(backend);
+  }
+  // Loads the weights of kTypes[type] in the qwen3_30b_a3b shape (kept when already loaded).
+  // Empty on success, else why the case cannot run.
+  std::string load(int t) {
+    if (type == t) return {};
+    reset();
+    const moeroute::ffn_layer s = make_shape(0, t);
+    const auto gt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.gate_type));
+    const auto ut = static_cast<ggml_type>(static_cast<std::uint32_t>(s.up_type));
+    const auto dt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.down_type));
+    const std::int64_t H = s.hidden, F = s.ffn, E = s.num_experts;
+    if (ggml_row_size(gt, H) * static_cast<std::size_t>(F) != s.gate_bytes() ||
+        ggml_row_size(ut, H) * static_cast<std::size_t>(F) != s.up_bytes() ||
+        ggml_row_size(dt, F) * static_cast<std::size_t>(H) != s.down_bytes())
+      return "ggml's row size differs from moeroute's for this type";
+    ggml_init_params ip{3 * ggml_tensor_overhead(), nullptr, true};
+    ctx = ggml_init(ip);
+    gate = ggml_new_tensor_3d(ctx, gt, H, F, E);
+    up = ggml_new_tensor_3d(ctx, ut, H, F, E);
+    down = ggml_new_tensor_3d(ctx, dt, F, H, E);
+    buf = ggml_backend_alloc_ctx_tensors(ctx, backend);
+    if (!buf) return "ggml could not allocate the expert weights";
+    const std::vector<unsigned char> blob = make_blob(s);  // the bytes of the moeroute cases' experts
+    for (std::int64_t e = 0; e < E; ++e) {
+      const auto ue = static_cast<std::size_t>(e);
+      ggml_backend_tensor_set(gate, blob.data() + s.gate_offset(), ue * s.gate_bytes(), s.gate_bytes());
+      ggml_backend_tensor_set(up, blob.data() + s.up_offset(), ue * s.up_bytes(), s.up_bytes());
+      ggml_backend_tensor_set(down, blob.data() + s.down_offset(), ue * s.down_bytes(), s.down_bytes());
+    }
+    type = t;
+    return {};
+  }
 };
-ggml_layer& ggml_state() {
-  static ggml_layer g;
+
+// The layer as llama.cpp's build_moe_ffn builds it: gate and up MUL_MAT_ID, swiglu, down
+// MUL_MAT_ID, times the routing weights, summed over the K experts. x [H, 1, T], ids [K, T],
+// wts [1, K, T]; returns y [H, T].
+ggml_tensor* ggml_moe_ffn(ggml_context* c, const ggml_expert_weights& w, ggml_tensor* x, ggml_tensor* ids,
+                          ggml_tensor* wts) {
+  const std::int64_t H = w.down->ne[1], T = x->ne[2], K = ids->ne[0];
+  ggml_tensor* gate = ggml_mul_mat_id(c, w.gate, x, ids);  // [F, K, T]
+  ggml_tensor* up = ggml_mul_mat_id(c, w.up, x, ids);      // [F, K, T]
+  ggml_tensor* act = ggml_swiglu_split(c, gate, up);       // silu(gate) * up
+  ggml_tensor* d = ggml_mul(c, ggml_mul_mat_id(c, w.down, act, ids), wts);  // [H, K, T]
+  ggml_tensor* out = ggml_view_2d(c, d, H, T, d->nb[2], 0);
+  for (std::int64_t k = 1; k < K; ++k)
+    out = ggml_add(c, out, ggml_view_2d(c, d, H, T, d->nb[2], static_cast<std::size_t>(k) * d->nb[1]));
+  return out;
+}
+
+// ggml's CPU backend computing the same layer (ggml_moe_ffn).
+ggml_expert_weights& ggml_cpu_state() {
+  static ggml_expert_weights g;
   return g;
 }
 
@@ -386,26 +441,13 @@ void BM_ggml_cpu(benchmark::State& state) {
   const auto T = static_cast<std::size_t>(state.range(1));
   const int threads = static_cast<int>(state.range(2));
   const moeroute::ffn_layer s = make_shape(0, type);
-  const std::int64_t H = s.hidden, F = s.ffn, E = s.num_experts, K = kShapes[0].K;
-  ggml_layer& g = ggml_state();
+  const std::int64_t H = s.hidden, K = kShapes[0].K;
+  ggml_expert_weights& g = ggml_cpu_state();
   if (!g.backend) g.backend = ggml_backend_cpu_init();
-  if (g.type != type) {
-    g.reset();
-    ggml_init_params ip{3 * ggml_tensor_overhead(), nullptr, true};
-    g.wctx = ggml_init(ip);
-    const auto gt = static_cast<ggml_type>(s.gate_type);
-    g.gate = ggml_new_tensor_3d(g.wctx, gt, H, F, E);
-    g.up = ggml_new_tensor_3d(g.wctx, gt, H, F, E);
-    g.down = ggml_new_tensor_3d(g.wctx, static_cast<ggml_type>(s.down_type), F, H, E);
-    g.wbuf = ggml_backend_alloc_ctx_tensors(g.wctx, g.backend);
-    const std::vector<unsigned char> blob = make_blob(s);  // the bytes of the cpu/ cases' experts
-    for (std::int64_t e = 0; e < E; ++e) {
-      const auto ue = static_cast<std::size_t>(e);
-      ggml_backend_tensor_set(g.gate, blob.data() + s.gate_offset(), ue * s.gate_bytes(), s.gate_bytes());
-      ggml_backend_tensor_set(g.up, blob.data() + s.up_offset(), ue * s.up_bytes(), s.up_bytes());
-      ggml_backend_tensor_set(g.down, blob.data() + s.down_offset(), ue * s.down_bytes(), s.down_bytes());
-    }
-    g.type = type;
+  const std::string why = g.load(type);
+  if (!why.empty()) {
+    state.SkipWithError(why.c_str());
+    return;
   }
   ggml_backend_cpu_set_n_threads(g.backend, threads);
   const auto r = make_routing(T, kShapes[0].E, kShapes[0].K, false);
@@ -417,16 +459,7 @@ void BM_ggml_cpu(benchmark::State& state) {
   ggml_tensor* cur = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, H, 1, nt);
   ggml_tensor* ids = ggml_new_tensor_2d(ctx, GGML_TYPE_I32, K, nt);
   ggml_tensor* wts = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, 1, K, nt);
-  ggml_tensor* upo = ggml_mul_mat_id(ctx, g.up, cur, ids);      // [F, K, T]
-  ggml_tensor* gateo = ggml_mul_mat_id(ctx, g.gate, cur, ids);  // [F, K, T]
-  ggml_tensor* par = ggml_swiglu_split(ctx, gateo, upo);
-  ggml_tensor* experts = ggml_mul_mat_id(ctx, g.down, par, ids);  // [H, K, T]
-  experts = ggml_mul(ctx, experts, wts);
-  ggml_tensor* out = nullptr;
-  for (std::int64_t k = 0; k < K; ++k) {
-    ggml_tensor* v = ggml_view_2d(ctx, experts, H, nt, experts->nb[2], static_cast<std::size_t>(k) * experts->nb[1]);
-    out = out ? ggml_add(ctx, out, v) : v;
-  }
+  ggml_tensor* out = ggml_moe_ffn(ctx, g, cur, ids, wts);
   ggml_cgraph* gf = ggml_new_graph(ctx);
   ggml_build_forward_expand(gf, out);
   ggml_gallocr_t alloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(g.backend));
@@ -465,36 +498,15 @@ void register_cpu_quant() {
 }
 
 #ifdef MOEROUTE_BENCH_GGML_VULKAN
-// ggml's Vulkan backend with the expert weights of one type: gate, up, down as ggml lays out
-// MoE expert tensors (ne {H, F, E}, {H, F, E}, {F, H, E}), filled with the moeroute blob's bytes
-// (the same stored format: moeroute's type ids and block layouts are ggml's).
-struct ggml_vk_weights {
-  int type = -1;
-  ggml_backend_t backend = nullptr;
-  ggml_context* ctx = nullptr;
-  ggml_backend_buffer_t buf = nullptr;
-  ggml_tensor *gate = nullptr, *up = nullptr, *down = nullptr;
-  std::string device;
-  void reset() {
-    if (buf) ggml_backend_buffer_free(buf);
-    if (ctx) ggml_free(ctx);
-    buf = nullptr;
-    ctx = nullptr;
-    type = -1;
-  }
-  ~ggml_vk_weights() {
-    reset();
-    if (backend) ggml_backend_free(backend);
-  }
-};
-ggml_vk_weights& ggml_vk_state() {
-  static ggml_vk_weights w;
+// ggml's Vulkan backend with the expert weights of one type.
+ggml_expert_weights& ggml_vk_state() {
+  static ggml_expert_weights w;
   return w;
 }
 
 // Empty on success, else why the case cannot run.
 std::string ggml_vk_prepare(int type) {
-  ggml_vk_weights& w = ggml_vk_state();
+  ggml_expert_weights& w = ggml_vk_state();
   if (!w.backend) {
     setenv("GGML_VK_VISIBLE_DEVICES", "0", 0);  // ggml skips CPU devices (lavapipe) otherwise
     if (ggml_backend_vk_get_device_count() < 1) return "ggml: no Vulkan device";
@@ -504,34 +516,11 @@ std::string ggml_vk_prepare(int type) {
     ggml_backend_vk_get_device_description(0, desc, sizeof desc);
     w.device = std::string("ggml vulkan: ") + desc;
   }
-  if (w.type == type) return {};
-  w.reset();
 #ifdef MOEROUTE_BENCH_VULKAN
-  vk_state().release();  // free moeroute's Vulkan pool first: both live in the same device memory
+  // free moeroute's Vulkan pool first: both live in the same device memory
+  if (w.type != type) vk_state().release();
 #endif
-  const moeroute::ffn_layer s = make_shape(0, type);
-  const auto gt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.gate_type));
-  const auto dt = static_cast<ggml_type>(static_cast<std::uint32_t>(s.down_type));
-  const std::int64_t H = s.hidden, F = s.ffn, E = s.num_experts;
-  if (ggml_row_size(gt, H) * static_cast<std::size_t>(F) != s.gate_bytes() ||
-      ggml_row_size(dt, F) * static_cast<std::size_t>(H) != s.down_bytes())
-    return "ggml's row size differs from moeroute's for this type";
-  ggml_init_params ip{4 * ggml_tensor_overhead(), nullptr, true};
-  w.ctx = ggml_init(ip);
-  w.gate = ggml_new_tensor_3d(w.ctx, gt, H, F, E);
-  w.up = ggml_new_tensor_3d(w.ctx, static_cast<ggml_type>(static_cast<std::uint32_t>(s.up_type)), H, F, E);
-  w.down = ggml_new_tensor_3d(w.ctx, dt, F, H, E);
-  w.buf = ggml_backend_alloc_ctx_tensors(w.ctx, w.backend);
-  if (!w.buf) return "ggml could not allocate the expert weights";
-  const auto blob = make_blob(s);
-  for (std::int64_t e = 0; e < E; ++e) {
-    const auto ue = static_cast<std::size_t>(e);
-    ggml_backend_tensor_set(w.gate, blob.data() + s.gate_offset(), ue * s.gate_bytes(), s.gate_bytes());
-    ggml_backend_tensor_set(w.up, blob.data() + s.up_offset(), ue * s.up_bytes(), s.up_bytes());
-    ggml_backend_tensor_set(w.down, blob.data() + s.down_offset(), ue * s.down_bytes(), s.down_bytes());
-  }
-  w.type = type;
-  return {};
+  return w.load(type);
 }
 
 // range(1): type, range(2): T, range(3): 0 = one MUL_MAT_ID (gate), 1 = the whole FFN.
@@ -544,7 +533,7 @@ void BM_ggml_vulkan(benchmark::State& state) {
     state.SkipWithError(why.c_str());
     return;
   }
-  ggml_vk_weights& w = ggml_vk_state();
+  ggml_expert_weights& w = ggml_vk_state();
   const moeroute::ffn_layer s = make_shape(0, type);
   const std::int64_t H = s.hidden, K = kShapes[0].K;
   const auto r = make_routing(static_cast<std::size_t>(T), kShapes[0].E, kShapes[0].K, false);
@@ -558,15 +547,7 @@ void BM_ggml_vulkan(benchmark::State& state) {
   ggml_set_input(x);
   ggml_set_input(ids);
   ggml_set_input(wts);
-  ggml_tensor* out = ggml_mul_mat_id(gctx, w.gate, x, ids);  // [F, K, T]
-  if (ffn) {
-    ggml_tensor* up = ggml_mul_mat_id(gctx, w.up, x, ids);
-    ggml_tensor* act = ggml_swiglu_split(gctx, out, up);          // silu(gate) * up
-    ggml_tensor* d = ggml_mul(gctx, ggml_mul_mat_id(gctx, w.down, act, ids), wts);  // [H, K, T]
-    out = ggml_view_2d(gctx, d, H, T, d->nb[2], 0);
-    for (std::int64_t k = 1; k < K; ++k)
-      out = ggml_add(gctx, out, ggml_view_2d(gctx, d, H, T, d->nb[2], static_cast<std::size_t>(k) * d->nb[1]));
-  }
+  ggml_tensor* out = ffn ? ggml_moe_ffn(gctx, w, x, ids, wts) : ggml_mul_mat_id(gctx, w.gate, x, ids);
   ggml_set_output(out);
   ggml_cgraph* graph = ggml_new_graph(gctx);
   ggml_build_forward_expand(graph, out);
