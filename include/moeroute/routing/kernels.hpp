@@ -214,39 +214,6 @@ struct routing_topk {
 #endif
 };
 
-/// rank[i] = #{j < n : v[j] > v[i], or v[j] == v[i] and key[j] < key[i]} for i < n <= 32 (keys
-/// distinct and no NaN: the ranks are 0 .. n - 1), 4 lanes at a time without branches on the
-/// values.
-inline void routing_rank(const float* v, const std::int32_t* key, int n, std::int32_t* rank) noexcept {
-#if MOEROUTE_VECTOR_EXT
-  alignas(16) float vv[32];
-  alignas(16) std::int32_t kk[32];
-  const int n4 = (n + 3) / 4 * 4;
-  for (int i = 0; i < n4; ++i) {
-    vv[i] = i < n ? v[i] : 0.0f;
-    kk[i] = i < n ? key[i] : 0;
-  }
-  for (int i = 0; i < n4; i += 4) {
-    const vf4 x = vf4_load(vv + i);
-    vi4 ki;
-    std::memcpy(&ki, kk + i, sizeof ki);
-    vi4 r = {0, 0, 0, 0};
-    for (int j = 0; j < n; ++j) {
-      const vf4 y = vf4_splat(vv[j]);
-      const vi4 kj = {kk[j], kk[j], kk[j], kk[j]};
-      r -= (y > x) | ((y == x) & (kj < ki));  // true lanes are -1
-    }
-    for (int l = 0; l < 4 && i + l < n; ++l) rank[i + l] = r[l];
-  }
-#else
-  for (int i = 0; i < n; ++i) {
-    int r = 0;
-    for (int j = 0; j < n; ++j) r += (v[j] > v[i]) | ((v[j] == v[i]) & (key[j] < key[i]));
-    rank[i] = r;
-  }
-#endif
-}
-
 #if MOEROUTE_VECTOR_EXT
 /// sigmoid lane-wise: exp(-|v|) keeps the argument non-positive, sigmoid(v) = 1/(1+t) or t/(1+t).
 inline vf4 routing_sigmoid4(vf4 v) noexcept {

@@ -51,7 +51,6 @@ struct grouped_topk_selection {
   static constexpr bool order_only = false;
   int groups = 1;
   int topk_groups = 1;
-  static constexpr int max_rank_groups = 32;  ///< up to this many groups: ranked by counting
 
   void validate(int E, int K) const {
     MOEROUTE_CHECK(groups >= 1 && E % groups == 0, errc::invalid_argument, "grouped top-k: E = ",
@@ -76,43 +75,22 @@ struct grouped_topk_selection {
     float* gval = gscore + groups;
     auto* gid = reinterpret_cast<std::int32_t*>(gval + groups);
     detail::routing_group_scores(score, groups, per, gscore);
-    // the topk_groups best groups, in ascending id order so that ties keep the lower id later
-    int kept_n = 0;
-    if (groups <= max_rank_groups) {
-      // a group's rank: groups better (greater, or equal with a lower index); no branches on the
-      // scores (a sorted insertion mispredicts on random rows). Group scores are never NaN.
-      std::int32_t idx[max_rank_groups], rank[max_rank_groups];
-      for (int g = 0; g < groups; ++g) idx[g] = g;
-      detail::routing_rank(gscore, idx, groups, rank);
-      for (int g = 0; g < groups; ++g) {
-        gid[kept_n] = g;
-        kept_n += rank[g] < topk_groups;
-      }
-    } else {
-      detail::routing_topk tg{gval, gid, topk_groups};
-      for (int g = 0; g < groups; ++g) tg.push(gscore[g], g);
-      kept_n = tg.n;
-      for (int i = 1; i < kept_n; ++i) {
-        const std::int32_t v = gid[i];
-        int j = i;
-        for (; j > 0 && gid[j - 1] > v; --j) gid[j] = gid[j - 1];
-        gid[j] = v;
-      }
+    detail::routing_topk tg{gval, gid, topk_groups};
+    for (int g = 0; g < groups; ++g) tg.push(gscore[g], g);
+    // visit eligible experts in ascending id order so that ties keep the lower id
+    for (int i = 1; i < tg.n; ++i) {
+      const std::int32_t v = gid[i];
+      int j = i;
+      for (; j > 0 && gid[j - 1] > v; --j) gid[j] = gid[j - 1];
+      gid[j] = v;
     }
     // the kept groups side by side, in ascending id order: one top-K over them, ids mapped back
     auto* kept = reinterpret_cast<float*>(gid + groups);
-    for (int i = 0; i < kept_n; ++i)
+    for (int i = 0; i < tg.n; ++i)
       std::memcpy(kept + static_cast<std::ptrdiff_t>(i) * per, score + static_cast<std::ptrdiff_t>(gid[i]) * per,
                   static_cast<std::size_t>(per) * sizeof(float));
-    const int n = detail::routing_select_topk(kept, kept_n * per, K, top_score, top_id);
-    for (int i = 0; i < n; ++i) {
-      int slot = 0;  // top_id[i] / per, by comparison for a few kept groups (a division is slow)
-      if (kept_n <= max_rank_groups)
-        for (int j = 1; j < kept_n; ++j) slot += top_id[i] >= j * per;
-      else
-        slot = top_id[i] / per;
-      top_id[i] = gid[slot] * per + (top_id[i] - slot * per);
-    }
+    const int n = detail::routing_select_topk(kept, tg.n * per, K, top_score, top_id);
+    for (int i = 0; i < n; ++i) top_id[i] = gid[top_id[i] / per] * per + top_id[i] % per;
     return n;
   }
 };
