@@ -254,6 +254,42 @@ TEST(ZeroGating, BoundariesMinKMaxKAndExactThreshold) {
   EXPECT_EQ(one.weights, (std::vector<float>{0.5f}));  // no renorm: the unnormalized score
 }
 
+// keep() against the documented rule computed plainly (the share cum / total divided in double,
+// the first n >= min_k that reaches cum_prob), with cum_prob set to the shares themselves and to
+// their neighbouring doubles: the cases where the division, not a bound on it, decides.
+TEST(ZeroGating, ThresholdsAtAndBesideTheSharesMatchThePlainRule) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int rep = 0; rep < 300; ++rep) {
+    const int k = 1 + rep % 8;
+    std::vector<float> w(static_cast<std::size_t>(k));
+    for (auto& v : w) v = rep % 5 == 0 ? 0.125f * static_cast<float>(1 + rep % 3) : u(rng);
+    std::sort(w.begin(), w.end(), std::greater<float>());
+    double total = 0;
+    for (float v : w) total += v;
+    std::vector<double> ps;
+    double c = 0;
+    for (float v : w) {
+      c += v;
+      const double share = c / total;
+      for (double p : {share, std::nextafter(share, 0.0), std::nextafter(share, 2.0)})
+        if (p > 0 && p <= 1) ps.push_back(p);
+    }
+    for (double p : ps)
+      for (int min_k = 1; min_k <= k; ++min_k) {
+        int want = 0;
+        double cum = 0;
+        while (want < k) {
+          cum += w[static_cast<std::size_t>(want)];
+          ++want;
+          if (want >= min_k && cum / total >= p) break;
+        }
+        EXPECT_EQ((cumulative_gating{p, min_k, 0}.keep(w.data(), k)), want)
+            << "rep " << rep << " p " << p << " min_k " << min_k;
+      }
+  }
+}
+
 // ---- presets, each on a hand-checked row ----
 
 TEST(Presets, MixtralTop2Renormalized) {
@@ -479,6 +515,22 @@ TEST(Scoring, VectorAndScalarPathsAgreeBitForBit) {
     for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sm.unnormalized(x[e], m)) << e;
     sg.prepare(x.data(), key.data(), 37);
     for (int e = 0; e < 37; ++e) EXPECT_EQ(key[e], sg.unnormalized(x[e], 0)) << e;
+  }
+  // exp down to its subnormal results and its clamp at -104 (max 0: key = exp(x)), and sigmoids
+  // that small: each path scales by 2^n its own way
+  std::vector<float> lo = {0.0f};
+  for (float v = -86.0f; v > -106.0f; v -= 0.0625f + 1e-4f) lo.push_back(v);
+  lo.push_back(-1e30f);
+  lo.push_back(-std::numeric_limits<float>::infinity());
+  const int n = static_cast<int>(lo.size());
+  std::vector<float> klo(lo.size());
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    SCOPED_TRACE(routing_isa_name(isa));
+    sm.prepare(lo.data(), klo.data(), n);
+    for (int e = 0; e < n; ++e) EXPECT_EQ(klo[e], sm.unnormalized(lo[e], 0.0f)) << lo[e];
+    sg.prepare(lo.data(), klo.data(), n);
+    for (int e = 0; e < n; ++e) EXPECT_EQ(klo[e], sg.unnormalized(lo[e], 0)) << lo[e];
   }
 }
 

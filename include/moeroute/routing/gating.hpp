@@ -54,8 +54,13 @@ struct cumulative_gating {
     if (!(total > 0.0)) return std::min(min_k, mk);
     int n = 0;
     if (k <= kmax) {
+      // cum[i] / total >= cum_prob without the division where the product decides: q = cum[i] /
+      // total rounds to >= cum_prob when the exact q exceeds cum_prob * (1 + 2^-51), and below it
+      // under cum_prob * (1 - 2^-51); the bounds below are that with room for their own rounding
+      const double pt = cum_prob * total, hi = pt * (1.0 + 0x1p-50), lo = pt * (1.0 - 0x1p-50);
       bool reached[kmax];
-      for (int i = 0; i < k; ++i) reached[i] = cum[i] / total >= cum_prob;
+      for (int i = 0; i < k; ++i)
+        reached[i] = cum[i] >= hi || (cum[i] > lo && cum[i] / total >= cum_prob);
       while (n < k) {
         ++n;
         if (n >= min_k && reached[n - 1]) break;

@@ -4,9 +4,12 @@
 //   routing_scan_row        NaN/+inf present?, count of masked (-inf) logits
 //   routing_softmax_keys    key = exp(x - max), returns sum(key) in eight partial sums
 //   routing_sigmoid_keys    key = sigmoid(x)
+//   routing_sigmoid_select  key = sigmoid(x) and sel = key + bias (masked -> -inf) in one pass
 //   routing_exp_chosen      exp(x - max) of the K chosen experts only
 //   routing_select_scores   selection scores: key / norm + bias, or key; masked -> -inf
 //   routing_select_topk     the K largest, best first, ties -> lower id; -inf never chosen
+//   routing_scan_select_topk  routing_scan_row, then routing_select_topk of the row when it has
+//                           no NaN / +inf and K unmasked logits (one pass over the row on AVX-512)
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
 // Every path gives bit-identical outputs (see isa.hpp): the exp and sigmoid lanes run the
 // operations of vf4_exp_nonpos, softmax sums keep element e in partial sum e % 8 in element
@@ -286,6 +289,23 @@ inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
   for (; e < E; ++e) key[e] = routing_sigmoid(x[e]);
 }
 
+inline void sigmoid_select(const float* x, float* key, const float* bias, float* sel, int E) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  int e = 0;
+#if MOEROUTE_VECTOR_EXT
+  const vf4 vninf = vf4_splat(ninf);
+  for (; e + 4 <= E; e += 4) {
+    const vf4 v = vf4_load(x + e), k = routing_sigmoid4(v);
+    vf4_store(key + e, k);
+    vf4_store(sel + e, v == vninf ? vninf : k + vf4_load(bias + e));
+  }
+#endif
+  for (; e < E; ++e) {
+    key[e] = routing_sigmoid(x[e]);
+    sel[e] = x[e] == ninf ? ninf : key[e] + bias[e];
+  }
+}
+
 inline void select_scores(const float* x, const float* key, float norm, const float* bias,
                           float* sel, int E) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
@@ -300,6 +320,13 @@ inline int select_topk(const float* score, int E, int K, float* val, std::int32_
   routing_topk t{val, id, K};
   t.push_range(score, 0, E);
   return t.n;
+}
+
+inline int scan_select_topk(const float* x, int E, int K, float* val, std::int32_t* id, int* bad,
+                            int* masked) noexcept {
+  scan_row(x, E, bad, masked);
+  if (*bad || E - *masked < K) return 0;
+  return select_topk(x, E, K, val, id);
 }
 
 inline void group_scores(const float* score, int groups, int per, float* gscore) noexcept {
@@ -380,6 +407,12 @@ inline void routing_exp_chosen(const float* x, const std::int32_t* id, int K, fl
                                float* out) noexcept {
   MOEROUTE_RK_DISPATCH(exp_chosen, x, id, K, m, out)
 }
+/// key = sigmoid(x); sel = key + bias (the same as routing_select_scores with norm 1: key / 1 is
+/// key), masked (x == -inf) -> -inf.
+inline void routing_sigmoid_select(const float* x, float* key, const float* bias, float* sel,
+                                   int E) noexcept {
+  MOEROUTE_RK_DISPATCH(sigmoid_select, x, key, bias, sel, E)
+}
 /// bias == nullptr: sel = key; else sel = key / norm + bias. Masked (x == -inf) -> -inf.
 inline void routing_select_scores(const float* x, const float* key, float norm, const float* bias,
                                   float* sel, int E) noexcept {
@@ -388,6 +421,12 @@ inline void routing_select_scores(const float* x, const float* key, float norm, 
 inline int routing_select_topk(const float* score, int E, int K, float* val,
                                std::int32_t* id) noexcept {
   MOEROUTE_RK_DISPATCH(select_topk, score, E, K, val, id)
+}
+/// routing_scan_row(x, E, bad, masked); then, when !*bad and E - *masked >= K,
+/// routing_select_topk(x, E, K, val, id); else 0.
+inline int routing_scan_select_topk(const float* x, int E, int K, float* val, std::int32_t* id,
+                                    int* bad, int* masked) noexcept {
+  MOEROUTE_RK_DISPATCH(scan_select_topk, x, E, K, val, id, bad, masked)
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)

@@ -74,6 +74,27 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline V exp_nonpos_n(V x) noe
   p = p * r;
   MOEROUTE_RK_KEEP(p);
   p = (p + r) + 1.0f;
+#if MOEROUTE_RK_W == 16
+  // p * 2^n rounded once, as p * 2^(n >> 1) (exact: p * 2^-75 is a normal float) * 2^(n - (n >> 1))
+  // below: the same bits in one instruction
+  if constexpr (sizeof(V) == 64) {
+    __m512 pp, nn;
+    std::memcpy(&pp, &p, sizeof pp);
+    std::memcpy(&nn, &n, sizeof nn);
+    const __m512 y = _mm512_maskz_scalef_ps(0xffff, pp, nn);  // maskz: GCC bug 105593
+    V out;
+    std::memcpy(&out, &y, sizeof out);
+    return out;
+  } else {
+    __m256 pp, nn;
+    std::memcpy(&pp, &p, sizeof pp);
+    std::memcpy(&nn, &n, sizeof nn);
+    const __m256 y = _mm256_maskz_scalef_ps(0xff, pp, nn);
+    V out;
+    std::memcpy(&out, &y, sizeof out);
+    return out;
+  }
+#endif
   const VI ni = __builtin_convertvector(n, VI);
   const VI n1 = ni >> 1;
   const VI n2 = ni - n1;
@@ -159,15 +180,25 @@ MOEROUTE_RK_TARGET inline float softmax_keys(const float* x, float* key, int E) 
 
 MOEROUTE_RK_TARGET inline void exp_chosen(const float* x, const std::int32_t* id, int K, float m,
                                           float* out) noexcept {
-  // 8 lanes at a time (K is 8 in most models), built in registers: a vector read back from
-  // scalar stores would wait for them to reach the cache
+  // 8 lanes at a time (K is 8 in most models), built from scalar loads in registers and stored
+  // whole: a vector read back from scalar stores, or a copy of a variable count, would wait on
+  // memory
   const v8 mv = v8{} + m;
   int i = 0;
-  for (; i < K; i += 8) {
-    const int n = K - i < 8 ? K - i : 8;
-    v8 g = mv;
-    for (int l = 0; l < n; ++l) g[l] = x[id[i + l]];
+  for (; i + 8 <= K; i += 8) {
+    const std::int32_t* d = id + i;
+    const v8 g = {x[d[0]], x[d[1]], x[d[2]], x[d[3]], x[d[4]], x[d[5]], x[d[6]], x[d[7]]};
     const v8 k = exp_nonpos_n(g - mv);
+    std::memcpy(out + i, &k, sizeof k);
+  }
+  if (i < K) {  // the last K % 8: lanes past K hold m (their exp is discarded)
+    const int n = K - i;
+    alignas(32) float g[8], k[8];
+    for (int l = 0; l < 8; ++l) g[l] = l < n ? x[id[i + l]] : m;
+    v8 gv;
+    std::memcpy(&gv, g, sizeof gv);
+    const v8 kv = exp_nonpos_n(gv - mv);
+    std::memcpy(k, &kv, sizeof k);
     for (int l = 0; l < n; ++l) out[i + l] = k[l];
   }
 }
@@ -176,6 +207,22 @@ MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) n
   int e = 0;
   for (; e + W <= E; e += W) store(key + e, sigmoid(load(x + e)));
   for (; e < E; ++e) key[e] = routing_sigmoid(x[e]);
+}
+
+MOEROUTE_RK_TARGET inline void sigmoid_select(const float* x, float* key, const float* bias,
+                                              float* sel, int E) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const vf vninf = splat(ninf);
+  int e = 0;
+  for (; e + W <= E; e += W) {
+    const vf v = load(x + e), k = sigmoid(v);
+    store(key + e, k);
+    store(sel + e, v == vninf ? vninf : k + load(bias + e));
+  }
+  for (; e < E; ++e) {
+    key[e] = routing_sigmoid(x[e]);
+    sel[e] = x[e] == ninf ? ninf : key[e] + bias[e];
+  }
 }
 
 MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, float norm,
@@ -204,8 +251,11 @@ MOEROUTE_RK_TARGET inline void select_scores(const float* x, const float* key, f
 ///     (greater, or equal with a lower id, which is j < i since ids ascend); the candidate of rank
 ///     r < K is the r-th output.
 /// Falls back to routing_topk when K > 16, thr is -inf or more than 32 scores reach thr.
-MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
-                                          std::int32_t* id) noexcept {
+/// Scan: also does scan_row's work in the pass of step 1 (*bad, *masked) and returns 0 without
+/// choosing when the row has a NaN or +inf or fewer than K unmasked scores.
+template <bool Scan>
+MOEROUTE_RK_TARGET inline int topk16(const float* score, int E, int K, float* val, std::int32_t* id,
+                                     int* bad, int* masked) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   constexpr int max_e = 1024;
   const int nv = E / 16;
@@ -215,16 +265,43 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
       if (score[e] != ninf) t.push(score[e], e);
     return t.n;
   };
-  if (K > 16 || E > max_e || nv == 0) return fallback();
-  // 1. column maxima (max through the vector extension: GCC 12's _mm512_max_ps trips
-  // -Wmaybe-uninitialized, its bug 105593) and the threshold
-  vf g0 = splat(ninf), g1 = g0;
-  int v = 0;
-  for (; v + 2 <= nv; v += 2) {
-    g0 = vmax(g0, load(score + 16 * v));
-    g1 = vmax(g1, load(score + 16 * v + 16));
+  if (K > 16 || E > max_e || nv == 0) {
+    if (Scan) {
+      scan_row(score, E, bad, masked);
+      if (*bad || E - *masked < K) return 0;
+    }
+    return fallback();
   }
-  if (v < nv) g0 = vmax(g0, load(score + 16 * v));
+  // 1. column maxima (max through the vector extension: GCC 12's _mm512_max_ps trips
+  // -Wmaybe-uninitialized, its bug 105593), NaN / +inf and -inf lanes, and the threshold
+  vf g0 = splat(ninf), g1 = g0;
+  const __m512 vpinf = _mm512_set1_ps(-ninf), vninf = _mm512_set1_ps(ninf);
+  __mmask16 kbad = 0;
+  int nmasked = 0;
+  int v = 0;
+  for (; v < nv; ++v) {
+    const vf a = load(score + 16 * v);
+    if (v & 1)
+      g1 = vmax(g1, a);
+    else
+      g0 = vmax(g0, a);
+    if (Scan) {
+      __m512 u;
+      std::memcpy(&u, &a, sizeof u);
+      kbad = static_cast<__mmask16>(kbad | _mm512_cmp_ps_mask(u, vpinf, _CMP_NLT_UQ));  // !(u < inf)
+      nmasked += __builtin_popcount(_mm512_cmp_ps_mask(u, vninf, _CMP_EQ_OQ));
+    }
+  }
+  if (Scan) {
+    int b = kbad != 0;
+    for (int e = 16 * nv; e < E; ++e) {
+      b |= !(score[e] < -ninf);
+      nmasked += score[e] == ninf;
+    }
+    *bad = b;
+    *masked = nmasked;
+    if (b || E - nmasked < K) return 0;
+  }
   alignas(64) float gm[16];
   store(gm, vmax(g0, g1));
   const __m512 g = _mm512_load_ps(gm);
@@ -288,6 +365,14 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
     id[r] = ci[lane];
   }
   return K;
+}
+MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, float* val,
+                                          std::int32_t* id) noexcept {
+  return topk16<false>(score, E, K, val, id, nullptr, nullptr);
+}
+MOEROUTE_RK_TARGET inline int scan_select_topk(const float* x, int E, int K, float* val,
+                                               std::int32_t* id, int* bad, int* masked) noexcept {
+  return topk16<true>(x, E, K, val, id, bad, masked);
 }
 #else
 /// Top-K of score[0, E) (see routing_topk::select_fast for the idea):
@@ -396,6 +481,12 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
     }
   }
   return m < K ? m : K;
+}
+MOEROUTE_RK_TARGET inline int scan_select_topk(const float* x, int E, int K, float* val,
+                                               std::int32_t* id, int* bad, int* masked) noexcept {
+  scan_row(x, E, bad, masked);
+  if (*bad || E - *masked < K) return 0;
+  return select_topk(x, E, K, val, id);
 }
 
 #endif

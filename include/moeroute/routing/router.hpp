@@ -221,7 +221,13 @@ class router {
                    token_stats* stats) const noexcept {
     constexpr float inf = std::numeric_limits<float>::infinity();
     int bad = 0, masked = 0;
-    detail::routing_scan_row(x, E_, &bad, &masked);  // NaN or +inf; -inf
+    // the plain top-K by logit scans the row in the same pass (chosen: -1 = not yet)
+    constexpr bool fused_topk = std::is_same_v<Selection, topk_selection>;
+    int chosen = -1;
+    if (fused_topk && params_.bias.empty())
+      chosen = detail::routing_scan_select_topk(x, E_, K_, topv, topid, &bad, &masked);
+    else
+      detail::routing_scan_row(x, E_, &bad, &masked);  // NaN or +inf; -inf
     if (bad) {
       for (int e = 0; e < E_; ++e)
         if (!(x[e] < inf))
@@ -235,7 +241,7 @@ class router {
     bool have_keys = false;
     if (Selection::order_only && params_.bias.empty()) {
       // Strictly increasing scorings: choose by logit, then score only the chosen.
-      const int n = selection_.select(x, E_, K_, topv, topid, selws);
+      const int n = chosen >= 0 ? chosen : selection_.select(x, E_, K_, topv, topid, selws);
       if (n < K_) return status::failure(errc::bad_input, row, -1, "fewer than K choosable experts");
       if (Scoring::row_normalized && !params_.renorm) {
         norm = scoring_.prepare(x, key, E_);
@@ -250,11 +256,14 @@ class router {
           for (int i = 0; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
       }
     } else {
-      norm = scoring_.prepare(x, key, E_);
+      constexpr bool sigmoid = std::is_same_v<Scoring, sigmoid_scoring>;
+      if (!sigmoid || params_.bias.empty()) norm = scoring_.prepare(x, key, E_);
       have_keys = true;
       const float* score = key;
       if (!params_.bias.empty()) {
-        if constexpr (builtin_scoring)  // finish(key, norm) is key / norm (norm 1 but for softmax)
+        if constexpr (sigmoid)  // the scores and the selection scores in one pass (norm is 1)
+          detail::routing_sigmoid_select(x, key, params_.bias.data(), sel, E_);
+        else if constexpr (builtin_scoring)  // finish(key, norm) is key / norm (norm 1 but for softmax)
           detail::routing_select_scores(x, key, norm, params_.bias.data(), sel, E_);
         else
           for (int e = 0; e < E_; ++e)
@@ -299,16 +308,19 @@ class router {
     return status{0, row, kept, ""};
   }
 
-  static void normalize(float* v, int n) noexcept {
+  // v[0, n) /= their sum, summed in index order. The loops run K_ times whatever n (n < K_ after
+  // gating; +0.0 added past n leaves the sum as it is, lanes past n are scratch), so their
+  // branches do not depend on the row.
+  void normalize(float* v, int n) const noexcept {
     float s = 0;
-    for (int i = 0; i < n; ++i) s += v[i];
+    for (int i = 0; i < K_; ++i) s += i < n ? v[i] : 0.0f;
     if (!(s > 0)) return;
     int i = 0;
 #if MOEROUTE_VECTOR_EXT
     const detail::vf4 sv = detail::vf4_splat(s);  // IEEE quotients: the same bits as one at a time
-    for (; i + 4 <= n; i += 4) detail::vf4_store(v + i, detail::vf4_load(v + i) / sv);
+    for (; i + 4 <= K_; i += 4) detail::vf4_store(v + i, detail::vf4_load(v + i) / sv);
 #endif
-    for (; i < n; ++i) v[i] /= s;
+    for (; i < K_; ++i) v[i] /= s;
   }
 
   void fill_stats(const float* key, float norm, const float* x, const std::int32_t* kept_ids,
