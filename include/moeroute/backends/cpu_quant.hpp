@@ -20,8 +20,9 @@
 // Instruction sets: the portable path is plain C++; on x86-64 (GCC, Clang) AVX2+FMA and AVX-512
 // (BW/VL, with VNNI when present) paths are compiled with function-level target attributes and
 // chosen once at run time from the CPU's features, so the header needs no -m flags. Paths agree
-// to float rounding (the same integer products; the AVX-512 q4_k / q6_k kernels take the code
-// offset and mins through the activation's code sums in float32, and the float order differs).
+// to float rounding (the same integer products; the AVX-512 fused kernels read codes unsigned and
+// take the code offset and mins through the activation's code sums in float32, and the float
+// order differs).
 //
 // Threads: the rows of each projection are split over the caller's thread count; every output
 // value is computed by exactly one thread with the same code and order, so results are
@@ -307,6 +308,7 @@ class cpu_quant_ffn {
       k.unpack = detail::cq::unpack_row_avx2;
       k.dot_q = detail::cq::dot_q_avx2;
       k.dot_f = detail::cq::dot_f_avx2;
+      k.rowdot = detail::cq::rowdot_avx2_for;
     } else if (isa == cpu_isa::avx512) {
       k.unpack = detail::cq::unpack_row_avx2;
       k.dot_q = detail::cq::features().vnni512 ? detail::cq::dot_q_avx512<true> : detail::cq::dot_q_avx512<false>;

@@ -1,7 +1,8 @@
 #pragma once
 // The AVX2 (+FMA, F16C) path of the quantized CPU expert FFN (backends/cpu_quant.hpp): SSE/AVX2
-// unpack of q4_0, q8_0, iq4_nl, mxfp4, q4_k, q6_k, iq4_xs (the other types unpack as portable) and
-// the vpmaddubsw / vpmaddwd integer dot of an unpacked row with int8 activations.
+// unpack of q4_0, q8_0, iq4_nl, mxfp4, q4_k, q6_k, iq4_xs (the other types unpack as portable), the
+// vpmaddubsw / vpmaddwd integer dot of an unpacked row with int8 activations, and fused row kernels
+// (rowdot_avx2_for) for q4_0, q8_0, mxfp4, iq4_nl that dot a tile of tokens without unpacking.
 //
 // Contract: the same unpacked rows and per-16-value integer sums as portable.hpp; every function
 // carries MOEROUTE_CQ_AVX2 and may run only when cpu_supports(cpu_isa::avx2). Empty unless
@@ -151,6 +152,83 @@ MOEROUTE_CQ_AVX2 inline float dot_q_avx2(const std::int8_t* w, const float* sw, 
     for (; g < n / 16; ++g) r -= mw[g] * xs[g];
   }
   return r;
+}
+
+// Fused AVX2 row kernels for the 32-value-block types (q4_0, q8_0, mxfp4, iq4_nl): each block is
+// decoded into a register once (signed codes, its scale converted once) and dotted with a tile of
+// up to 8 tokens (act_tile) by vpmaddubsw on |code| and the activation with the code's sign, so
+// the row is never written out. Same integer sums per 32 values as the portable path.
+template <weight_type WT>
+MOEROUTE_CQ_AVX2 __attribute__((always_inline)) inline void load_block_avx2(const unsigned char* b, __m256i& q,
+                                                                            float& d) noexcept {
+  if constexpr (WT == weight_type::q8_0) {
+    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  } else if constexpr (WT == weight_type::q4_0) {
+    q = _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
+  } else {
+    constexpr bool mx = WT == weight_type::mxfp4;
+    const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl));
+    q = _mm256_shuffle_epi8(_mm256_set_m128i(book, book), nibbles32(b + (mx ? 1 : 2)));
+  }
+  if constexpr (WT == weight_type::mxfp4)
+    d = e8m0_half(b[0]);
+  else
+    d = _cvtsh_ss(static_cast<unsigned short>(b[0] | (b[1] << 8)));
+}
+
+// out[i] = row . token i of a tile of M tokens.
+template <weight_type WT, std::size_t M>
+MOEROUTE_CQ_AVX2 inline void rowdot_avx2(const unsigned char* row, std::size_t n, const act_tile& x,
+                                         float* out) noexcept {
+  constexpr std::size_t bb = WT == weight_type::q8_0 ? 34 : WT == weight_type::mxfp4 ? 17 : 18;
+  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm256_setzero_ps();
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  for (std::size_t c = 0; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {
+    _mm_prefetch(reinterpret_cast<const char*>(row) + c * 2 * bb + 1024, _MM_HINT_T0);  // the stream
+    for (std::size_t h = 0; h < 2; ++h) {
+      __m256i q;
+      float d;
+      load_block_avx2<WT>(row + (2 * c + h) * bb, q, d);
+      const __m256i aq = _mm256_sign_epi8(q, q);
+      const __m256 dv = _mm256_set1_ps(d);
+      for (std::size_t i = 0; i < M; ++i) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * i + 32 * h));
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(xv, q)), ones);
+        __m256& a = acc[h % A][i];
+        a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dv, _mm256_loadu_ps(xe + 16 * i + 8 * h)), a);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum256(A == 2 ? _mm256_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+
+// The same for a tile of m tokens (1-4 or max_tile).
+template <weight_type WT>
+MOEROUTE_CQ_AVX2 inline void rowdot_avx2_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
+                                           float* out) noexcept {
+  switch (m) {
+    case 1: rowdot_avx2<WT, 1>(row, n, x, out); return;
+    case 2: rowdot_avx2<WT, 2>(row, n, x, out); return;
+    case 3: rowdot_avx2<WT, 3>(row, n, x, out); return;
+    case 4: rowdot_avx2<WT, 4>(row, n, x, out); return;
+    default: rowdot_avx2<WT, max_tile>(row, n, x, out); return;
+  }
+}
+
+// The fused AVX2 kernel of type t, or nullptr (then the row is unpacked and dotted per token).
+inline rowdot_fn rowdot_avx2_for(weight_type t) noexcept {
+  switch (t) {
+    case weight_type::q4_0: return rowdot_avx2_m<weight_type::q4_0>;
+    case weight_type::q8_0: return rowdot_avx2_m<weight_type::q8_0>;
+    case weight_type::mxfp4: return rowdot_avx2_m<weight_type::mxfp4>;
+    case weight_type::iq4_nl: return rowdot_avx2_m<weight_type::iq4_nl>;
+    default: return nullptr;
+  }
 }
 
 MOEROUTE_CQ_AVX2 inline float dot_f_avx2(const float* w, const float* x, std::size_t n) noexcept {

@@ -38,6 +38,27 @@ MOEROUTE_CQ_AVX512 inline __m512 four_scales(__m128 s4) noexcept {
   return _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
 }
 
+// The 16 int32 sums of 4 products of unsigned codes u and signed activations x (vpdpbusd, or
+// vpmaddubsw + vpmaddwd without VNNI: exact while pairs of products stay within int16).
+template <bool Vnni>
+MOEROUTE_CQ_AVX512_INLINE __m512i dot4_u8s8(__m512i u, __m512i x) noexcept {
+  if constexpr (Vnni)
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
+  else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1));
+}
+
+// acc[i] += (64 codes u . token i's 64 activation codes per 4 values) * sc * token i's lane
+// scales, for the M tokens of a tile (xq, xe: the chunk's first token).
+template <bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void chunk_tokens(__m512 (&acc)[M], __m512i u, __m512 sc, const std::int8_t* xq,
+                                            const float* xe) noexcept {
+  for (std::size_t i = 0; i < M; ++i) {
+    const __m512i p = dot4_u8s8<Vnni>(u, _mm512_loadu_si512(xq + 64 * i));
+    acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), acc[i]);
+  }
+}
+
 // acc + the (up to) 64 products at `at` (masked by km; ks: their 16-groups), scaled
 template <bool Vnni>
 MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const float* sw, const std::int8_t* x,
@@ -48,11 +69,7 @@ MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const flo
   const __m512i xv = _mm512_maskz_loadu_epi8(km, x + at);
   const __m512i aw = _mm512_abs_epi8(wv);
   const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
-  __m512i p;
-  if constexpr (Vnni)
-    p = _mm512_dpbusd_epi32(zero, aw, sx);
-  else
-    p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
+  const __m512i p = dot4_u8s8<Vnni>(aw, sx);
   const std::size_t g = at / 16;
   const __m128 s4 = _mm_mul_ps(_mm_maskz_loadu_ps(ks, sw + g), _mm_maskz_loadu_ps(ks, dx + g));
   const __m512 sc = four_scales(s4);
@@ -137,41 +154,6 @@ MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t 
   }
 }
 
-// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl: signed codes).
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
-                                             float* out) noexcept {
-  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
-  const __m512i zero = _mm512_setzero_si512();
-  __m512 acc[A][M];
-  for (std::size_t i = 0; i < M; ++i)
-    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
-  const std::int8_t* xq = x.q;
-  const float* xe = x.e;
-  for (std::size_t c = 0; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {
-    __m512i q;
-    __m512 sc;
-    // the stream, across pages (a chunk is 34-68 bytes: one line ahead per chunk keeps up)
-    _mm_prefetch(reinterpret_cast<const char*>(row) + c * 64 * block_bytes(WT) / 32 + 1024, _MM_HINT_T0);
-    load_chunk<WT>(row, c, q, sc);
-    const __m512i aq = _mm512_abs_epi8(q);
-    const __mmask64 neg = _mm512_movepi8_mask(q);
-    for (std::size_t i = 0; i < M; ++i) {
-      const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
-      const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
-      __m512i p;
-      if constexpr (Vnni)
-        p = _mm512_dpbusd_epi32(zero, aq, sx);
-      else
-        p = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sx), _mm512_set1_epi16(1));
-      const __m512 s = _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i));
-      __m512& a = acc[c % A][i];
-      a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), s, a);
-    }
-  }
-  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
-}
-
 // K-quant super-block kernels (q4_k, q6_k): the scales (and mins) of a 256-value super-block are
 // decoded once into one vector of floats, and its four 64-value chunks take their per-lane scales
 // from it with one permute each. Codes are read unsigned (q4_k 0..15; q6_k 0..63, its offset 32
@@ -246,7 +228,6 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
                                                float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
   constexpr std::size_t bb = q4k ? 144 : 210, A = M == 1 ? 2 : 1;  // one token: two chains
-  const __m512i zero = _mm512_setzero_si512();
   // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
   const __m512i sel[4] = {
       q4k ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -277,16 +258,7 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
     for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
       const __m512i q = k_chunk_codes<WT>(b, k);
       const __m512 sc = lanes(sf, sel[k]);
-      for (std::size_t i = 0; i < M; ++i) {
-        const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
-        __m512i p;
-        if constexpr (Vnni)
-          p = _mm512_dpbusd_epi32(zero, q, xv);
-        else
-          p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xv), _mm512_set1_epi16(1));
-        __m512& a = acc[static_cast<std::size_t>(k) % A][i];
-        a = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), a);
-      }
+      chunk_tokens<Vnni, M>(acc[static_cast<std::size_t>(k) % A], q, sc, xq, xe);
     }
   }
   for (std::size_t i = 0; i < M; ++i) {
@@ -296,6 +268,133 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
   }
 }
 
+// 32-value-block kernels per 256 values (8 blocks), for rows of whole 256-value groups: the 8
+// block scales are gathered into one vector of floats with one two-register word permute (no scalar
+// f16 or E8M0 conversion per block), each 64-value chunk takes its lane scales from it with one
+// permute, and codes are read unsigned, with an offset o per type (q4_0: its own 8; q8_0: the
+// code + 128; mxfp4 / iq4_nl: the book shifted by 12 / 128), so a chunk's integer dot is one
+// vpdpbusd per token with no sign fix-up. The offset comes back as one 16-lane multiply-add per
+// token and group: - o * d_block * (the activation's scale x code sum per 16 values). A row's last
+// 64-191 values (n not a multiple of 256) take load_chunk with signed codes.
+
+// The offset of WT's unsigned codes.
+template <weight_type WT>
+inline constexpr int block_code_offset = WT == weight_type::q4_0 ? 8 : WT == weight_type::mxfp4 ? 12 : 128;
+
+// The scales of the 8 blocks at b (bytes b .. b + 8 bb readable) as 8 floats, block k in lane k.
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m256 block8_scales(const unsigned char* b) noexcept {
+  if constexpr (WT == weight_type::q4_0 || WT == weight_type::iq4_nl) {
+    // 18-byte blocks: the f16 scale of block k is word 9 k of the first 128 bytes
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         63, 54, 45, 36, 27, 18, 9, 0);
+    const __m512i h = _mm512_permutex2var_epi16(_mm512_loadu_si512(b), idx, _mm512_loadu_si512(b + 64));
+    return _mm256_cvtph_ps(_mm512_maskz_extracti32x4_epi32(0xF, h, 0));
+  } else if constexpr (WT == weight_type::q8_0) {
+    // 34-byte blocks: word 17 k of the first 128 bytes for blocks 0-3, of the 128 from 136 for 4-7
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         51, 34, 17, 0, 51, 34, 17, 0);
+    const __m512i lo = _mm512_permutex2var_epi16(_mm512_loadu_si512(b), idx, _mm512_loadu_si512(b + 64));
+    const __m512i hi = _mm512_permutex2var_epi16(_mm512_loadu_si512(b + 136), idx, _mm512_loadu_si512(b + 200));
+    return _mm256_cvtph_ps(_mm_blend_epi16(_mm512_maskz_extracti32x4_epi32(0xF, lo, 0), _mm512_maskz_extracti32x4_epi32(0xF, hi, 0), 0xF0));
+  } else {
+    // 17-byte mxfp4 blocks: the E8M0 byte of block k is byte 17 k (word 17 k / 2, high byte for
+    // odd k); 2^(e - 128) as e8m0_half builds it
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         59, 51, 42, 34, 25, 17, 8, 0);
+    const __m512i w = _mm512_permutex2var_epi16(_mm512_loadu_si512(b), idx, _mm512_loadu_si512(b + 64));
+    const __m128i e16 = _mm_and_si128(_mm_srlv_epi16(_mm512_maskz_extracti32x4_epi32(0xF, w, 0), _mm_setr_epi16(0, 8, 0, 8, 0, 8, 0, 8)),
+                                      _mm_set1_epi16(0xFF));
+    const __m256i e = _mm256_cvtepu16_epi32(e16);
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    const __m256i tiny = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __m256i bits = _mm256_blendv_epi8(normal, tiny, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e));
+    return _mm256_castsi256_ps(bits);
+  }
+}
+
+// The 64 unsigned codes (code + block_code_offset) of the two blocks at b and b + bb.
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept {
+  if constexpr (WT == weight_type::q8_0) {
+    const __m512i v = _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2))),
+                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36)), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    constexpr std::size_t bb = WT == weight_type::mxfp4 ? 17 : 18, qo = WT == weight_type::mxfp4 ? 1 : 2;
+    // 128-bit lanes [a, a, b, b], the second of each pair shifted right by 4: low then high nibbles
+    const __m512i a = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo)));
+    const __m512i v = _mm512_mask_broadcast_i32x4(a, 0xFF00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bb + qo)));
+    const __m512i sh = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004,
+                                        0x0004000400040004, 0, 0);
+    const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(v, sh), _mm512_set1_epi8(0xF));
+    if constexpr (WT == weight_type::q4_0) return nib;
+    // the books of dequant.hpp plus the offset
+    const __m128i book128 = WT == weight_type::mxfp4
+                                ? _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0)
+                                : _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15);
+    const __m512i book = _mm512_maskz_broadcast_i32x4(0xFFFF, book128);
+    return _mm512_shuffle_epi8(book, nib);
+  }
+}
+
+// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256 values.
+template <weight_type WT, bool Vnni, std::size_t M>
+MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
+                                               float* out) noexcept {
+  constexpr std::size_t bb = WT == weight_type::q8_0 ? 34 : WT == weight_type::mxfp4 ? 17 : 18;
+  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr float off = static_cast<float>(block_code_offset<WT>);
+  const __m512i zero = _mm512_setzero_si512();
+  // lanes of chunk k's scales: block 2k in lanes 0-7, block 2k + 1 in lanes 8-15; the offset
+  // term's lanes: block g / 2 for 16-group g
+  const __m512i sel[4] = {_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                          _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+                          _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4),
+                          _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
+  const __m512i gsel = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  __m512 acc[A][M];
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+  const std::int8_t* xq = x.q;
+  const float* xe = x.e;
+  const float* xs = x.s;
+  const std::size_t groups = n / 256;
+  for (std::size_t g = 0; g < groups; ++g, xs += 16 * M) {
+    const unsigned char* b = row + g * 8 * bb;
+    // the stream, across pages (a group is 136-272 bytes)
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+    if constexpr (bb == 34) {
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 192, _MM_HINT_T0);
+    }
+    const __m512 d = _mm512_castps256_ps512(block8_scales<WT>(b));
+    const __m512 mn = _mm512_mul_ps(lanes(d, gsel), _mm512_set1_ps(off));
+    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
+    for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
+      const __m512i q = block2_codes<WT>(b + 2 * k * bb);
+      const __m512 sc = lanes(d, sel[k]);
+      chunk_tokens<Vnni, M>(acc[k % A], q, sc, xq, xe);
+    }
+  }
+  for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {  // the last 64-192 values
+    __m512i q;
+    __m512 sc;
+    load_chunk<WT>(row, c, q, sc);
+    const __m512i aq = _mm512_abs_epi8(q);
+    const __mmask64 neg = _mm512_movepi8_mask(q);
+    for (std::size_t i = 0; i < M; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
+      const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
+      const __m512i p = dot4_u8s8<Vnni>(aq, sx);
+      acc[0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)),
+                                  acc[0][i]);
+    }
+  }
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+
 // The fused kernel of type WT for a tile of M tokens.
 template <weight_type WT, bool Vnni, std::size_t M>
 MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t n, const act_tile& x,
@@ -303,7 +402,7 @@ MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t
   if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
     rowdot_k_avx512<WT, Vnni, M>(row, n, x, out);
   else
-    rowdot_avx512<WT, Vnni, M>(row, n, x, out);
+    rowdot_b_avx512<WT, Vnni, M>(row, n, x, out);
 }
 
 // The same for a tile of m tokens (1-4 or max_tile).

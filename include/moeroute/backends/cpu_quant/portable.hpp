@@ -247,7 +247,8 @@ inline std::size_t tile_at(std::size_t k0, std::size_t m) noexcept {
 
 /// Packs the activation rows (codes q[i], lane scales e[i], min terms s[i] of n values) of m tokens
 /// into consecutive act_tiles (tile_at), from tq / te / ts: the tile of tokens k0.. starts at
-/// tq + k0 n, te + k0 n / 4, ts + k0 n / 16. The min terms only when n is a multiple of 256.
+/// tq + k0 n, te + k0 n / 4, ts + k0 n / 16. The min terms of the whole 256-value
+/// groups (n / 256 of them).
 inline void pack_tiles(const std::int8_t* const* q, const float* const* e, const float* const* s, std::size_t m,
                        std::size_t n, std::int8_t* tq, float* te, float* ts) noexcept {
   for (std::size_t k0 = 0; k0 < m;) {
@@ -260,9 +261,8 @@ inline void pack_tiles(const std::int8_t* const* q, const float* const* e, const
         std::memcpy(oq + (c * t + i) * 64, q[k0 + i] + 64 * c, 64);
         std::memcpy(oe + (c * t + i) * 16, e[k0 + i] + 16 * c, 64);
       }
-    if (n % 256 == 0)
-      for (std::size_t b = 0; b < n / 256; ++b)
-        for (std::size_t i = 0; i < t; ++i) std::memcpy(os + (b * t + i) * 16, s[k0 + i] + 16 * b, 64);
+    for (std::size_t b = 0; b < n / 256; ++b)
+      for (std::size_t i = 0; i < t; ++i) std::memcpy(os + (b * t + i) * 16, s[k0 + i] + 16 * b, 64);
     k0 += t;
   }
 }
