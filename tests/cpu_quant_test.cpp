@@ -187,6 +187,16 @@ TEST(CpuQuant, EveryTypeSelectAccumulateAndThreadsAgainstPlainLoop) {
   }
 }
 
+// The 32-value-block kernels of the AVX-512 path work per 256 values with a per-chunk tail: rows of
+// 320 values (one group + a 64-value tail) and 512 (two groups), tiles of 8 and of 1-4 tokens.
+TEST(CpuQuant, BlockKernelsGroupsTailsAndTilesAgainstPlainLoop) {
+  using moeroute::weight_type;
+  for (weight_type t : {weight_type::q4_0, weight_type::q8_0, weight_type::mxfp4, weight_type::iq4_nl}) {
+    SCOPED_TRACE(moeroute::weight_type_name(t));
+    check_random_layer(moeroute::ffn_layer(3, 320, 512, t), 13, 2, 5e-4);
+  }
+}
+
 // f32 activations: every type is the float FFN of the dequantized weights up to float32 rounding.
 TEST(CpuQuant, F32ActivationsEveryTypeAgainstPlainLoop) {
   for (moeroute::weight_type t : moeroute::all_weight_types) {

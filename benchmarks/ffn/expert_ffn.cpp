@@ -16,8 +16,10 @@
 // (E blobs side by side); with a ggml peer (MOEROUTE_HAVE_GGML) the same FFN on ggml's CPU backend,
 // ggml_cpu/...: MUL_MAT_ID gate and up, swiglu, MUL_MAT_ID down, times the routing weights and
 // summed over the K experts (the graph of llama.cpp's build_moe_ffn), weights in ggml's default
-// CPU buffer. membw/read/threads:<n> streams a 1 GiB buffer: the memory bandwidth of this run, so
-// T = 1 weight bytes/s can be given as a share of it.
+// CPU buffer. At T = 1 both cycle through the same 64 routings (routing_sequence), one per
+// iteration, so the weights stream from memory rather than the cache. membw/read/threads:<n>
+// streams a 1 GiB buffer: the memory bandwidth of this run, so T = 1 weight bytes/s
+// (weight_GBps) is given as a share of it at the end.
 // ggml peer (only when configured with MOEROUTE_GGML_PEER_DIR pointing at a ggml built with
 // Vulkan): ggml_vulkan/qwen3_30b_a3b/<type>/T:<1|512>/{mmid,ffn} run ggml's own Vulkan backend
 // (ggml_backend_vk_init) on the same device, same weights (the same stored bytes), same routing:
@@ -125,8 +127,8 @@ std::vector<unsigned char> make_blob(const moeroute::ffn_layer& s) {
 
 // Top-K routing with distinct random experts (the tests' generator); with gated, token t keeps
 // its first floor(5.4 (t + 1)) - floor(5.4 t) experts (mean 5.4 of 8). Weights renormalized.
-moeroute::routing_result make_routing(std::size_t T, int E, int K, bool gated) {
-  const moeroute::routing_result full = ffn_test::random_routing(T, E, K, 1234);
+moeroute::routing_result make_routing(std::size_t T, int E, int K, bool gated, unsigned seed = 1234) {
+  const moeroute::routing_result full = ffn_test::random_routing(T, E, K, seed);
   moeroute::routing_result r;
   r.num_tokens = T;
   r.num_experts = E;
@@ -149,6 +151,19 @@ std::vector<float> make_x(std::size_t T, const moeroute::ffn_layer& s) {
   p.shape = s;
   ffn_test::random_x(p, T, 99);
   return std::move(p.x);
+}
+
+// The routings the cpu/ and ggml_cpu/ cases cycle through, one per iteration, identical for both:
+// at T = 1, kT1Routings draws of 8 of the 128 experts (so a run reads every expert's weights, a
+// working set of 0.3-0.6 GB, larger than the last-level cache, as a decode step over a real
+// model's layers does); at T = 512 one routing (it already routes to every expert).
+constexpr std::size_t kT1Routings = 64;
+std::vector<moeroute::routing_result> routing_sequence(std::size_t T) {
+  std::vector<moeroute::routing_result> seq;
+  const std::size_t n = T == 1 ? kT1Routings : 1;
+  for (std::size_t i = 0; i < n; ++i)
+    seq.push_back(make_routing(T, kShapes[0].E, kShapes[0].K, false, static_cast<unsigned>(1234 + i)));
+  return seq;
 }
 
 // flops_per_pair: per routed (token, expert) pair; expert_bytes: weight bytes one expert's matrices
@@ -313,16 +328,16 @@ void BM_cpu_quant(benchmark::State& state) {
   const cpu_layer& w = cpu_weights(type);
   moeroute::cpu_quant_ffn op(s, {threads, moeroute::cpu_isa::best});
   for (int e = 0; e < s.num_experts; ++e) op.set_expert_blob(e, w.all.data() + static_cast<std::size_t>(e) * s.expert_bytes());
-  const auto r = make_routing(T, kShapes[0].E, kShapes[0].K, false);
+  const auto seq = routing_sequence(T);
   const auto x = make_x(T, s);
   std::vector<float> y(x.size());
-  const moeroute::ffn_args a{r.view(), x.data(), y.data()};
-  op.run(a);  // warm-up: workspace
+  op.run({seq[0].view(), x.data(), y.data()});  // warm-up: workspace
+  std::size_t it = 1;
   for (auto _ : state) {
-    op.run(a);
+    op.run({seq[it++ % seq.size()].view(), x.data(), y.data()});
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), seq[0]);  // every call: K distinct
   state.SetLabel(std::string("moeroute cpu_quant_ffn, ") + moeroute::cpu_isa_name(op.isa()));
 }
 
@@ -450,7 +465,8 @@ void BM_ggml_cpu(benchmark::State& state) {
     return;
   }
   ggml_backend_cpu_set_n_threads(g.backend, threads);
-  const auto r = make_routing(T, kShapes[0].E, kShapes[0].K, false);
+  const auto seq = routing_sequence(T);
+  const moeroute::routing_result& r = seq[0];
   const auto x = make_x(T, s);
 
   ggml_init_params gp{ggml_tensor_overhead() * 64 + ggml_graph_overhead(), nullptr, true};
@@ -468,10 +484,16 @@ void BM_ggml_cpu(benchmark::State& state) {
   ggml_backend_tensor_set(ids, r.ids.data(), 0, r.ids.size() * 4);
   ggml_backend_tensor_set(wts, r.weights.data(), 0, r.weights.size() * 4);
   ggml_backend_graph_compute(g.backend, gf);  // warm-up
+  std::size_t it = 1;
   for (auto _ : state) {
+    if (seq.size() > 1) {  // the next routing of the sequence, as the cpu/ case
+      const moeroute::routing_result& ri = seq[it++ % seq.size()];
+      ggml_backend_tensor_set(ids, ri.ids.data(), 0, ri.ids.size() * 4);
+      ggml_backend_tensor_set(wts, ri.weights.data(), 0, ri.weights.size() * 4);
+    }
     ggml_backend_graph_compute(g.backend, gf);
   }
-  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
+  set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);  // every call: K distinct
   state.SetLabel("ggml CPU backend, MUL_MAT_ID x3 + swiglu + weighted sum");
   ggml_gallocr_free(alloc);
   ggml_free(ctx);
@@ -484,7 +506,7 @@ void register_cpu_quant() {
       for (int n : {1, 2}) {
         const std::string rest = std::string("/qwen3_30b_a3b/") + kTypes[ti].name + "/T:" + std::to_string(T) +
                                  "/threads:" + std::to_string(n);
-        const int it = T >= 512 ? 2 : 30;
+        const int it = T >= 512 ? 2 : static_cast<int>(kT1Routings);
         benchmark::RegisterBenchmark(("cpu" + rest).c_str(), BM_cpu_quant)
             ->Args({ti, T, n})->Iterations(it)->UseRealTime()->Unit(benchmark::kMillisecond);
 #if MOEROUTE_HAVE_GGML
@@ -642,15 +664,18 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
   bool ReportContext(const Context& c) override { return display_->ReportContext(c); }
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      // the repetitions, or only their median with --benchmark_report_aggregates_only
+      const bool median_run = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if ((r.run_type != Run::RT_Iteration && !median_run) || r.error_occurred) continue;
       const std::string key = case_key(r.benchmark_name());
-      times_[key].push_back(r.GetAdjustedRealTime());
-      cpu_times_[key].push_back(r.GetAdjustedCPUTime());
+      auto& m = median_run ? med_ : all_;
+      m.times[key].push_back(r.GetAdjustedRealTime());
+      m.cpu_times[key].push_back(r.GetAdjustedCPUTime());
       const auto g = r.counters.find("GFLOPS");
-      if (g != r.counters.end()) gflops_[key].push_back(g->second.value);
+      if (g != r.counters.end()) m.gflops[key].push_back(g->second.value);
       for (const char* c : {"weight_GBps", "GBps"}) {
         const auto b = r.counters.find(c);
-        if (b != r.counters.end()) gbps_[key].push_back(b->second.value);
+        if (b != r.counters.end()) m.gbps[key].push_back(b->second.value);
       }
       if (!r.report_label.empty()) label_[key] = r.report_label;
     }
@@ -658,6 +683,11 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
   }
   void Finalize() override {
     display_->Finalize();
+    // Google Benchmark's own median where it gave one, else the median of the repetitions
+    times_ = merged(all_.times, med_.times);
+    cpu_times_ = merged(all_.cpu_times, med_.cpu_times);
+    gflops_ = merged(all_.gflops, med_.gflops);
+    gbps_ = merged(all_.gbps, med_.gbps);
     std::ostream& out = GetErrorStream();
     bool header = false;
     auto line = [&](const std::string& what, double v, const char* unit, const std::string& verdict) {
@@ -743,8 +773,17 @@ class ratio_reporter : public benchmark::BenchmarkReporter {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
   }
 
+  using series = std::map<std::string, std::vector<double>>;
+  static series merged(series all, const series& med) {
+    for (const auto& [k, v] : med) all[k] = v;
+    return all;
+  }
+
   std::unique_ptr<benchmark::BenchmarkReporter> display_;
-  std::map<std::string, std::vector<double>> times_, cpu_times_, gflops_, gbps_;
+  struct samples {
+    series times, cpu_times, gflops, gbps;
+  } all_, med_;
+  series times_, cpu_times_, gflops_, gbps_;
   std::map<std::string, std::string> label_;
 };
 
