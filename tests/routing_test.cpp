@@ -122,6 +122,23 @@ TEST(Router, ExactTiesGoToTheLowerIndex) {
   EXPECT_FLOAT_EQ(res.weights[0], res.weights[1]);
 }
 
+// Unequal logits can give equal weights (exp(x - max) is the same below the clamp at -104): the
+// chosen come from the top-K in logit order, and the equal weights must still go lower id first.
+TEST(Router, EqualWeightsOfUnequalLogitsGoToTheLowerIndex) {
+  std::vector<float> x = {-300, -290, -280, -270, -260, -250, -240, -1000, -2000, 0};
+  router<softmax_scoring> r(10, 8, router_params(/*renorm=*/true, /*scale=*/2.0f));
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    SCOPED_TRACE(routing_isa_name(isa));
+    auto res = r.route(logits_view<float>(x.data(), 1, 10));
+    EXPECT_EQ(res.ids, (std::vector<std::int32_t>{9, 0, 1, 2, 3, 4, 5, 6}));
+    ASSERT_EQ(res.weights.size(), 8u);
+    EXPECT_EQ(res.weights[0], 2.0f);  // exp(0) / (1 + 7 * (at most the smallest subnormal)) * 2
+    for (int i = 2; i < 8; ++i) EXPECT_EQ(res.weights[i], res.weights[1]);
+    EXPECT_LE(res.weights[1], 2 * std::numeric_limits<float>::denorm_min());
+  }
+}
+
 TEST(Router, AllEqualRowChoosesTheFirstK) {
   std::vector<float> x(16, 0.25f);
   for (auto cfg : {"softmax", "sigmoid", "sqrt-softplus"}) {

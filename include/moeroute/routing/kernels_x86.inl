@@ -203,6 +203,32 @@ MOEROUTE_RK_TARGET inline void exp_chosen(const float* x, const std::int32_t* id
   }
 }
 
+/// K == 8, softmax + renorm chosen by logit (x[id[i]] in the top-K's order, m = x[id[0]]): out =
+/// the 8 numerators, then, when they are already in the output order (each above the next, or
+/// equal to it from an equal logit, which the top-K put in id order) and the weights are finite,
+/// ids = id and w = (out / sum) * scale, the sum in index order: the router's generic steps,
+/// kept in registers. Returns false, having written only out, otherwise.
+MOEROUTE_RK_TARGET inline bool softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
+                                                     float scale, float* out, std::int32_t* ids,
+                                                     float* w) noexcept {
+  typedef std::int32_t vi8 __attribute__((vector_size(32)));
+  const v8 g = {x[id[0]], x[id[1]], x[id[2]], x[id[3]], x[id[4]], x[id[5]], x[id[6]], x[id[7]]};
+  const v8 k = exp_nonpos_n(g - (v8{} + m));
+  std::memcpy(out, &k, sizeof k);
+  const vi8 ordered = (k > __builtin_shufflevector(k, k, 1, 2, 3, 4, 5, 6, 7, 7)) |
+                        (g == __builtin_shufflevector(g, g, 1, 2, 3, 4, 5, 6, 7, 7));
+  const float s = ((((((k[0] + k[1]) + k[2]) + k[3]) + k[4]) + k[5]) + k[6]) + k[7];
+  const v8 wv = (k / s) * scale;
+  const v8 lim = v8{} + std::numeric_limits<float>::max();
+  const vi8 finite = (wv <= lim) & (wv >= -lim);
+  std::int32_t all = -1;
+  for (int l = 0; l < 8; ++l) all &= finite[l] & (l == 7 ? -1 : ordered[l]);
+  if (!all || !(s > 0)) return false;
+  std::memcpy(w, &wv, sizeof wv);
+  std::memcpy(ids, id, 8 * sizeof(std::int32_t));
+  return true;
+}
+
 MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
   int e = 0;
   for (; e + W <= E; e += W) store(key + e, sigmoid(load(x + e)));
