@@ -331,13 +331,6 @@ inline int select_topk(const float* score, int E, int K, float* val, std::int32_
   return t.n;
 }
 
-inline int scan_select_topk(const float* x, int E, int K, float* val, std::int32_t* id, int* bad,
-                            int* masked) noexcept {
-  scan_row(x, E, bad, masked);
-  if (*bad || E - *masked < K) return 0;
-  return select_topk(x, E, K, val, id);
-}
-
 inline void group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   for (int g = 0; g < groups; ++g) {
@@ -441,10 +434,17 @@ inline int routing_select_topk(const float* score, int E, int K, float* val,
   MOEROUTE_RK_DISPATCH(select_topk, score, E, K, val, id)
 }
 /// routing_scan_row(x, E, bad, masked); then, when !*bad and E - *masked >= K,
-/// routing_select_topk(x, E, K, val, id); else 0.
+/// routing_select_topk(x, E, K, val, id); else 0. One pass over the row on AVX-512; the two
+/// kernels one after the other on the other paths.
 inline int routing_scan_select_topk(const float* x, int E, int K, float* val, std::int32_t* id,
                                     int* bad, int* masked) noexcept {
-  MOEROUTE_RK_DISPATCH(scan_select_topk, x, E, K, val, id, bad, masked)
+#if MOEROUTE_ROUTING_X86
+  if (routing_isa_in_use() == routing_isa::avx512)
+    return rk_avx512::scan_select_topk(x, E, K, val, id, bad, masked);
+#endif
+  routing_scan_row(x, E, bad, masked);
+  if (*bad || E - *masked < K) return 0;
+  return routing_select_topk(x, E, K, val, id);
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)

@@ -508,12 +508,6 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
   }
   return m < K ? m : K;
 }
-MOEROUTE_RK_TARGET inline int scan_select_topk(const float* x, int E, int K, float* val,
-                                               std::int32_t* id, int* bad, int* masked) noexcept {
-  scan_row(x, E, bad, masked);
-  if (*bad || E - *masked < K) return 0;
-  return select_topk(x, E, K, val, id);
-}
 
 #endif
 

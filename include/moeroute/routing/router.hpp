@@ -250,18 +250,17 @@ class router {
       } else {
         // without the normalizer: renormalization below removes the common factor
         const float m = topv[0];
-        if constexpr (std::is_same_v<Scoring, softmax_scoring> && std::is_same_v<Gating, no_gating>) {
-          // K = 8 with renorm: the exps, the sum, the division, the scale and the writes in
-          // registers when the chosen need no reordering (nearly always); else as below
-          if (K_ == 8 && params_.renorm && !stats) {
+        if constexpr (std::is_same_v<Scoring, softmax_scoring>) {  // every lane exactly the scalar exp
+          // K = 8 with renorm and no gating: the exps, the sum, the division, the scale and the
+          // writes in registers when the chosen need no reordering (nearly always; it has written
+          // topv either way); else the steps below
+          if (std::is_same_v<Gating, no_gating> && K_ == 8 && params_.renorm && !stats) {
             if (detail::routing_softmax_renorm_write8(x, topid, m, params_.scale, topv, ids, w))
               return status{0, row, K_, ""};
           } else {
             detail::routing_exp_chosen(x, topid, K_, m, topv);
           }
-        } else if constexpr (std::is_same_v<Scoring, softmax_scoring>)  // every lane exactly the scalar exp
-          detail::routing_exp_chosen(x, topid, K_, m, topv);
-        else
+        } else
           for (int i = 0; i < K_; ++i) topv[i] = scoring_.unnormalized(x[topid[i]], m);
       }
     } else {
