@@ -125,7 +125,7 @@ inline bool weight_type_from_ggml(std::uint32_t id, weight_type& out) noexcept {
 
 /// Values per block: 1 for f32, f16 and bf16; 32 for q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl and
 /// mxfp4; 256 for the K-quants and iq4_xs.
-inline std::size_t block_elems(weight_type t) noexcept {
+constexpr std::size_t block_elems(weight_type t) noexcept {
   switch (t) {
     case weight_type::f32: case weight_type::f16: case weight_type::bf16: return 1;
     case weight_type::q4_0: case weight_type::q4_1: case weight_type::q5_0: case weight_type::q5_1:
@@ -137,7 +137,7 @@ inline std::size_t block_elems(weight_type t) noexcept {
 }
 
 /// Bytes per block (see the layouts above).
-inline std::size_t block_bytes(weight_type t) noexcept {
+constexpr std::size_t block_bytes(weight_type t) noexcept {
   switch (t) {
     case weight_type::f32: return 4;
     case weight_type::f16: return 2;

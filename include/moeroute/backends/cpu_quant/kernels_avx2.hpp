@@ -39,36 +39,48 @@ MOEROUTE_CQ_AVX2 inline __m256i q6_high(__m256i qh, int sh) noexcept {
   return _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(sh)), _mm256_set1_epi8(3)), 4);
 }
 
+// Block b of a 32-value-block type (q4_0, q8_0, mxfp4, iq4_nl) in a register: its 32 signed codes
+// and its scale.
+template <weight_type WT>
+MOEROUTE_CQ_AVX2 __attribute__((always_inline)) inline void load_block_avx2(const unsigned char* b, __m256i& q,
+                                                                            float& d) noexcept {
+  if constexpr (WT == weight_type::q8_0) {
+    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  } else if constexpr (WT == weight_type::q4_0) {
+    q = _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
+  } else {
+    constexpr bool mx = WT == weight_type::mxfp4;
+    const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl));
+    q = _mm256_shuffle_epi8(_mm256_set_m128i(book, book), nibbles32(b + (mx ? 1 : 2)));
+  }
+  if constexpr (WT == weight_type::mxfp4)
+    d = e8m0_half(b[0]);
+  else
+    d = _cvtsh_ss(static_cast<unsigned short>(b[0] | (b[1] << 8)));
+}
+
+// Unpacks nb blocks of a 32-value-block type (load_block_avx2): codes, and the scale per 16 values.
+template <weight_type WT>
+MOEROUTE_CQ_AVX2 inline void unpack_blocks_avx2(const unsigned char* row, std::size_t nb, std::int8_t* w,
+                                                float* sw) noexcept {
+  for (std::size_t i = 0; i < nb; ++i, row += block_bytes(WT), w += 32, sw += 2) {
+    __m256i q;
+    float d;
+    load_block_avx2<WT>(row, q, d);
+    st(w, q);
+    sw[0] = sw[1] = d;
+  }
+}
+
 // Unpack with SSE/AVX2 for q4_0, q8_0, iq4_nl, mxfp4, q4_k, q6_k, iq4_xs; the rest as portable.
 MOEROUTE_CQ_AVX2 inline void unpack_row_avx2(weight_type t, const unsigned char* row, std::size_t n, std::int8_t* w,
                                              float* sw, float* mw) noexcept {
   const std::size_t be = block_elems(t), bb = block_bytes(t), nb = n / be;
   switch (t) {
-    case weight_type::q4_0: {
-      const __m256i off = _mm256_set1_epi8(8);
-      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
-        st(w, _mm256_sub_epi8(nibbles32(row + 2), off));
-        sw[0] = sw[1] = wt_f16(row);
-      }
-      return;
-    }
-    case weight_type::q8_0:
-      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
-        st(w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2)));
-        sw[0] = sw[1] = wt_f16(row);
-      }
-      return;
-    case weight_type::iq4_nl:
-    case weight_type::mxfp4: {
-      const bool mx = t == weight_type::mxfp4;
-      const __m256i book = _mm256_broadcastsi128_si256(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
-      for (std::size_t i = 0; i < nb; ++i, row += bb, w += 32, sw += 2) {
-        st(w, _mm256_shuffle_epi8(book, nibbles32(row + (mx ? 1 : 2))));
-        sw[0] = sw[1] = mx ? e8m0_half(row[0]) : wt_f16(row);
-      }
-      return;
-    }
+    case weight_type::q4_0: unpack_blocks_avx2<weight_type::q4_0>(row, nb, w, sw); return;
+    case weight_type::q8_0: unpack_blocks_avx2<weight_type::q8_0>(row, nb, w, sw); return;
+    case weight_type::iq4_nl: unpack_blocks_avx2<weight_type::iq4_nl>(row, nb, w, sw); return;
+    case weight_type::mxfp4: unpack_blocks_avx2<weight_type::mxfp4>(row, nb, w, sw); return;
     case weight_type::iq4_xs: {
       const __m256i book = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
       for (std::size_t i = 0; i < nb; ++i, row += bb) {
@@ -154,34 +166,16 @@ MOEROUTE_CQ_AVX2 inline float dot_q_avx2(const std::int8_t* w, const float* sw, 
   return r;
 }
 
+
 // Fused AVX2 row kernels for the 32-value-block types (q4_0, q8_0, mxfp4, iq4_nl): each block is
 // decoded into a register once (signed codes, its scale converted once) and dotted with a tile of
 // up to 8 tokens (act_tile) by vpmaddubsw on |code| and the activation with the code's sign, so
 // the row is never written out. Same integer sums per 32 values as the portable path.
-template <weight_type WT>
-MOEROUTE_CQ_AVX2 __attribute__((always_inline)) inline void load_block_avx2(const unsigned char* b, __m256i& q,
-                                                                            float& d) noexcept {
-  if constexpr (WT == weight_type::q8_0) {
-    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-  } else if constexpr (WT == weight_type::q4_0) {
-    q = _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
-  } else {
-    constexpr bool mx = WT == weight_type::mxfp4;
-    const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl));
-    q = _mm256_shuffle_epi8(_mm256_set_m128i(book, book), nibbles32(b + (mx ? 1 : 2)));
-  }
-  if constexpr (WT == weight_type::mxfp4)
-    d = e8m0_half(b[0]);
-  else
-    d = _cvtsh_ss(static_cast<unsigned short>(b[0] | (b[1] << 8)));
-}
-
 // out[i] = row . token i of a tile of M tokens.
 template <weight_type WT, std::size_t M>
 MOEROUTE_CQ_AVX2 inline void rowdot_avx2(const unsigned char* row, std::size_t n, const act_tile& x,
                                          float* out) noexcept {
-  constexpr std::size_t bb = WT == weight_type::q8_0 ? 34 : WT == weight_type::mxfp4 ? 17 : 18;
-  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[A][M];
   for (std::size_t i = 0; i < M; ++i)

@@ -48,6 +48,25 @@ MOEROUTE_CQ_AVX512_INLINE __m512i dot4_u8s8(__m512i u, __m512i x) noexcept {
     return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1));
 }
 
+// The A accumulator chains of a tile of M tokens: zeroed, and summed into out[i] per token.
+template <std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void zero_chains(__m512 (&acc)[A][M]) noexcept {
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+}
+template <std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void sum_chains(const __m512 (&acc)[A][M], float* out) noexcept {
+  static_assert(A == 1 || A == 2, "one or two chains");
+  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+
+// The same for signed codes given as |q| (aq) and the mask of negative codes (neg): the sign moves
+// to the activations.
+template <bool Vnni>
+MOEROUTE_CQ_AVX512_INLINE __m512i dot4_s8s8(__m512i aq, __mmask64 neg, __m512i x) noexcept {
+  return dot4_u8s8<Vnni>(aq, _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
+}
+
 // acc[i] += (64 codes u . token i's 64 activation codes per 4 values) * sc * token i's lane
 // scales, for the M tokens of a tile (xq, xe: the chunk's first token).
 template <bool Vnni, std::size_t M>
@@ -64,12 +83,8 @@ template <bool Vnni>
 MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const float* sw, const std::int8_t* x,
                                                  const float* dx, std::size_t at, __mmask64 km, __mmask8 ks,
                                                  __m512 acc) noexcept {
-  const __m512i zero = _mm512_setzero_si512();
   const __m512i wv = _mm512_maskz_loadu_epi8(km, w + at);
-  const __m512i xv = _mm512_maskz_loadu_epi8(km, x + at);
-  const __m512i aw = _mm512_abs_epi8(wv);
-  const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
-  const __m512i p = dot4_u8s8<Vnni>(aw, sx);
+  const __m512i p = dot4_s8s8<Vnni>(_mm512_abs_epi8(wv), _mm512_movepi8_mask(wv), _mm512_maskz_loadu_epi8(km, x + at));
   const std::size_t g = at / 16;
   const __m128 s4 = _mm_mul_ps(_mm_maskz_loadu_ps(ks, sw + g), _mm_maskz_loadu_ps(ks, dx + g));
   const __m512 sc = four_scales(s4);
@@ -110,10 +125,14 @@ MOEROUTE_CQ_AVX512 inline float dot_q_avx512(const std::int8_t* w, const float* 
 MOEROUTE_CQ_AVX512 inline __m512i cat256(__m256i lo, __m256i hi) noexcept {
   return _mm512_maskz_inserti64x4(0xFF, _mm512_castsi256_si512(lo), hi, 1);  // maskz: GCC bug 105593
 }
+// A permute index: lanes 0-7 take lane j, lanes 8-15 lane j + 1 (the product lanes of two
+// 32-value blocks, or of two 32-value sub-blocks).
+MOEROUTE_CQ_AVX512_INLINE __m512i half_lanes(int j) noexcept {
+  return _mm512_set_epi32(j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j, j, j, j, j, j, j, j);
+}
 // The 16 product lanes of two 32-value blocks: lanes 0-7 scale a, lanes 8-15 scale b.
 MOEROUTE_CQ_AVX512 inline __m512 two_scales(__m128 ab) noexcept {
-  const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  return _mm512_maskz_permutexvar_ps(0xFFFF, idx, _mm512_maskz_broadcast_f32x4(0xFFFF, ab));
+  return _mm512_maskz_permutexvar_ps(0xFFFF, half_lanes(0), _mm512_maskz_broadcast_f32x4(0xFFFF, ab));
 }
 // The f16 scales at a and b as the lanes of two_scales.
 MOEROUTE_CQ_AVX512 inline __m512 two_f16_scales(const unsigned char* a, const unsigned char* b) noexcept {
@@ -142,7 +161,7 @@ MOEROUTE_CQ_AVX512_INLINE void load_chunk(const unsigned char* row, std::size_t 
     sc = two_f16_scales(b, b + 34);
   } else if constexpr (WT == weight_type::mxfp4 || WT == weight_type::iq4_nl) {
     constexpr bool mx = WT == weight_type::mxfp4;
-    constexpr std::size_t bb = mx ? 17 : 18, qo = mx ? 1 : 2;
+    constexpr std::size_t bb = block_bytes(WT), qo = mx ? 1 : 2;
     const unsigned char* b = row + 2 * c * bb;
     const __m512i book = _mm512_maskz_broadcast_i32x4(
         0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(mx ? kvalues_mxfp4 : kvalues_iq4nl)));
@@ -187,8 +206,7 @@ MOEROUTE_CQ_AVX512_INLINE __m512 k_superblock_scales(const unsigned char* b) noe
     std::uint32_t dd;
     std::memcpy(&dd, b, 4);
     const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));  // d, dmin
-    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    return _mm512_mul_ps(sm, lanes(_mm512_zextps128_ps512(dm), sel));
+    return _mm512_mul_ps(sm, lanes(_mm512_zextps128_ps512(dm), half_lanes(0)));
   } else {
     const __m512 s = _mm512_maskz_cvtepi32_ps(
         0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
@@ -227,22 +245,17 @@ template <weight_type WT, bool Vnni, std::size_t M>
 MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
                                                float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
-  constexpr std::size_t bb = q4k ? 144 : 210, A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
   // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
   const __m512i sel[4] = {
-      q4k ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-      q4k ? _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2)
-          : _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
-      q4k ? _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4)
-          : _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
-      q4k ? _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)
-          : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+      q4k ? half_lanes(0) : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+      q4k ? half_lanes(2) : _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+      q4k ? half_lanes(4) : _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+      q4k ? half_lanes(6) : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
   // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
   const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
   __m512 acc[A][M];
-  for (std::size_t i = 0; i < M; ++i)
-    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+  zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
@@ -261,11 +274,7 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
       chunk_tokens<Vnni, M>(acc[static_cast<std::size_t>(k) % A], q, sc, xq, xe);
     }
   }
-  for (std::size_t i = 0; i < M; ++i) {
-    __m512 a = acc[0][i];
-    if constexpr (A == 2) a = _mm512_add_ps(a, acc[A - 1][i]);
-    out[i] = hsum512(a);
-  }
+  sum_chains(acc, out);
 }
 
 // 32-value-block kernels per 256 values (8 blocks), for rows of whole 256-value groups: the 8
@@ -321,7 +330,7 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
                                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 36)), 1);
     return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
   } else {
-    constexpr std::size_t bb = WT == weight_type::mxfp4 ? 17 : 18, qo = WT == weight_type::mxfp4 ? 1 : 2;
+    constexpr std::size_t bb = block_bytes(WT), qo = WT == weight_type::mxfp4 ? 1 : 2;
     // 128-bit lanes [a, a, b, b], the second of each pair shifted right by 4: low then high nibbles
     const __m512i a = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + qo)));
     const __m512i v = _mm512_mask_broadcast_i32x4(a, 0xFF00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + bb + qo)));
@@ -329,10 +338,10 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
                                         0x0004000400040004, 0, 0);
     const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(v, sh), _mm512_set1_epi8(0xF));
     if constexpr (WT == weight_type::q4_0) return nib;
-    // the books of dequant.hpp plus the offset
-    const __m128i book128 = WT == weight_type::mxfp4
-                                ? _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0)
-                                : _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15);
+    // the books of dequant.hpp plus the offset (mod 256: iq4_nl's + 128 as unsigned bytes)
+    const __m128i book128 = _mm_add_epi8(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(WT == weight_type::mxfp4 ? kvalues_mxfp4 : kvalues_iq4nl)),
+        _mm_set1_epi8(static_cast<char>(block_code_offset<WT>)));
     const __m512i book = _mm512_maskz_broadcast_i32x4(0xFFFF, book128);
     return _mm512_shuffle_epi8(book, nib);
   }
@@ -342,20 +351,14 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
 template <weight_type WT, bool Vnni, std::size_t M>
 MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
                                                float* out) noexcept {
-  constexpr std::size_t bb = WT == weight_type::q8_0 ? 34 : WT == weight_type::mxfp4 ? 17 : 18;
-  constexpr std::size_t A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
   constexpr float off = static_cast<float>(block_code_offset<WT>);
-  const __m512i zero = _mm512_setzero_si512();
   // lanes of chunk k's scales: block 2k in lanes 0-7, block 2k + 1 in lanes 8-15; the offset
   // term's lanes: block g / 2 for 16-group g
-  const __m512i sel[4] = {_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                          _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
-                          _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4),
-                          _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
+  const __m512i sel[4] = {half_lanes(0), half_lanes(2), half_lanes(4), half_lanes(6)};
   const __m512i gsel = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
   __m512 acc[A][M];
-  for (std::size_t i = 0; i < M; ++i)
-    for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
+  zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
@@ -385,14 +388,12 @@ MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::si
     const __m512i aq = _mm512_abs_epi8(q);
     const __mmask64 neg = _mm512_movepi8_mask(q);
     for (std::size_t i = 0; i < M; ++i) {
-      const __m512i xv = _mm512_loadu_si512(xq + 64 * i);
-      const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
-      const __m512i p = dot4_u8s8<Vnni>(aq, sx);
+      const __m512i p = dot4_s8s8<Vnni>(aq, neg, _mm512_loadu_si512(xq + 64 * i));
       acc[0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)),
                                   acc[0][i]);
     }
   }
-  for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+  sum_chains(acc, out);
 }
 
 // The fused kernel of type WT for a tile of M tokens.
