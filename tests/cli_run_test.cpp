@@ -70,12 +70,13 @@ TEST(CliRun, NoCacheUploadsEveryRoutedExpertOfEveryStep) {
   // Plain count: routed (token, layer, expert) accesses of tokens 0..2 in the trace.
   std::ifstream f(mixtral);
   std::string line;
-  std::uint64_t accesses = 0;
+  std::uint64_t accesses = 0, calls = 0;
   std::vector<std::uint64_t> layer_accesses(32, 0);
   while (std::getline(f, line)) {
     auto rec = nlohmann::json::parse(line);
     if (rec["token_idx"].get<int>() < 3) {
       accesses += rec["experts"].size();
+      ++calls;
       layer_accesses.at(rec["layer"].get<std::size_t>()) += rec["experts"].size();
     }
   }
@@ -85,6 +86,8 @@ TEST(CliRun, NoCacheUploadsEveryRoutedExpertOfEveryStep) {
   EXPECT_EQ(none["name"], "no cache");
   EXPECT_EQ(none["accesses"].get<std::uint64_t>(), accesses);
   EXPECT_EQ(none["bytes_uploaded"].get<std::uint64_t>(), accesses * expert_bytes);
+  EXPECT_EQ(none["device_passes"].get<std::uint64_t>(), calls);  // no hits: one pass per call
+  EXPECT_EQ(j["passes"], "auto");
   const auto& lru = j["policies"][1];
   EXPECT_EQ(lru["accesses"].get<std::uint64_t>(), accesses);
   EXPECT_EQ(lru["bytes_uploaded"].get<std::uint64_t>(), (accesses - lru["hits"].get<std::uint64_t>()) * expert_bytes);
@@ -232,6 +235,7 @@ TEST(CliRun, MissAndPrefetchFlagsAreChecked) {
   const auto out = tmp_path("run_flags.json");
   expect_bad("run --trace " + mixtral + " --miss gpu --json " + out, out, "miss mode 'gpu'", "run_flags");
   expect_bad("run --trace " + mixtral + " --prefetch psychic --json " + out, out, "--prefetch 'psychic'", "run_flags");
+  expect_bad("run --trace " + mixtral + " --passes three --json " + out, out, "device passes 'three'", "run_flags");
   expect_bad("run --router --prefetch oracle --json " + out, out, "cannot be combined with --router", "run_flags");
   expect_bad("run --trace " + mixtral + " --policies belady --dump-y " + out, out, "--dump-y needs a policy", "run_flags");
 }

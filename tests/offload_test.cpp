@@ -51,10 +51,33 @@ TEST(MissPlan, BatchCountsDistinctExpertsInFirstAppearanceOrder) {
   std::uint32_t o[4];
   std::int32_t si[5];
   float sw[5];
-  EXPECT_EQ(moeroute::csr_subset({3, 4, off, ids, w}, b, route, moeroute::expert_route::upload, o, si, sw), 2u);
+  using moeroute::route_bit;
+  EXPECT_EQ(moeroute::csr_subset({3, 4, off, ids, w}, b, route, route_bit(moeroute::expert_route::upload), o, si, sw), 2u);
   EXPECT_EQ(std::vector<std::uint32_t>(o, o + 4), (std::vector<std::uint32_t>{0, 1, 1, 2}));
   EXPECT_EQ(si[0], 3);
   EXPECT_EQ(si[1], 3);
+  // hits and uploads together (one device pass): every entry but expert 0's
+  const unsigned device = route_bit(moeroute::expert_route::hit) | route_bit(moeroute::expert_route::upload);
+  EXPECT_EQ(moeroute::csr_subset({3, 4, off, ids, w}, b, route, device, o, si, sw), 4u);
+  EXPECT_EQ(std::vector<std::uint32_t>(o, o + 4), (std::vector<std::uint32_t>{0, 2, 3, 4}));
+  EXPECT_EQ(std::vector<std::int32_t>(si, si + 4), (std::vector<std::int32_t>{3, 1, 1, 3}));
+}
+
+// pass_split: one pass unless the call has both hits and uploads; auto splits only on a device
+// that overlaps passes with copies (a GPU), never on a CPU device (lavapipe).
+TEST(MissPlan, PassesSplitOnlyWhereTheDeviceOverlaps) {
+  using moeroute::pass_split;
+  using moeroute::split_passes;
+  EXPECT_TRUE(split_passes(pass_split::auto_, 1, 2, true));
+  EXPECT_FALSE(split_passes(pass_split::auto_, 1, 2, false));
+  EXPECT_FALSE(split_passes(pass_split::auto_, 0, 8, true));  // no hits: one pass
+  EXPECT_FALSE(split_passes(pass_split::two, 3, 0, true));    // no uploads: one pass
+  EXPECT_TRUE(split_passes(pass_split::two, 1, 1, false));
+  EXPECT_FALSE(split_passes(pass_split::one, 1, 8, true));
+  EXPECT_EQ(moeroute::parse_pass_split("one"), pass_split::one);
+  EXPECT_EQ(moeroute::parse_pass_split("two"), pass_split::two);
+  EXPECT_STREQ(moeroute::pass_split_name(pass_split::auto_), "auto");
+  EXPECT_MOEROUTE_ERROR(moeroute::parse_pass_split("three"), moeroute::errc::invalid_argument, "device passes 'three'");
 }
 
 TEST(MissPlan, AutoBalancesUploadAndCpuTime) {
@@ -275,8 +298,35 @@ TEST(Offload, CountersMatchPlainLruReplay) {
   moeroute::offload_options oc = o;
   oc.miss = moeroute::miss_mode::cpu;
   moeroute::offloaded_moe<moeroute::lru_eviction> cpu(*context(), layers, oc);
-  std::list<int> lru;  // cells, most recent first
-  std::uint64_t hits = 0, misses = 0;
+  // the device passes forced (always two, always one) with room for hits (16 cells: 2 per layer)
+  const std::size_t cap16 = 16;
+  moeroute::offload_options o2 = o, o1p = o;
+  o2.budget_bytes = o1p.budget_bytes = cap16 * moeroute::offloaded_moe<>::slot_bytes_of(layers);
+  o2.passes = moeroute::pass_split::two;
+  o1p.passes = moeroute::pass_split::one;
+  moeroute::offloaded_moe<moeroute::lru_eviction> two(*context(), layers, o2), single(*context(), layers, o1p);
+  // plain LRU of `cap` cells (list: most recent first); a call's own cells are never evicted.
+  // Returns the hits of the call.
+  const auto lru_call = [&](std::list<int>& lru, std::size_t capacity, int l, const std::int32_t* ids) {
+    int h = 0;
+    for (int k = 0; k < K; ++k) {
+      const int c = l * E + ids[k];
+      const auto it = std::find(lru.begin(), lru.end(), c);
+      if (it != lru.end()) {
+        ++h;
+        lru.erase(it);
+      } else if (lru.size() == capacity) {
+        auto victim = std::prev(lru.end());
+        if (k > 0 && *victim == l * E + ids[0]) --victim;  // protected: this call's first expert
+        lru.erase(victim);
+      }
+      lru.push_front(c);
+    }
+    return h;
+  };
+  std::list<int> lru, lru16;
+  std::uint64_t hits = 0, misses = 0, hits16 = 0, mixed_calls = 0;  // mixed: a call with a hit and a miss
+  std::vector<float> y2(64), y1(64);
   std::vector<std::uint64_t> layer_misses(L, 0);
   std::vector<float> x(64), y(64), yc(64);
   for (int i = 0; i < steps; ++i) {
@@ -289,24 +339,18 @@ TEST(Offload, CountersMatchPlainLruReplay) {
     for (auto& v : x) v = u(rng);
     moe.forward(l, {1, E, off, ids, w}, x.data(), y.data());
     cpu.forward(l, {1, E, off, ids, w}, x.data(), yc.data());
+    two.forward(l, {1, E, off, ids, w}, x.data(), y2.data());
+    single.forward(l, {1, E, off, ids, w}, x.data(), y1.data());
     EXPECT_LE(golden::nmse(yc, y), 1e-5);
-    for (const int e : ids) {  // plain LRU of `cap` cells; a call's own cells are never evicted
-      const int c = l * E + e;
-      const auto it = std::find(lru.begin(), lru.end(), c);
-      if (it != lru.end()) {
-        ++hits;
-        lru.erase(it);
-      } else {
-        ++misses;
-        ++layer_misses[static_cast<std::size_t>(l)];
-        if (lru.size() == cap) {
-          auto victim = std::prev(lru.end());
-          if (*victim == l * E + ids[0]) --victim;  // protected: this call's first expert
-          lru.erase(victim);
-        }
-      }
-      lru.push_front(c);
-    }
+    EXPECT_LE(golden::nmse(y2, y), 1e-5);
+    EXPECT_LE(golden::nmse(y1, y), 1e-5);
+    const int h = lru_call(lru, cap, l, ids);
+    hits += static_cast<std::uint64_t>(h);
+    misses += static_cast<std::uint64_t>(K - h);
+    layer_misses[static_cast<std::size_t>(l)] += static_cast<std::uint64_t>(K - h);
+    const int h16 = lru_call(lru16, cap16, l, ids);
+    hits16 += static_cast<std::uint64_t>(h16);
+    mixed_calls += h16 == 1;  // K = 2: one hit, one miss
   }
   const auto& c = moe.counters();
   EXPECT_EQ(c.accesses, static_cast<std::uint64_t>(steps * K));
@@ -319,6 +363,17 @@ TEST(Offload, CountersMatchPlainLruReplay) {
   EXPECT_EQ(c.entries_cpu, 0u);
   EXPECT_EQ(c.forwards, static_cast<std::uint64_t>(steps));
   for (int l = 0; l < L; ++l) EXPECT_EQ(moe.layer_counters(l).misses, layer_misses[static_cast<std::size_t>(l)]);
+  // passes: two for every call with a hit and a miss when forced, one for every call when forced one;
+  // the cache decisions do not depend on it
+  ASSERT_GT(mixed_calls, 0u);
+  EXPECT_EQ(two.counters().device_passes, static_cast<std::uint64_t>(steps) + mixed_calls);
+  EXPECT_EQ(single.counters().device_passes, static_cast<std::uint64_t>(steps));
+  EXPECT_EQ(two.counters().overlapped_uploads, mixed_calls);
+  EXPECT_EQ(single.counters().overlapped_uploads, 0u);
+  for (const auto* m : {&two, &single}) {
+    EXPECT_EQ(m->counters().hits, hits16);
+    EXPECT_EQ(m->counters().bytes_uploaded, (static_cast<std::uint64_t>(steps * K) - hits16) * s.expert_bytes());
+  }
   // CPU mode: nothing is ever resident, every entry runs on the host, nothing moves
   const auto& cc = cpu.counters();
   EXPECT_EQ(cc.hits, 0u);

@@ -40,7 +40,7 @@ namespace {
 
 struct run_args {
   std::string trace, pin, policies = "none,lru,layer-cycle,pinned", json, report, type = "q8_0", model, dump_y;
-  std::string miss = "upload", prefetch = "none";
+  std::string miss = "upload", prefetch = "none", passes = "auto";
   int cpu_threads = 1;
   bool router = false;
   int hidden = 256, ffn = 512, layers = 16, experts = 64, topk = 8, tokens = 48, min_k = 1;
@@ -111,6 +111,7 @@ struct run_row {
   bool measured = true;  // false: a bound from the simulator, not a timed run
   std::vector<layer_row> layers;
   offload_counters counters;  // the engine's (measured rows)
+  miss_costs costs;           // the engine's measured costs (measured rows)
 };
 
 class progress {
@@ -191,6 +192,7 @@ run_row run_stack(const std::string& name, const vulkan_context& ctx, const offl
   row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   row.tokens = su.num_tokens;
   row.counters = moe.counters();
+  row.costs = moe.costs();
   row.bytes = row.counters.bytes_uploaded;
   row.preload_bytes = row.counters.preload_bytes;
   row.accesses = row.counters.accesses;
@@ -213,6 +215,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
                      a.model, " sets the model's shape)");
   const weight_type flag_type = parse_type(a.type);
   const miss_mode miss = parse_miss_mode(a.miss);
+  const pass_split passes = parse_pass_split(a.passes);
   MOEROUTE_CHECK(a.prefetch == "none" || a.prefetch == "coactivation" || a.prefetch == "oracle", errc::invalid_argument,
                  "--prefetch '", a.prefetch, "' (expected none, coactivation or oracle)");
   MOEROUTE_CHECK(a.prefetch != "oracle" || !a.router, errc::invalid_argument,
@@ -407,6 +410,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   su.opt.max_tokens = 1;
   su.opt.max_entries = static_cast<std::size_t>(K);
   su.opt.miss = miss;
+  su.opt.passes = passes;
   su.opt.cpu_threads = a.cpu_threads;
   su.next_step = [&](int t, int l, std::vector<std::pair<std::int32_t, double>>& out) {
     out.clear();
@@ -493,6 +497,7 @@ void run_offload(const run_args& a, CLI::App& sub) {
   j["slot_bytes"] = slot_bytes;
   j["miss"] = miss_mode_name(miss);
   j["prefetch"] = a.prefetch;
+  j["passes"] = pass_split_name(passes);
   j["policies"] = nlohmann::ordered_json::array();
   std::cout << std::left << std::setw(44) << "policy" << std::right << std::setw(10) << "tokens/s" << std::setw(10)
             << "hit rate" << std::setw(14) << "MiB/token" << std::setw(12) << "experts/tok" << std::setw(9) << "on CPU" << "\n";
@@ -534,6 +539,9 @@ void run_offload(const run_args& a, CLI::App& sub) {
       o["stall_seconds"] = c.stall_seconds;
       o["overlapped_uploads"] = c.overlapped_uploads;
       o["cpu_seconds"] = c.cpu_seconds;
+      o["device_passes"] = c.device_passes;
+      o["upload_s_per_expert"] = r.costs.upload_s(cell_bytes);
+      o["device_s_per_pass"] = r.costs.device_s_per_pass;
     }
     if (!r.layers.empty()) {
       o["per_layer"] = nlohmann::ordered_json::array();
@@ -552,6 +560,13 @@ void run_offload(const run_args& a, CLI::App& sub) {
     }
     j["policies"].push_back(o);
   }
+  for (const auto& r : rows)  // the engine's measured costs, which --passes auto and --miss auto weigh
+    if (r.measured) {
+      std::cout << "device costs (measured at start): one expert upload " << std::setprecision(3)
+                << 1e3 * r.costs.upload_s(cell_bytes) << " ms, one FFN pass " << 1e3 * r.costs.device_s_per_pass
+                << " ms; passes: " << pass_split_name(passes) << "\n";
+      break;
+    }
   if (a.per_layer) {  // hit rate and MiB uploaded per token, per layer and measured policy
     std::cout << "\nper layer: hit rate / MiB per token\n" << std::left << std::setw(7) << "layer";
     for (const auto& r : rows)
@@ -618,6 +633,8 @@ void setup_run(CLI::App& app, int&) {
   sub->add_option("--seed", a->seed, "seed of the random weights and hidden states (1)")->check(cli::int_in(0, 4294967295LL));
   sub->add_option("--miss", a->miss, "what a miss does: upload (default: copy to a device slot), cpu (compute on the host), "
                   "auto (per miss, whichever the measured costs say finishes first)");
+  sub->add_option("--passes", a->passes, "device passes of a call with hits and uploads: auto (default: two, the hits' "
+                  "pass overlapping the uploads, when the uploads take at least one pass), two, or one after the uploads");
   sub->add_option("--prefetch", a->prefetch, "prefetch the next layer's experts: none (default), coactivation (learned "
                   "online, cache/prefetch.hpp), oracle (trace mode: the trace's next step)");
   sub->add_option("--cpu-threads", a->cpu_threads, "host threads computing misses (1)")->check(cli::int_in(1, 256));

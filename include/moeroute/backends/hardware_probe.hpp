@@ -165,7 +165,9 @@ inline probe_engine_costs probe_engine(const vulkan_context& ctx, const ffn_laye
   offloaded_moe<lru_eviction> streaming(ctx, layers, o);
   o.budget_bytes = 3 * slot;
   o.cache = true;
+  o.passes = pass_split::two;  // the second pass's cost, measured even where auto runs one (a CPU device)
   offloaded_moe<lru_eviction> mixed(ctx, layers, o);
+  o.passes = pass_split::auto_;
   o.miss = miss_mode::cpu;
   o.budget_bytes = slot;
   offloaded_moe<lru_eviction> host(ctx, layers, o);

@@ -8,7 +8,9 @@
 //                    many (token, expert) entries each has
 //   miss_costs       seconds per uploaded byte (+ a fixed latency) and per CPU-computed entry
 //   plan_misses      per distinct missing expert: upload or cpu, for miss_mode upload / cpu / auto
-//   csr_subset       the sub-CSR of the entries whose expert has a given class (one device pass)
+//   pass_split       whether a call with hits and uploads runs its device work as two passes (hits
+//                    first, overlapping the uploads) or one pass after the uploads
+//   csr_subset       the sub-CSR of the entries whose expert has given classes (one device pass)
 //   offload_counters what happened: accesses, hits, misses, entries on CPU, bytes moved, uploads,
 //                    prefetch loads and how many were used, stalls, overlap
 //
@@ -17,7 +19,14 @@
 // pass when the call has hits; uploading misses costs their upload time plus one more pass (the
 // pass over the uploaded entries). Misses are taken in decreasing entry count (ties: first
 // appearance) and each goes to the side whose finishing time is smaller after adding it (ties:
-// upload). Device time per entry is not modelled (small next to a pass and an upload).
+// upload). Device time per entry is not modelled (small next to a pass and an upload). The rule
+// prices a call with hits and uploads as two passes; on a device that runs one pass (pass_split
+// below) it overstates the device side by one pass.
+//
+// pass_split's auto rule: a separate hit pass pays when the device can run it while the uploads
+// copy, which a GPU can; a CPU Vulkan device (lavapipe) executes its queue's submissions one after
+// another on the host, so there nothing overlaps and a second pass only adds its submission and
+// dispatch: one pass over every device entry runs after the uploads.
 
 #include <algorithm>
 #include <cstddef>
@@ -80,6 +89,7 @@ struct offload_counters {
   double stall_seconds = 0;           ///< host time spent in those waits
   std::uint64_t overlapped_uploads = 0;  ///< uploads submitted with independent work to hide behind
   double cpu_seconds = 0;                ///< host time computing misses
+  std::uint64_t device_passes = 0;       ///< device FFN passes submitted (pass_split decides 1 or 2 a call)
   std::uint64_t preload_uploads = 0, preload_bytes = 0;  ///< pinned cells loaded at construction
 
   offload_counters& operator+=(const offload_counters& o) noexcept {
@@ -88,6 +98,7 @@ struct offload_counters {
     uploads += o.uploads; bytes_uploaded += o.bytes_uploaded; prefetch_loads += o.prefetch_loads;
     prefetch_bytes += o.prefetch_bytes; prefetch_useful += o.prefetch_useful; stalls += o.stalls;
     stall_seconds += o.stall_seconds; overlapped_uploads += o.overlapped_uploads; cpu_seconds += o.cpu_seconds;
+    device_passes += o.device_passes;
     preload_uploads += o.preload_uploads; preload_bytes += o.preload_bytes;
     return *this;
   }
@@ -174,15 +185,46 @@ inline void plan_misses(miss_mode mode, const layer_batch& b, std::uint64_t byte
   }
 }
 
-/// The entries of r whose expert's class is `want` (route indexed through b.index_of), as a CSR
-/// over the same T tokens in offsets/ids/weights (T + 1 and r.nnz() capacity). Returns its nnz.
+/// How the device work of a call that has both hits and uploads is submitted.
+enum class pass_split {
+  auto_,  ///< two passes on a device that overlaps them with the uploads (a GPU), one on a CPU device
+  two,    ///< always two: the hit pass, the uploads behind it, then the pass over the uploaded entries
+  one,    ///< always one pass over every device entry, after the uploads
+};
+
+inline const char* pass_split_name(pass_split p) noexcept {
+  return p == pass_split::auto_ ? "auto" : p == pass_split::two ? "two" : "one";
+}
+
+/// "auto", "two" or "one"; anything else is errc::invalid_argument naming it.
+inline pass_split parse_pass_split(const std::string& s) {
+  if (s == "auto") return pass_split::auto_;
+  if (s == "two") return pass_split::two;
+  if (s == "one") return pass_split::one;
+  detail::fail(errc::invalid_argument, "device passes '", s, "' (expected auto, two or one)");
+}
+
+/// True when a call with `hits` resident and `uploads` uploaded experts runs two device passes (a
+/// call without both has one pass whatever the mode). device_overlaps: the device can run a pass
+/// while copies execute (false for a CPU Vulkan device, whose queue runs on the host).
+inline bool split_passes(pass_split p, std::size_t hits, std::size_t uploads, bool device_overlaps) noexcept {
+  if (hits == 0 || uploads == 0 || p == pass_split::one) return false;
+  return p == pass_split::two || device_overlaps;
+}
+
+/// Bit of an expert class in csr_subset's `want` mask.
+constexpr unsigned route_bit(expert_route r) noexcept { return 1u << static_cast<unsigned>(r); }
+
+/// The entries of r whose expert's class is in `want` (a mask of route_bit; route indexed through
+/// b.index_of), as a CSR over the same T tokens in offsets/ids/weights (T + 1 and r.nnz()
+/// capacity). Returns its nnz.
 inline std::size_t csr_subset(const routing_result_view& r, const layer_batch& b, const expert_route* route,
-                              expert_route want, std::uint32_t* offsets, std::int32_t* ids, float* weights) {
+                              unsigned want, std::uint32_t* offsets, std::int32_t* ids, float* weights) {
   std::size_t n = 0;
   offsets[0] = 0;
   for (std::size_t t = 0; t < r.num_tokens; ++t) {
     for (std::uint32_t j = r.offsets[t]; j < r.offsets[t + 1]; ++j)
-      if (route[b.index_of(r.ids[j])] == want) {
+      if (want & route_bit(route[b.index_of(r.ids[j])])) {
         ids[n] = r.ids[j];
         weights[n] = r.weights[j];
         ++n;

@@ -25,7 +25,9 @@
 //     experts (hits and uploads) as one request, so a call never evicts its own experts;
 //  2. the device pass over the hit entries is submitted first, then the uploads of the misses
 //     (staging ring -> slots), then the device pass over the uploaded entries, which waits for
-//     them with a pipeline barrier (one queue; see "What overlaps");
+//     them with a pipeline barrier (one queue; see "What overlaps"); on a CPU Vulkan device, where
+//     nothing overlaps, one pass over all device entries runs after the uploads instead
+//     (offload_options::passes, rule in miss_plan.hpp);
 //  3. the prefetch hook, when set, names the next layer's likely experts; the cache loads them
 //     (prefetch(), never evicting this call's experts) and their uploads are submitted at once;
 //  4. the host computes the CPU entries (cpu_quant_ffn::run with a per-entry selection) while
@@ -156,6 +158,7 @@ struct offload_options {
   std::size_t max_tokens = 1;      ///< T per forward()
   std::size_t max_entries = 0;     ///< routed entries per forward() (0: max_tokens x min(E, 16))
   miss_mode miss = miss_mode::upload;
+  pass_split passes = pass_split::auto_;  ///< one or two device passes for a call with hits and uploads (miss_plan.hpp)
   bool cache = true;               ///< false: no reuse across calls, every device expert is uploaded (streaming)
   residency_set pinned;            ///< cells loaded at construction and never evicted (cache mode)
   std::size_t staging_experts = 16;  ///< staging ring entries (one expert each), >= 1
@@ -163,7 +166,7 @@ struct offload_options {
   /// activation precision of the CPU miss path: f32 = the device's result to float rounding;
   /// int8 = ggml's 8-bit activations, faster, NMSE ~1e-4 against the device on quantized types
   moeroute::cpu_activations cpu_activations = moeroute::cpu_activations::f32;
-  miss_costs costs;                ///< zero fields are measured at construction when miss is auto
+  miss_costs costs;                ///< zero fields are measured at construction (the CPU cost only when miss is auto)
 };
 
 /// Caller-supplied prefetch predictor: given the layer just routed and its distinct experts,
@@ -257,6 +260,7 @@ class offloaded_moe {
     MOEROUTE_CHECK(opt_.max_tokens > 0, errc::invalid_argument, "offload: max_tokens must be positive");
     MOEROUTE_CHECK(opt_.staging_experts > 0, errc::invalid_argument, "offload: staging_experts must be positive");
     if (opt_.max_entries == 0) opt_.max_entries = opt_.max_tokens * static_cast<std::size_t>(std::min(E_, 16));
+    overlaps_ = ctx.device_type() != VK_PHYSICAL_DEVICE_TYPE_CPU;  // a CPU device runs its queue on the host
     const auto L = static_cast<int>(src_.size());
     const std::uint64_t cells = static_cast<std::uint64_t>(L) * static_cast<std::uint64_t>(E_);
 
@@ -353,7 +357,7 @@ class offloaded_moe {
       prefetched_.assign(static_cast<std::size_t>(cells), 0);
     }
 
-    if (costs_.upload_bytes_per_s <= 0) measure_upload();  // slot 0 is free until the preload
+    if (costs_.upload_bytes_per_s <= 0 || costs_.device_s_per_pass <= 0) measure_upload();  // slot 0 is free until the preload
     if (opt_.miss == miss_mode::auto_) measure_cpu();
     if (cache_)  // pinned cells are resident from the start
       for (int l = 0; l < L; ++l)
@@ -504,7 +508,8 @@ class offloaded_moe {
       ++k;
     }
     if (hit_waits) ++d.stalls;
-    ran[0] = submit_pass(0, ts, r, x, expert_route::hit, hit_waits);
+    const bool split = split_passes(opt_.passes, nd - nup, nup, overlaps_);
+    if (split) ran[0] = submit_pass(0, ts, r, x, route_bit(expert_route::hit), hit_waits);
     for (std::size_t k = 0, i = 0; i < n; ++i) {
       if (route_[i] == expert_route::cpu) continue;
       if (route_[i] == expert_route::upload) {
@@ -516,8 +521,14 @@ class offloaded_moe {
       }
       ++k;
     }
-    ran[1] = submit_pass(1, ts, r, x, expert_route::upload, true);
+    if (split) {
+      ran[1] = submit_pass(1, ts, r, x, route_bit(expert_route::upload), true);
+    } else {  // one pass over every device entry, after the uploads
+      ran[0] = submit_pass(0, ts, r, x, route_bit(expert_route::hit) | route_bit(expert_route::upload), nup > 0 || hit_waits);
+      if (ran[0] && nup > 0) ++d.stalls;
+    }
     if (ran[1]) ++d.stalls;
+    d.device_passes += static_cast<std::uint64_t>(ran[0]) + static_cast<std::uint64_t>(ran[1]);
 
     // 3. prefetch of the next layer
     if (prefetch_) run_prefetch(layer, n);
@@ -662,8 +673,9 @@ class offloaded_moe {
     return waited;
   }
 
-  // Records and submits the device pass over the entries of class `want` (op p); false when none.
-  bool submit_pass(int p, type_state& ts, const routing_result_view& r, const float* x, expert_route want, bool after_uploads) {
+  // Records and submits the device pass over the entries whose class is in `want` (a mask of
+  // route_bit; op p); false when none.
+  bool submit_pass(int p, type_state& ts, const routing_result_view& r, const float* x, unsigned want, bool after_uploads) {
     csr_buffers& c = csr_[p];
     const std::size_t nnz = csr_subset(r, batch_, route_.data(), want, c.offsets.data(), c.ids.data(), c.weights.data());
     if (nnz == 0) return false;
@@ -710,19 +722,21 @@ class offloaded_moe {
   }
 
   // Upload rate through the staging ring into slot 0 and the time of one device pass (best of three
-// each), before any cell is loaded.
+  // each; each only when not given), before any cell is loaded.
   void measure_upload() {
     std::size_t big = 0;
     for (std::size_t l = 0; l < src_.size(); ++l)
       if (src_[l].shape.expert_bytes() > src_[big].shape.expert_bytes()) big = l;
     double best = 1e30;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 3; ++i) {  // through one staging entry: its first touch is not the steady state
+      next_ring_ = 0;
       const auto t0 = std::chrono::steady_clock::now();
       upload(static_cast<int>(big), 0, 0);
       wait_all();
       best = std::min(best, seconds_since(t0));
     }
-    costs_.upload_bytes_per_s = static_cast<double>(src_[big].shape.expert_bytes()) / std::max(best, 1e-9);
+    if (costs_.upload_bytes_per_s <= 0)
+      costs_.upload_bytes_per_s = static_cast<double>(src_[big].shape.expert_bytes()) / std::max(best, 1e-9);
     slot_sub_[0] = no_sub;
     if (costs_.device_s_per_pass <= 0) {  // one pass of one entry on the expert just uploaded
       type_state& ts = types_[layer_shape_[big]];
@@ -777,6 +791,7 @@ class offloaded_moe {
   VkDeviceSize stride_ = 0;
   std::uint64_t max_expert_bytes_ = 0;
   std::size_t slots_ = 0;
+  bool overlaps_ = true;  // the device runs a pass while copies execute (not a CPU Vulkan device)
   std::unique_ptr<vulkan_expert_pool> storage_;
   vulkan_buffer staging_;
   std::vector<type_state> types_;

@@ -33,17 +33,19 @@
 //                    with the named eviction) whose forward() submits a device pass over the hits,
 //                    then the misses' uploads, then a second pass over the uploaded experts, and
 //                    waits once. Each pass pays the call cost: with P = [h > 0] + [x > 0] passes,
-//                    D = P o_d + max(h d_l, x u_l) + x d_l (a unified-memory profile, e.g. a CPU
-//                    Vulkan device whose queue runs everything on the host, adds: P o_d + h d_l +
-//                    x u_l + x d_l); y = 0. `moeroute run --miss cpu` never uploads (its cache
-//                    stays empty), which is the cpu_all row.
+//                    D = P o_d + max(h d_l, x u_l) + x d_l. A unified-memory profile (a CPU
+//                    Vulkan device whose queue runs everything on the host) overlaps nothing, so
+//                    the engine runs one pass after the uploads (pass_split, offload/miss_plan.hpp):
+//                    D = o_d + h d_l + x u_l + x d_l; y = 0. `moeroute run --miss cpu` never
+//                    uploads (its cache stays empty), which is the cpu_all row.
 //  engine_auto       the offload engine with miss mode auto (`moeroute run --miss auto`): per
 //                    record the distinct experts in routing order; hits compute on the device;
 //                    each miss, in order, is uploaded when the device side then finishes no later
 //                    than the CPU side with it, else computed on the CPU (offload/miss_plan.hpp's
 //                    rule, with a pass = o_d + d_l, an upload = u_l, a CPU entry = o_c + c_l); the
 //                    cache hears the hits and uploads as one request; D as engine_upload (a second
-//                    pass when a record has hits and uploads), C = o_c + y c_l, T = max(D, C)
+//                    pass when a record has hits and uploads, except on unified memory),
+//                    C = o_c + y c_l, T = max(D, C)
 //                    (unified memory: D + C). With `prefetch` (`--prefetch coactivation`), the
 //                    co-activation prefetch of `best` with this cache.
 //  upload            the same cache as one device call with the overlap of D: y = 0.
@@ -294,7 +296,7 @@ void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_c
       const auto& loads = cache.request(cl, req.data(), req.size(), (slots.resize(req.size()), slots.data()));
       MOEROUTE_CHECK(loads.size() == x, errc::invalid_argument, "plan: cache loads ", loads.size(), " != ", x);
       tm = plan_time(c, l, h, x, y);
-      if (h > 0 && x > 0) tm.D += c.device_call;  // a second device pass
+      if (h > 0 && x > 0 && !c.shared_memory) tm.D += c.device_call;  // a second device pass
       tm.T = c.shared_memory ? tm.D + tm.C : std::max(tm.D, tm.C);
       T = tm.T;
     } else if (!hybrid) {
@@ -302,7 +304,7 @@ void plan_replay_cache(const plan_model& m, const plan_routing& rt, const plan_c
       x = loads.size();
       h = k - x;
       tm = plan_time(c, l, h, x, 0);
-      if (s.kind == plan_kind::engine_upload && h > 0 && x > 0) {  // a second device pass
+      if (s.kind == plan_kind::engine_upload && h > 0 && x > 0 && !c.shared_memory) {  // a second device pass
         tm.D += c.device_call;
         tm.T = tm.D;
       }
