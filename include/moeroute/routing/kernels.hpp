@@ -12,6 +12,7 @@
 //   routing_select_topk     the K largest, best first, ties -> lower id; -inf never chosen
 //   routing_scan_select_topk  routing_scan_row, then routing_select_topk of the row when it has
 //                           no NaN / +inf and K unmasked logits (one pass over the row on AVX-512)
+//   routing_scan_select_topk_rows  the same for up to 16 rows at once
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
 // Every path gives bit-identical outputs (see isa.hpp): the exp and sigmoid lanes run the
 // operations of vf4_exp_nonpos, softmax sums keep element e in partial sum e % 8 in element
@@ -76,6 +77,9 @@ inline float routing_row_max(const float* x, int E) noexcept {
   for (; e < E; ++e) m = x[e] > m ? x[e] : m;
   return m;
 }
+
+/// Rows routing_scan_select_topk_rows takes at once.
+constexpr int routing_topk_rows_max = 16;
 
 /// Keeps the K best (score, id) pairs seen so far, best first. Ids must arrive in ascending
 /// order: then an equal score never displaces an earlier (lower) id.
@@ -445,6 +449,22 @@ inline int routing_scan_select_topk(const float* x, int E, int K, float* val, st
   routing_scan_row(x, E, bad, masked);
   if (*bad || E - *masked < K) return 0;
   return routing_select_topk(x, E, K, val, id);
+}
+/// routing_scan_select_topk of rows r in [0, rows) (rows <= routing_topk_rows_max) of x, row r
+/// at x + r * stride: its K at val + r * K and id + r * K, its return value in n[r], its scan in
+/// bad[r] and masked[r]. On AVX-512 the rows' selections finish after all of them have been
+/// scanned, so no row waits on its own candidate list (the same results as row by row).
+inline void routing_scan_select_topk_rows(const float* x, std::size_t stride, int rows, int E,
+                                          int K, float* val, std::int32_t* id, int* n, int* bad,
+                                          int* masked) noexcept {
+#if MOEROUTE_ROUTING_X86
+  if (routing_isa_in_use() == routing_isa::avx512)
+    return rk_avx512::scan_select_topk_rows(x, stride, rows, E, K, val, id, n, bad, masked);
+#endif
+  for (int r = 0; r < rows; ++r)
+    n[r] = routing_scan_select_topk(x + static_cast<std::size_t>(r) * stride, E, K,
+                                    val + static_cast<std::ptrdiff_t>(r) * K,
+                                    id + static_cast<std::ptrdiff_t>(r) * K, bad + r, masked + r);
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)
