@@ -307,6 +307,65 @@ TEST(ZeroGating, ThresholdsAtAndBesideTheSharesMatchThePlainRule) {
   }
 }
 
+// Softmax + renorm + zero-gating at K = 8 (the vector paths keep the kept count and the second
+// renormalization in registers) against the plain rule on the router's own ungated weights, with
+// cum_prob at and beside each share, min_k and max_k: the same kept count, ids and weight bits on
+// every path.
+TEST(ZeroGating, KEquals8ThroughTheRouterMatchesThePlainRuleOnEveryPath) {
+  std::mt19937 rng(31);
+  const int E = 64, K = 8;
+  const float scale = 1.5f;
+  router<softmax_scoring> plain(E, K, {true});
+  for (int row = 0; row < 12; ++row) {
+    auto x = random_logits(rng, 1, E, row % 3 == 0 ? 0.5f : 2.0f);
+    if (row == 5)
+      for (int e = 0; e < E; ++e) x[static_cast<std::size_t>(e)] = static_cast<float>(e % 4);  // ties
+    const auto base = plain.route(logits_view<float>(x.data(), 1, E));
+    const auto& w = base.weights;  // renormalized, descending: what the gating sees
+    double total = 0;
+    for (float v : w) total += v;
+    std::vector<double> ps{1.0, 1e-3};  // at, beside and between the shares (the register path
+    double c = 0, prev = 0;             // decides those between, the generic steps the others)
+    for (float v : w) {
+      c += v;
+      const double share = c / total;
+      for (double p : {share, std::nextafter(share, 0.0), std::nextafter(share, 2.0), (prev + share) / 2})
+        if (p > 0 && p <= 1) ps.push_back(p);
+      prev = share;
+    }
+    for (double p : ps)
+      for (int min_k : {1, 3})
+        for (int max_k : {0, 5}) {
+          int want = 0;
+          double cum = 0;
+          while (want < K) {
+            cum += w[static_cast<std::size_t>(want)];
+            ++want;
+            if (want >= min_k && cum / total >= p) break;
+          }
+          want = std::min(want, max_k == 0 ? K : max_k);
+          float s2 = 0;
+          for (int i = 0; i < want; ++i) s2 += w[static_cast<std::size_t>(i)];
+          router<softmax_scoring, topk_selection, cumulative_gating> r(E, K, {true, scale}, {}, {},
+                                                                      {p, min_k, max_k});
+          for (auto isa : supported_isas()) {
+            isa_scope scope(isa);
+            SCOPED_TRACE(std::string(routing_isa_name(isa)) + " row " + std::to_string(row) +
+                         " p " + std::to_string(p) + " min_k " + std::to_string(min_k) +
+                         " max_k " + std::to_string(max_k));
+            const auto got = r.route(logits_view<float>(x.data(), 1, E));
+            ASSERT_EQ(got.ids.size(), static_cast<std::size_t>(want));
+            for (int i = 0; i < want; ++i) {
+              const auto ui = static_cast<std::size_t>(i);
+              EXPECT_EQ(got.ids[ui], base.ids[ui]);
+              const float wi = want < K ? w[ui] / s2 : w[ui];
+              EXPECT_EQ(got.weights[ui], wi * scale) << "slot " << i;
+            }
+          }
+        }
+  }
+}
+
 // ---- presets, each on a hand-checked row ----
 
 TEST(Presets, MixtralTop2Renormalized) {

@@ -205,12 +205,15 @@ MOEROUTE_RK_TARGET inline void exp_chosen(const float* x, const std::int32_t* id
 
 /// K == 8, softmax + renorm chosen by logit (x[id[i]] in the top-K's order, m = x[id[0]]): out =
 /// the 8 numerators, then, when they are already in the output order (each above the next, or
-/// equal to it from an equal logit, which the top-K put in id order) and the weights are finite,
-/// ids = id and w = (out / sum) * scale, the sum in index order: the router's generic steps,
-/// kept in registers. Returns false, having written only out, otherwise.
-MOEROUTE_RK_TARGET inline bool softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
-                                                     float scale, float* out, std::int32_t* ids,
-                                                     float* w) noexcept {
+/// equal to it from an equal logit, which the top-K put in id order), the router's generic steps
+/// kept in registers: w = out / sum (the sum in index order); with gate, the kept count n of
+/// cumulative_gating::keep (the shares' running sums in double in index order, decided by its
+/// bounds; a sum within them sends the row back) and w = w / (sum of the first n) when n < 8; ids
+/// and w * scale written for the n kept when all are finite. Returns n, or 0 having written only out.
+MOEROUTE_RK_TARGET inline int softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
+                                                    float scale, const routing_gate8* gate,
+                                                    float* out, std::int32_t* ids,
+                                                    float* w) noexcept {
   typedef std::int32_t vi8 __attribute__((vector_size(32)));
   const v8 g = {x[id[0]], x[id[1]], x[id[2]], x[id[3]], x[id[4]], x[id[5]], x[id[6]], x[id[7]]};
   const v8 k = exp_nonpos_n(g - (v8{} + m));
@@ -218,15 +221,53 @@ MOEROUTE_RK_TARGET inline bool softmax_renorm_write8(const float* x, const std::
   const vi8 ordered = (k > __builtin_shufflevector(k, k, 1, 2, 3, 4, 5, 6, 7, 7)) |
                         (g == __builtin_shufflevector(g, g, 1, 2, 3, 4, 5, 6, 7, 7));
   const float s = ((((((k[0] + k[1]) + k[2]) + k[3]) + k[4]) + k[5]) + k[6]) + k[7];
-  const v8 wv = (k / s) * scale;
-  const v8 lim = v8{} + std::numeric_limits<float>::max();
-  const vi8 finite = (wv <= lim) & (wv >= -lim);
+  v8 wv = k / s;
   std::int32_t all = -1;
-  for (int l = 0; l < 8; ++l) all &= finite[l] & (l == 7 ? -1 : ordered[l]);
-  if (!all || !(s > 0)) return false;
-  std::memcpy(w, &wv, sizeof wv);
-  std::memcpy(ids, id, 8 * sizeof(std::int32_t));
-  return true;
+  for (int l = 0; l < 7; ++l) all &= ordered[l];
+  if (!all || !(s > 0)) return 0;
+  int n = 8;
+  if (gate) {
+    double c[8], total = 0.0;
+    for (int l = 0; l < 8; ++l) {
+      total += static_cast<double>(wv[l]);
+      c[l] = total;
+    }
+    const double pt = gate->cum_prob * total, hi = pt * (1.0 + 0x1p-50), lo = pt * (1.0 - 0x1p-50);
+    unsigned reached = 0, near = 0;
+    for (int l = 0; l < 8; ++l) {
+      reached |= static_cast<unsigned>(c[l] >= hi) << l;
+      near |= static_cast<unsigned>(c[l] > lo && c[l] < hi) << l;
+    }
+    if (near || !(total > 0.0)) return 0;
+    reached &= ~0u << (gate->min_k - 1);
+    n = reached ? __builtin_ctz(reached) + 1 : 8;
+    n = n < gate->max_k ? n : gate->max_k;
+    if (n < 8) {
+      float s2 = 0.0f;
+      for (int l = 0; l < 8; ++l) s2 += l < n ? wv[l] : 0.0f;
+      wv = wv / s2;  // s2 >= wv[0] > 0
+    }
+  }
+  wv = wv * scale;
+  const v8 lim = v8{} + std::numeric_limits<float>::max();
+  const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vi8 live = lane < n;
+  const vi8 finite = (wv <= lim) & (wv >= -lim);
+  for (int l = 0; l < 8; ++l)
+    if (live[l] & ~finite[l]) return 0;
+  if (n == 8) {
+    std::memcpy(w, &wv, sizeof wv);
+    std::memcpy(ids, id, 8 * sizeof(std::int32_t));
+  } else {
+    __m256 wm;
+    __m256i mm, im;
+    std::memcpy(&wm, &wv, sizeof wm);
+    std::memcpy(&mm, &live, sizeof mm);
+    std::memcpy(&im, id, sizeof im);
+    _mm256_maskstore_ps(w, mm, wm);
+    _mm256_maskstore_epi32(ids, mm, im);
+  }
+  return n;
 }
 
 MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) noexcept {

@@ -289,12 +289,19 @@ class router {
         // without the normalizer: renormalization below removes the common factor
         const float m = topv[0];
         if constexpr (std::is_same_v<Scoring, softmax_scoring>) {  // every lane exactly the scalar exp
-          // K = 8 with renorm and no gating: the exps, the sum, the division, the scale and the
-          // writes in registers when the chosen need no reordering (nearly always; it has written
-          // topv either way); else the steps below
-          if (std::is_same_v<Gating, no_gating> && K_ == 8 && params_.renorm && !stats) {
-            if (detail::routing_softmax_renorm_write8(x, topid, m, params_.scale, topv, ids, w))
-              return status{0, row, K_, ""};
+          // K = 8 with renorm, no gating or zero-gating: the exps, the sum, the division, the
+          // kept count, the scale and the writes in registers when the chosen need no reordering
+          // (nearly always; it has written topv either way); else the steps below
+          constexpr bool cum = std::is_same_v<Gating, cumulative_gating>;
+          if ((std::is_same_v<Gating, no_gating> || cum) && K_ == 8 && params_.renorm && !stats) {
+            detail::routing_gate8 g8{};
+            if constexpr (cum) {
+              const int mk = gating_.max_k == 0 ? 8 : gating_.max_k;  // validated: <= K
+              g8 = {gating_.cum_prob, gating_.min_k, mk};
+            }
+            const int wrote = detail::routing_softmax_renorm_write8(x, topid, m, params_.scale,
+                                                                    cum ? &g8 : nullptr, topv, ids, w);
+            if (wrote) return status{0, row, wrote, ""};
           } else {
             detail::routing_exp_chosen(x, topid, K_, m, topv);
           }
