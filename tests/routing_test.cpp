@@ -271,6 +271,21 @@ TEST(ZeroGating, BoundariesMinKMaxKAndExactThreshold) {
   EXPECT_EQ(one.weights, (std::vector<float>{0.5f}));  // no renorm: the unnormalized score
 }
 
+namespace {
+// The documented zero-gating rule, plainly: the first n >= min_k whose share cum / total (divided
+// in double) reaches p, else all of w.
+int plain_keep(const std::vector<float>& w, double total, double p, int min_k) {
+  int n = 0;
+  double cum = 0;
+  while (n < static_cast<int>(w.size())) {
+    cum += w[static_cast<std::size_t>(n)];
+    ++n;
+    if (n >= min_k && cum / total >= p) break;
+  }
+  return n;
+}
+}  // namespace
+
 // keep() against the documented rule computed plainly (the share cum / total divided in double,
 // the first n >= min_k that reaches cum_prob), with cum_prob set to the shares themselves and to
 // their neighbouring doubles: the cases where the division, not a bound on it, decides.
@@ -294,13 +309,7 @@ TEST(ZeroGating, ThresholdsAtAndBesideTheSharesMatchThePlainRule) {
     }
     for (double p : ps)
       for (int min_k = 1; min_k <= k; ++min_k) {
-        int want = 0;
-        double cum = 0;
-        while (want < k) {
-          cum += w[static_cast<std::size_t>(want)];
-          ++want;
-          if (want >= min_k && cum / total >= p) break;
-        }
+        const int want = plain_keep(w, total, p, min_k);
         EXPECT_EQ((cumulative_gating{p, min_k, 0}.keep(w.data(), k)), want)
             << "rep " << rep << " p " << p << " min_k " << min_k;
       }
@@ -336,14 +345,7 @@ TEST(ZeroGating, KEquals8ThroughTheRouterMatchesThePlainRuleOnEveryPath) {
     for (double p : ps)
       for (int min_k : {1, 3})
         for (int max_k : {0, 5}) {
-          int want = 0;
-          double cum = 0;
-          while (want < K) {
-            cum += w[static_cast<std::size_t>(want)];
-            ++want;
-            if (want >= min_k && cum / total >= p) break;
-          }
-          want = std::min(want, max_k == 0 ? K : max_k);
+          const int want = std::min(plain_keep(w, total, p, min_k), max_k == 0 ? K : max_k);
           float s2 = 0;
           for (int i = 0; i < want; ++i) s2 += w[static_cast<std::size_t>(i)];
           router<softmax_scoring, topk_selection, cumulative_gating> r(E, K, {true, scale}, {}, {},
