@@ -271,6 +271,21 @@ TEST(ZeroGating, BoundariesMinKMaxKAndExactThreshold) {
   EXPECT_EQ(one.weights, (std::vector<float>{0.5f}));  // no renorm: the unnormalized score
 }
 
+namespace {
+// The documented zero-gating rule, plainly: the first n >= min_k whose share cum / total (divided
+// in double) reaches p, else all of w.
+int plain_keep(const std::vector<float>& w, double total, double p, int min_k) {
+  int n = 0;
+  double cum = 0;
+  while (n < static_cast<int>(w.size())) {
+    cum += w[static_cast<std::size_t>(n)];
+    ++n;
+    if (n >= min_k && cum / total >= p) break;
+  }
+  return n;
+}
+}  // namespace
+
 // keep() against the documented rule computed plainly (the share cum / total divided in double,
 // the first n >= min_k that reaches cum_prob), with cum_prob set to the shares themselves and to
 // their neighbouring doubles: the cases where the division, not a bound on it, decides.
@@ -294,16 +309,62 @@ TEST(ZeroGating, ThresholdsAtAndBesideTheSharesMatchThePlainRule) {
     }
     for (double p : ps)
       for (int min_k = 1; min_k <= k; ++min_k) {
-        int want = 0;
-        double cum = 0;
-        while (want < k) {
-          cum += w[static_cast<std::size_t>(want)];
-          ++want;
-          if (want >= min_k && cum / total >= p) break;
-        }
+        const int want = plain_keep(w, total, p, min_k);
         EXPECT_EQ((cumulative_gating{p, min_k, 0}.keep(w.data(), k)), want)
             << "rep " << rep << " p " << p << " min_k " << min_k;
       }
+  }
+}
+
+// Softmax + renorm + zero-gating at K = 8 (the vector paths keep the kept count and the second
+// renormalization in registers) against the plain rule on the router's own ungated weights, with
+// cum_prob at and beside each share, min_k and max_k: the same kept count, ids and weight bits on
+// every path.
+TEST(ZeroGating, KEquals8ThroughTheRouterMatchesThePlainRuleOnEveryPath) {
+  std::mt19937 rng(31);
+  const int E = 64, K = 8;
+  const float scale = 1.5f;
+  router<softmax_scoring> plain(E, K, {true});
+  for (int row = 0; row < 12; ++row) {
+    auto x = random_logits(rng, 1, E, row % 3 == 0 ? 0.5f : 2.0f);
+    if (row == 5)
+      for (int e = 0; e < E; ++e) x[static_cast<std::size_t>(e)] = static_cast<float>(e % 4);  // ties
+    const auto base = plain.route(logits_view<float>(x.data(), 1, E));
+    const auto& w = base.weights;  // renormalized, descending: what the gating sees
+    double total = 0;
+    for (float v : w) total += v;
+    std::vector<double> ps{1.0, 1e-3};  // at, beside and between the shares (the register path
+    double c = 0, prev = 0;             // decides those between, the generic steps the others)
+    for (float v : w) {
+      c += v;
+      const double share = c / total;
+      for (double p : {share, std::nextafter(share, 0.0), std::nextafter(share, 2.0), (prev + share) / 2})
+        if (p > 0 && p <= 1) ps.push_back(p);
+      prev = share;
+    }
+    for (double p : ps)
+      for (int min_k : {1, 3})
+        for (int max_k : {0, 5}) {
+          const int want = std::min(plain_keep(w, total, p, min_k), max_k == 0 ? K : max_k);
+          float s2 = 0;
+          for (int i = 0; i < want; ++i) s2 += w[static_cast<std::size_t>(i)];
+          router<softmax_scoring, topk_selection, cumulative_gating> r(E, K, {true, scale}, {}, {},
+                                                                      {p, min_k, max_k});
+          for (auto isa : supported_isas()) {
+            isa_scope scope(isa);
+            SCOPED_TRACE(std::string(routing_isa_name(isa)) + " row " + std::to_string(row) +
+                         " p " + std::to_string(p) + " min_k " + std::to_string(min_k) +
+                         " max_k " + std::to_string(max_k));
+            const auto got = r.route(logits_view<float>(x.data(), 1, E));
+            ASSERT_EQ(got.ids.size(), static_cast<std::size_t>(want));
+            for (int i = 0; i < want; ++i) {
+              const auto ui = static_cast<std::size_t>(i);
+              EXPECT_EQ(got.ids[ui], base.ids[ui]);
+              const float wi = want < K ? w[ui] / s2 : w[ui];
+              EXPECT_EQ(got.weights[ui], wi * scale) << "slot " << i;
+            }
+          }
+        }
   }
 }
 
@@ -710,6 +771,122 @@ TEST(TopKSelection, MatchesAPlainSortOnEveryPathAndDataKind) {
         }
       }
     }
+}
+
+// The top-K by logit of several rows at once (the router's float path; on AVX-512 a threshold
+// from the column maxima, candidates compressed, read back after every row is scanned) against a
+// plain sort row by row: ties at the threshold within and past the 16-candidate list, all-equal
+// rows, masked experts, NaN / +inf rows (no choice, scan counts), fewer than K choosable, shapes
+// off the 16-lane grid, a row stride wider than the row, K past 16.
+TEST(TopKSelection, RowsAtOnceMatchAPlainSortRowByRow) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::uniform_int_distribution<int> small(0, 3);
+  constexpr float nan = std::numeric_limits<float>::quiet_NaN();
+  constexpr float pinf = std::numeric_limits<float>::infinity();
+  const int kinds = 10;
+  for (int E : {16, 48, 256, 257, 1024, 1040})
+    for (int K : {1, 2, 8, 13, 16, 17})
+      for (int rows : {1, 5, 16}) {
+        if (K > E) continue;
+        const int stride = E + 3;
+        std::vector<float> x(static_cast<std::size_t>(rows) * stride, 7.0f);  // 7: past the row
+        std::vector<int> kind(static_cast<std::size_t>(rows));
+        for (int r = 0; r < rows; ++r) {
+          float* s = x.data() + static_cast<std::size_t>(r) * stride;
+          kind[r] = (r + E + K) % kinds;
+          for (int e = 0; e < E; ++e) s[e] = nd(rng);
+          switch (kind[r]) {
+            case 1: for (int e = 0; e < E; ++e) s[e] = static_cast<float>(small(rng)); break;  // many ties
+            case 2: for (int e = 0; e < E; ++e) s[e] = 0.5f; break;                            // all equal
+            case 3:  // the K-th value tied a few times across the candidates: K - 1 above, 3 equal
+            case 4:  // ... and 20 equal (more candidates than 16)
+              for (int e = 0; e < E; ++e) s[e] = -1.0f - static_cast<float>(e % 5);
+              for (int i = 0; i < K - 1; ++i) s[(i * 7 + 3) % E] = 10.0f + static_cast<float>(i % 3);
+              for (int i = 0, n = kind[r] == 3 ? 3 : 20, e = E - 1; i < n && e >= 0; --e)
+                if (s[e] < 0) s[e] = 2.0f, ++i;
+              break;
+            case 5: for (int e = 0; e < E; e += 3) s[e] = ninf; break;                   // masked
+            case 6: s[(r * 5) % E] = nan; break;
+            case 7: s[E - 1] = pinf; break;
+            case 8: for (int e = 0; e < E; ++e) if (e % 16 != 1) s[e] = ninf; break;  // fewer than K?
+            default: break;                                                          // random
+          }
+        }
+        std::vector<float> val(static_cast<std::size_t>(rows) * K);
+        std::vector<std::int32_t> id(static_cast<std::size_t>(rows) * K);
+        std::vector<int> n(static_cast<std::size_t>(rows)), bad(n), masked(n);
+        for (auto isa : supported_isas()) {
+          isa_scope scope(isa);
+          SCOPED_TRACE(std::string(routing_isa_name(isa)) + " E " + std::to_string(E) + " K " +
+                       std::to_string(K) + " rows " + std::to_string(rows));
+          std::fill(n.begin(), n.end(), -5);
+          detail::routing_scan_select_topk_rows(x.data(), static_cast<std::size_t>(stride), rows, E, K,
+                                                val.data(), id.data(), n.data(), bad.data(), masked.data());
+          for (int r = 0; r < rows; ++r) {
+            SCOPED_TRACE("row " + std::to_string(r) + " kind " + std::to_string(kind[r]));
+            const float* s = x.data() + static_cast<std::size_t>(r) * stride;
+            int want_bad = 0, want_masked = 0;
+            std::vector<int> order;
+            for (int e = 0; e < E; ++e) {
+              want_bad |= std::isnan(s[e]) || s[e] == pinf;
+              want_masked += s[e] == ninf;
+              if (s[e] != ninf) order.push_back(e);
+            }
+            ASSERT_EQ(bad[r] != 0, want_bad != 0);
+            ASSERT_EQ(masked[r], want_masked);
+            if (want_bad || E - want_masked < K) {
+              ASSERT_EQ(n[r], 0);
+              continue;
+            }
+            std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return s[a] > s[b]; });
+            ASSERT_EQ(n[r], K);
+            for (int i = 0; i < K; ++i) {
+              ASSERT_EQ(id[static_cast<std::size_t>(r * K + i)], order[i]) << "slot " << i;
+              ASSERT_EQ(val[static_cast<std::size_t>(r * K + i)], s[order[i]]) << "slot " << i;
+            }
+          }
+        }
+      }
+}
+
+// The router over more rows than it takes at once, with a masked block, ties and a bad row late in
+// the batch: every path the same bits and the same first error; the good batch against the reference.
+TEST(RouterBatch, BlocksOfRowsGiveTheSameBitsAndTheFirstErrorOnEveryPath) {
+  std::mt19937 rng(23);
+  const int T = 40, E = 64;
+  auto x = random_logits(rng, T, E);
+  for (int e = 0; e < E; e += 2) x[static_cast<std::size_t>(17 * E + e)] = ninf;
+  for (int e = 0; e < E; ++e) x[static_cast<std::size_t>(18 * E + e)] = static_cast<float>(e % 3);
+  ref::config c;
+  c.K = 8;
+  c.renorm = true;
+  {
+    isa_scope scope(routing_isa::portable);
+    expect_matches_reference(x, T, E, c);
+  }
+  any_router r(make_config(c, E));
+  std::vector<routing_result> res;
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    res.push_back(r.route(logits_view<float>(x.data(), T, E)));
+  }
+  for (std::size_t i = 1; i < res.size(); ++i) {
+    EXPECT_EQ(res[i].ids, res[0].ids);
+    ASSERT_EQ(res[i].weights.size(), res[0].weights.size());
+    EXPECT_EQ(0, std::memcmp(res[i].weights.data(), res[0].weights.data(), res[0].weights.size() * sizeof(float)));
+  }
+  x[static_cast<std::size_t>(37 * E + 5)] = std::numeric_limits<float>::quiet_NaN();
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    try {
+      (void)r.route(logits_view<float>(x.data(), T, E));
+      ADD_FAILURE() << routing_isa_name(isa) << ": no error";
+    } catch (const error& e) {
+      EXPECT_NE(e.message().find("row 37"), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("expert 5"), std::string::npos) << e.message();
+    }
+  }
 }
 
 // grouped_topk_selection (top-2 sums without branches, one top-K over the kept groups) against a

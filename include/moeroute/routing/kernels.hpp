@@ -6,12 +6,13 @@
 //   routing_sigmoid_keys    key = sigmoid(x)
 //   routing_sigmoid_select  key = sigmoid(x) and sel = key + bias (masked -> -inf) in one pass
 //   routing_exp_chosen      exp(x - max) of the K chosen experts only
-//   routing_softmax_renorm_write8  K = 8: those exps, renormalized, scaled and written out when
-//                           already in the output order (no reordering needed)
+//   routing_softmax_renorm_write8  K = 8: those exps, renormalized (zero-gated and renormalized
+//                           again), scaled and written out when already in the output order
 //   routing_select_scores   selection scores: key / norm + bias, or key; masked -> -inf
 //   routing_select_topk     the K largest, best first, ties -> lower id; -inf never chosen
 //   routing_scan_select_topk  routing_scan_row, then routing_select_topk of the row when it has
 //                           no NaN / +inf and K unmasked logits (one pass over the row on AVX-512)
+//   routing_scan_select_topk_rows  the same for up to 16 rows at once
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
 // Every path gives bit-identical outputs (see isa.hpp): the exp and sigmoid lanes run the
 // operations of vf4_exp_nonpos, softmax sums keep element e in partial sum e % 8 in element
@@ -76,6 +77,17 @@ inline float routing_row_max(const float* x, int E) noexcept {
   for (; e < E; ++e) m = x[e] > m ? x[e] : m;
   return m;
 }
+
+/// Zero-gating for routing_softmax_renorm_write8: cumulative_gating's cum_prob and min_k, and its
+/// max_k capped at 8 (0 taken as 8).
+struct routing_gate8 {
+  double cum_prob;
+  int min_k;
+  int max_k;
+};
+
+/// Rows routing_scan_select_topk_rows takes at once.
+constexpr int routing_topk_rows_max = 16;
 
 /// Keeps the K best (score, id) pairs seen so far, best first. Ids must arrive in ascending
 /// order: then an equal score never displaces an earlier (lower) id.
@@ -283,11 +295,11 @@ inline void exp_chosen(const float* x, const std::int32_t* id, int K, float m, f
   for (; i < K; ++i) out[i] = routing_exp_nonpos(x[id[i]] - m);
 }
 
-/// The vector paths' shortcut for K == 8 (kernels_x86.inl); here: out only, and false.
-inline bool softmax_renorm_write8(const float* x, const std::int32_t* id, float m, float, float* out,
-                                  std::int32_t*, float*) noexcept {
+/// The vector paths' shortcut for K == 8 (kernels_x86.inl); here: out only, and 0.
+inline int softmax_renorm_write8(const float* x, const std::int32_t* id, float m, float,
+                                 const routing_gate8*, float* out, std::int32_t*, float*) noexcept {
   exp_chosen(x, id, 8, m, out);
-  return false;
+  return 0;
 }
 
 inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
@@ -410,13 +422,15 @@ inline void routing_exp_chosen(const float* x, const std::int32_t* id, int K, fl
   MOEROUTE_RK_DISPATCH(exp_chosen, x, id, K, m, out)
 }
 /// K == 8, softmax + renorm, the chosen in the top-K's order (m = x[id[0]]): out[i] = exp(x[id[i]]
-/// - m); then, when that is already the output order and the weights are finite, ids[0, 8) = id
-/// and w[i] = (out[i] / sum) * scale with the sum in index order (what the router computes from
-/// out), returning true. Otherwise (and always on the portable path) false, having written out.
-inline bool routing_softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
-                                          float scale, float* out, std::int32_t* ids,
-                                          float* w) noexcept {
-  MOEROUTE_RK_DISPATCH(softmax_renorm_write8, x, id, m, scale, out, ids, w)
+/// - m); then, when that is already the output order and the weights are finite, what the router
+/// computes from out: w[i] = out[i] / sum (the sum in index order); with gate, the first n kept as
+/// cumulative_gating::keep decides and renormalized again when n < 8; ids[0, n) = id and
+/// w[0, n) times scale, returning n. Otherwise (and always on the portable path) 0, having written
+/// out.
+inline int routing_softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
+                                         float scale, const routing_gate8* gate, float* out,
+                                         std::int32_t* ids, float* w) noexcept {
+  MOEROUTE_RK_DISPATCH(softmax_renorm_write8, x, id, m, scale, gate, out, ids, w)
 }
 /// key = sigmoid(x); sel = key + bias (the same as routing_select_scores with norm 1: key / 1 is
 /// key), masked (x == -inf) -> -inf.
@@ -445,6 +459,22 @@ inline int routing_scan_select_topk(const float* x, int E, int K, float* val, st
   routing_scan_row(x, E, bad, masked);
   if (*bad || E - *masked < K) return 0;
   return routing_select_topk(x, E, K, val, id);
+}
+/// routing_scan_select_topk of rows r in [0, rows) (rows <= routing_topk_rows_max) of x, row r
+/// at x + r * stride: its K at val + r * K and id + r * K, its return value in n[r], its scan in
+/// bad[r] and masked[r]. On AVX-512 the rows' selections finish after all of them have been
+/// scanned, so no row waits on its own candidate list (the same results as row by row).
+inline void routing_scan_select_topk_rows(const float* x, std::size_t stride, int rows, int E,
+                                          int K, float* val, std::int32_t* id, int* n, int* bad,
+                                          int* masked) noexcept {
+#if MOEROUTE_ROUTING_X86
+  if (routing_isa_in_use() == routing_isa::avx512)
+    return rk_avx512::scan_select_topk_rows(x, stride, rows, E, K, val, id, n, bad, masked);
+#endif
+  for (int r = 0; r < rows; ++r)
+    n[r] = routing_scan_select_topk(x + static_cast<std::size_t>(r) * stride, E, K,
+                                    val + static_cast<std::ptrdiff_t>(r) * K,
+                                    id + static_cast<std::ptrdiff_t>(r) * K, bad + r, masked + r);
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)

@@ -205,12 +205,15 @@ MOEROUTE_RK_TARGET inline void exp_chosen(const float* x, const std::int32_t* id
 
 /// K == 8, softmax + renorm chosen by logit (x[id[i]] in the top-K's order, m = x[id[0]]): out =
 /// the 8 numerators, then, when they are already in the output order (each above the next, or
-/// equal to it from an equal logit, which the top-K put in id order) and the weights are finite,
-/// ids = id and w = (out / sum) * scale, the sum in index order: the router's generic steps,
-/// kept in registers. Returns false, having written only out, otherwise.
-MOEROUTE_RK_TARGET inline bool softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
-                                                     float scale, float* out, std::int32_t* ids,
-                                                     float* w) noexcept {
+/// equal to it from an equal logit, which the top-K put in id order), the router's generic steps
+/// kept in registers: w = out / sum (the sum in index order); with gate, the kept count n of
+/// cumulative_gating::keep (the shares' running sums in double in index order, decided by its
+/// bounds; a sum within them sends the row back) and w = w / (sum of the first n) when n < 8; ids
+/// and w * scale written for the n kept when all are finite. Returns n, or 0 having written only out.
+MOEROUTE_RK_TARGET inline int softmax_renorm_write8(const float* x, const std::int32_t* id, float m,
+                                                    float scale, const routing_gate8* gate,
+                                                    float* out, std::int32_t* ids,
+                                                    float* w) noexcept {
   typedef std::int32_t vi8 __attribute__((vector_size(32)));
   const v8 g = {x[id[0]], x[id[1]], x[id[2]], x[id[3]], x[id[4]], x[id[5]], x[id[6]], x[id[7]]};
   const v8 k = exp_nonpos_n(g - (v8{} + m));
@@ -218,15 +221,53 @@ MOEROUTE_RK_TARGET inline bool softmax_renorm_write8(const float* x, const std::
   const vi8 ordered = (k > __builtin_shufflevector(k, k, 1, 2, 3, 4, 5, 6, 7, 7)) |
                         (g == __builtin_shufflevector(g, g, 1, 2, 3, 4, 5, 6, 7, 7));
   const float s = ((((((k[0] + k[1]) + k[2]) + k[3]) + k[4]) + k[5]) + k[6]) + k[7];
-  const v8 wv = (k / s) * scale;
-  const v8 lim = v8{} + std::numeric_limits<float>::max();
-  const vi8 finite = (wv <= lim) & (wv >= -lim);
+  v8 wv = k / s;
   std::int32_t all = -1;
-  for (int l = 0; l < 8; ++l) all &= finite[l] & (l == 7 ? -1 : ordered[l]);
-  if (!all || !(s > 0)) return false;
-  std::memcpy(w, &wv, sizeof wv);
-  std::memcpy(ids, id, 8 * sizeof(std::int32_t));
-  return true;
+  for (int l = 0; l < 7; ++l) all &= ordered[l];
+  if (!all || !(s > 0)) return 0;
+  int n = 8;
+  if (gate) {
+    double c[8], total = 0.0;
+    for (int l = 0; l < 8; ++l) {
+      total += static_cast<double>(wv[l]);
+      c[l] = total;
+    }
+    const double pt = gate->cum_prob * total, hi = pt * (1.0 + 0x1p-50), lo = pt * (1.0 - 0x1p-50);
+    unsigned reached = 0, near = 0;
+    for (int l = 0; l < 8; ++l) {
+      reached |= static_cast<unsigned>(c[l] >= hi) << l;
+      near |= static_cast<unsigned>(c[l] > lo && c[l] < hi) << l;
+    }
+    if (near || !(total > 0.0)) return 0;
+    reached &= ~0u << (gate->min_k - 1);
+    n = reached ? __builtin_ctz(reached) + 1 : 8;
+    n = n < gate->max_k ? n : gate->max_k;
+    if (n < 8) {
+      float s2 = 0.0f;
+      for (int l = 0; l < 8; ++l) s2 += l < n ? wv[l] : 0.0f;
+      wv = wv / s2;  // s2 >= wv[0] > 0
+    }
+  }
+  wv = wv * scale;
+  const v8 lim = v8{} + std::numeric_limits<float>::max();
+  const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vi8 live = lane < n;
+  const vi8 finite = (wv <= lim) & (wv >= -lim);
+  for (int l = 0; l < 8; ++l)
+    if (live[l] & ~finite[l]) return 0;
+  if (n == 8) {
+    std::memcpy(w, &wv, sizeof wv);
+    std::memcpy(ids, id, 8 * sizeof(std::int32_t));
+  } else {
+    __m256 wm;
+    __m256i mm, im;
+    std::memcpy(&wm, &wv, sizeof wm);
+    std::memcpy(&mm, &live, sizeof mm);
+    std::memcpy(&im, id, sizeof im);
+    _mm256_maskstore_ps(w, mm, wm);
+    _mm256_maskstore_epi32(ids, mm, im);
+  }
+  return n;
 }
 
 MOEROUTE_RK_TARGET inline void sigmoid_keys(const float* x, float* key, int E) noexcept {
@@ -396,9 +437,101 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
                                           std::int32_t* id) noexcept {
   return topk16<false>(score, E, K, val, id, nullptr, nullptr);
 }
+/// scan_select_topk of rows [0, rows) of x (row r at x + r * stride, rows <= routing_topk_rows_max,
+/// its K at val + r * K, id + r * K, its count in n[r]), in two sweeps so the second never waits:
+///  1. per row: the column maxima (one classification per vector: any NaN, inf or -inf sends the
+///     row to topk16, which does the exact scan); thr = the largest column maximum that at least
+///     K column maxima reach (the K-th largest); the ids of the scores >= thr compressed to memory;
+///  2. per row, once those stores have long left for the cache: the candidates' ids as a vector,
+///     their scores by one masked gather, the ranks as in topk16 (a candidate's rank is the number
+///     that beat it: greater, or equal with a lower id, the lower lane), the K lowest ranks out.
+/// A row with more than 16 candidates (ties at thr) or a shape topk16 handles otherwise goes to
+/// topk16 in the second sweep.
+MOEROUTE_RK_TARGET inline void scan_select_topk_rows(const float* x, std::size_t stride, int rows,
+                                                     int E, int K, float* val, std::int32_t* id,
+                                                     int* n, int* bad, int* masked) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  constexpr int cap = 16;
+  const int nv = E / 16;
+  const bool fast = K <= 16 && nv * 16 == E && E <= 1024 && nv > 0;
+  alignas(64) std::int32_t ci[routing_topk_rows_max][cap + 16 + 16];
+  int cand[routing_topk_rows_max];  // candidates of the row, -1: topk16
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int r = 0; r < rows && fast; ++r) {
+    const float* s = x + static_cast<std::size_t>(r) * stride;
+    __m512 g0 = _mm512_set1_ps(ninf), g1 = g0;
+    __mmask16 special = 0;
+    for (int v = 0; v < nv; ++v) {
+      const __m512 a = _mm512_loadu_ps(s + 16 * v);
+      if (v & 1)
+        g1 = _mm512_maskz_max_ps(0xffff, g1, a);  // maskz: GCC bug 105593
+      else
+        g0 = _mm512_maskz_max_ps(0xffff, g0, a);
+      special = static_cast<__mmask16>(special | _mm512_fpclass_ps_mask(a, 0x99));  // NaN, +-inf
+    }
+    cand[r] = -1;
+    if (special) continue;
+    // cnt_i = #{j : g_j >= g_i}; thr = the largest g_i with cnt_i >= K, in every lane
+    const __m512 g = _mm512_maskz_max_ps(0xffff, g0, g1);
+    __m512i c[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+    for (int j = 0; j < 16; ++j) {
+      const __m512 gj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), g);
+      c[j & 3] = _mm512_mask_add_epi32(c[j & 3], _mm512_cmp_ps_mask(gj, g, _CMP_GE_OQ), c[j & 3], one);
+    }
+    const __m512i cnt = _mm512_add_epi32(_mm512_add_epi32(c[0], c[1]), _mm512_add_epi32(c[2], c[3]));
+    __m512 t = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), _mm512_cmpge_epi32_mask(cnt, _mm512_set1_epi32(K)), g);
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
+    const __m512 thr = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
+    // candidate ids, ascending: full-width stores of register compresses (the first covers
+    // lanes 0-15, so the vector read back below is initialized)
+    int m = 0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int v = 0; v < nv; ++v, idv = _mm512_add_epi32(idv, step)) {
+      const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + 16 * v), thr, _CMP_GE_OQ);
+      _mm512_storeu_si512(ci[r] + (m < cap ? m : cap), _mm512_maskz_compress_epi32(k, idv));
+      m += __builtin_popcount(k);
+    }
+    cand[r] = m <= cap ? m : -1;
+  }
+  for (int r = 0; r < rows; ++r) {
+    const float* s = x + static_cast<std::size_t>(r) * stride;
+    float* rv = val + static_cast<std::ptrdiff_t>(r) * K;
+    std::int32_t* ri = id + static_cast<std::ptrdiff_t>(r) * K;
+    if (!fast || cand[r] < 0) {
+      n[r] = topk16<true>(s, E, K, rv, ri, bad + r, masked + r);
+      continue;
+    }
+    bad[r] = 0;
+    masked[r] = 0;
+    // lanes past the candidates: -inf, ranked after them (K columns reach thr: cand[r] >= K)
+    const __mmask16 live = static_cast<__mmask16>((1u << cand[r]) - 1);
+    const __m512i civ = _mm512_load_si512(ci[r]);
+    const __m512 cv = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), live, civ, s, 4);
+    __m512i rank = _mm512_setzero_si512();
+    for (int j = 0; j < 16; ++j) {
+      const __m512 cj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), cv);
+      const __mmask16 later = static_cast<__mmask16>(~((2u << j) - 1));
+      rank = _mm512_mask_add_epi32(rank, _mm512_cmp_ps_mask(cj, cv, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, cj, cv, _CMP_EQ_OQ), rank, one);
+    }
+    alignas(64) float fv[16];
+    _mm512_store_ps(fv, cv);
+    for (int q = 0; q < K; ++q) {  // ranks are distinct: one lane each
+      const int lane = __builtin_ctz(_mm512_cmpeq_epi32_mask(rank, _mm512_set1_epi32(q)) | 0x10000u) & 15;
+      rv[q] = fv[lane];
+      ri[q] = ci[r][lane];
+    }
+    n[r] = K;
+  }
+}
 MOEROUTE_RK_TARGET inline int scan_select_topk(const float* x, int E, int K, float* val,
                                                std::int32_t* id, int* bad, int* masked) noexcept {
-  return topk16<true>(x, E, K, val, id, bad, masked);
+  int n = 0;
+  scan_select_topk_rows(x, 0, 1, E, K, val, id, &n, bad, masked);
+  return n;
 }
 #else
 /// Top-K of score[0, E) (see routing_topk::select_fast for the idea):

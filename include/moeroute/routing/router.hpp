@@ -152,6 +152,32 @@ class router {
 
     std::uint32_t nnz = 0;
     out.offsets[0] = 0;
+    if constexpr (fused_topk && std::is_same_v<T, float>) {
+      if (params_.bias.empty()) {
+        // the top-K by logit of up to B rows at once (routing_scan_select_topk_rows), then each
+        // row's remaining steps in row order
+        constexpr int B = detail::routing_topk_rows_max;
+        auto* bval = reinterpret_cast<float*>(base + L.bval);
+        auto* bid = reinterpret_cast<std::int32_t*>(base + L.bid);
+        for (std::size_t t0 = 0; t0 < x.rows; t0 += B) {
+          const int rows = x.rows - t0 < static_cast<std::size_t>(B) ? static_cast<int>(x.rows - t0) : B;
+          int n[B], bad[B], masked[B];
+          detail::routing_scan_select_topk_rows(x.row(t0), x.row_stride, rows, E_, K_, bval, bid, n,
+                                                bad, masked);
+          for (int r = 0; r < rows; ++r) {
+            const std::size_t t = t0 + static_cast<std::size_t>(r);
+            const row_topk pre{n[r], bad[r], masked[r]};
+            const status st = route_row(x.row(t), key, sel, bval + r * K_, bid + r * K_, selws,
+                                        static_cast<long long>(t), out.ids + nnz, out.weights + nnz,
+                                        stats ? stats + t : nullptr, &pre);
+            if (!st.ok()) return st;
+            nnz += static_cast<std::uint32_t>(st.column);
+            out.offsets[t + 1] = nnz;
+          }
+        }
+        return status::success();
+      }
+    }
     for (std::size_t t = 0; t < x.rows; ++t) {
       const float* row = load_row(x.row(t), xrow);
       const status st = route_row(row, key, sel, topv, topid, selws, static_cast<long long>(t),
@@ -183,7 +209,14 @@ class router {
 
  private:
   struct workspace_layout {
-    std::size_t xrow, key, sel, topv, topid, selws, total;
+    std::size_t xrow, key, sel, topv, topid, selws, bval, bid, total;
+  };
+  // the plain top-K by logit scans the row in the same pass, for several rows at once on float
+  // logits (try_route)
+  static constexpr bool fused_topk = std::is_same_v<Selection, topk_selection>;
+  // a row's top-K by logit and scan, done ahead (routing_scan_select_topk's results)
+  struct row_topk {
+    int chosen, bad, masked;
   };
   static std::size_t align64(std::size_t n) noexcept { return (n + 63) & ~std::size_t{63}; }
   workspace_layout layout() const noexcept {
@@ -196,7 +229,10 @@ class router {
     l.topv = l.sel + fE;
     l.topid = l.topv + fK;
     l.selws = l.topid + fK;
-    l.total = l.selws + align64(selection_.workspace_bytes(E_)) + 64;
+    l.bval = l.selws + align64(selection_.workspace_bytes(E_));
+    const std::size_t nb = fused_topk ? static_cast<std::size_t>(detail::routing_topk_rows_max) : 0;
+    l.bid = l.bval + align64(nb * sizeof(float) * static_cast<std::size_t>(K_));
+    l.total = l.bid + align64(nb * sizeof(std::int32_t) * static_cast<std::size_t>(K_)) + 64;
     return l;
   }
 
@@ -218,13 +254,15 @@ class router {
   // Routes one row; on success returns status with column = number of experts written.
   status route_row(const float* x, float* key, float* sel, float* topv, std::int32_t* topid,
                    void* selws, long long row, std::int32_t* ids, float* w,
-                   token_stats* stats) const noexcept {
+                   token_stats* stats, const row_topk* pre = nullptr) const noexcept {
     constexpr float inf = std::numeric_limits<float>::infinity();
     int bad = 0, masked = 0;
-    // the plain top-K by logit scans the row in the same pass (chosen: -1 = not yet)
-    constexpr bool fused_topk = std::is_same_v<Selection, topk_selection>;
-    int chosen = -1;
-    if (fused_topk && params_.bias.empty())
+    int chosen = -1;  // the plain top-K by logit scans the row in the same pass (-1: not yet)
+    if (pre) {
+      chosen = pre->chosen;
+      bad = pre->bad;
+      masked = pre->masked;
+    } else if (fused_topk && params_.bias.empty())
       chosen = detail::routing_scan_select_topk(x, E_, K_, topv, topid, &bad, &masked);
     else
       detail::routing_scan_row(x, E_, &bad, &masked);  // NaN or +inf; -inf
@@ -251,12 +289,19 @@ class router {
         // without the normalizer: renormalization below removes the common factor
         const float m = topv[0];
         if constexpr (std::is_same_v<Scoring, softmax_scoring>) {  // every lane exactly the scalar exp
-          // K = 8 with renorm and no gating: the exps, the sum, the division, the scale and the
-          // writes in registers when the chosen need no reordering (nearly always; it has written
-          // topv either way); else the steps below
-          if (std::is_same_v<Gating, no_gating> && K_ == 8 && params_.renorm && !stats) {
-            if (detail::routing_softmax_renorm_write8(x, topid, m, params_.scale, topv, ids, w))
-              return status{0, row, K_, ""};
+          // K = 8 with renorm, no gating or zero-gating: the exps, the sum, the division, the
+          // kept count, the scale and the writes in registers when the chosen need no reordering
+          // (nearly always; it has written topv either way); else the steps below
+          constexpr bool cum = std::is_same_v<Gating, cumulative_gating>;
+          if ((std::is_same_v<Gating, no_gating> || cum) && K_ == 8 && params_.renorm && !stats) {
+            detail::routing_gate8 g8{};
+            if constexpr (cum) {
+              const int mk = gating_.max_k == 0 ? 8 : gating_.max_k;  // validated: <= K
+              g8 = {gating_.cum_prob, gating_.min_k, mk};
+            }
+            const int wrote = detail::routing_softmax_renorm_write8(x, topid, m, params_.scale,
+                                                                    cum ? &g8 : nullptr, topv, ids, w);
+            if (wrote) return status{0, row, wrote, ""};
           } else {
             detail::routing_exp_chosen(x, topid, K_, m, topv);
           }
