@@ -65,6 +65,7 @@
 #endif
 #if __has_include(<vulkan/vulkan.h>)
 #include <moeroute/backends/vulkan.hpp>
+#include "../vulkan_support.hpp"
 #define MOEROUTE_BENCH_VULKAN 1
 #endif
 #if defined(MOEROUTE_HAVE_GGML_VULKAN) && MOEROUTE_HAVE_GGML_VULKAN
@@ -192,10 +193,6 @@ struct vk_cache {
     si = -1;
   }
 };
-std::unique_ptr<moeroute::vulkan_context>& vk_ctx() {
-  static std::unique_ptr<moeroute::vulkan_context> c;
-  return c;
-}
 vk_cache& vk_state() {
   static vk_cache c;
   return c;
@@ -206,21 +203,15 @@ void BM_vulkan(benchmark::State& state) {
   const int type = static_cast<int>(state.range(1));
   const auto T = static_cast<std::size_t>(state.range(2));
   const bool gated = state.range(3) != 0;
-  if (!vk_ctx()) {
-    try {
-      vk_ctx() = std::make_unique<moeroute::vulkan_context>();
-    } catch (const moeroute::error& e) {
-      state.SkipWithError(e.message().c_str());
-      return;
-    }
-  }
+  moeroute::vulkan_context* ctx = bench_vulkan_context(state);
+  if (!ctx) return;
   vk_cache& c = vk_state();
   const moeroute::ffn_layer s = make_shape(si, type);
   if (c.si != si || c.type != type || !c.op) {
     c.op.reset();
     c.ws.reset();
     c.pool.reset();
-    c.pool = std::make_unique<moeroute::vulkan_expert_pool>(*vk_ctx(), s, s.num_experts);
+    c.pool = std::make_unique<moeroute::vulkan_expert_pool>(*ctx, s, s.num_experts);
     const auto blob = make_blob(s);
     std::vector<std::int32_t> table(static_cast<std::size_t>(s.num_experts));
     for (int e = 0; e < s.num_experts; ++e) {
@@ -228,7 +219,7 @@ void BM_vulkan(benchmark::State& state) {
       table[static_cast<std::size_t>(e)] = e;
     }
     c.pool->set_slot_table(table.data(), table.size());
-    c.op = std::make_unique<moeroute::vulkan_ffn>(*vk_ctx(), *c.pool);
+    c.op = std::make_unique<moeroute::vulkan_ffn>(*ctx, *c.pool);
     const moeroute::vulkan_ffn_config cfg{512, 512 * 8};
     const std::string why = c.op->can_implement(cfg);
     if (!why.empty()) {
@@ -236,7 +227,7 @@ void BM_vulkan(benchmark::State& state) {
       c.op.reset();
       return;
     }
-    c.ws = std::make_unique<moeroute::vulkan_buffer>(vk_ctx()->make_buffer(c.op->workspace_size(cfg), false));
+    c.ws = std::make_unique<moeroute::vulkan_buffer>(ctx->make_buffer(c.op->workspace_size(cfg), false));
     c.op->initialize(cfg, *c.ws);
     c.si = si;
     c.type = type;
@@ -251,7 +242,7 @@ void BM_vulkan(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   set_counters(state, s.flops_per_pair(), static_cast<double>(s.expert_bytes()), r);
-  state.SetLabel(vk_ctx()->device_name());
+  state.SetLabel(ctx->device_name());
 }
 #endif
 

@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -25,6 +24,7 @@
 #include "moeroute/backends/vulkan.hpp"
 #include "moeroute/offload/offloaded_moe.hpp"
 #include "moeroute/weights/layer.hpp"
+#include "../vulkan_support.hpp"
 
 namespace {
 
@@ -74,20 +74,9 @@ const model& the_model() {
   return m;
 }
 
-std::unique_ptr<moeroute::vulkan_context>& vk_ctx() {
-  static std::unique_ptr<moeroute::vulkan_context> c;
-  return c;
-}
-
 void BM_Offload(benchmark::State& state, bool cache, moeroute::pass_split passes) {
-  if (!vk_ctx()) {
-    try {
-      vk_ctx() = std::make_unique<moeroute::vulkan_context>();
-    } catch (const moeroute::error& e) {
-      state.SkipWithError(e.message().c_str());
-      return;
-    }
-  }
+  moeroute::vulkan_context* ctx = bench_vulkan_context(state);
+  if (!ctx) return;
   const model& m = the_model();
   const std::uint64_t slot = moeroute::offloaded_moe<>::slot_bytes_of(m.layers);
   moeroute::offload_options o;
@@ -96,7 +85,7 @@ void BM_Offload(benchmark::State& state, bool cache, moeroute::pass_split passes
   o.budget_bytes = cache ? slot * (kLayers * kExperts / 4) : slot * kTopK;
   o.max_tokens = 1;
   o.max_entries = kTopK;
-  moeroute::offloaded_moe<moeroute::lru_eviction> moe(*vk_ctx(), m.layers, o);
+  moeroute::offloaded_moe<moeroute::lru_eviction> moe(*ctx, m.layers, o);
   std::vector<float> x(kHidden), y(kHidden);
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
