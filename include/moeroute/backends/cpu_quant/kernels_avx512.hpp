@@ -38,14 +38,21 @@ MOEROUTE_CQ_AVX512 inline __m512 four_scales(__m128 s4) noexcept {
   return _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
 }
 
-// The 16 int32 sums of 4 products of unsigned codes u and signed activations x (vpdpbusd, or
-// vpmaddubsw + vpmaddwd without VNNI: exact while pairs of products stay within int16).
-template <bool Vnni>
+// The 16 int32 sums of 4 products of unsigned codes u and signed activations x (|x| <= 127):
+// vpdpbusd, or without VNNI vpmaddubsw + vpmaddwd, exact while pairs of products stay within int16,
+// so codes above 128 (Wide: q8_0's and iq4_nl's codes + 128) take their top bit in a second pass.
+template <bool Vnni, bool Wide = false>
 MOEROUTE_CQ_AVX512_INLINE __m512i dot4_u8s8(__m512i u, __m512i x) noexcept {
-  if constexpr (Vnni)
+  const __m512i one = _mm512_set1_epi16(1);
+  if constexpr (Vnni) {
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-  else
-    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1));
+  } else if constexpr (Wide) {
+    const __m512i top = _mm512_set1_epi8(static_cast<char>(0x80));
+    return _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_maskz_andnot_epi32(0xFFFF, top, u), x), one),
+                            _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_maskz_and_epi32(0xFFFF, top, u), x), one));  // maskz: GCC bug 105593
+  } else {
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), one);
+  }
 }
 
 // The A accumulator chains of a tile of M tokens: zeroed, and summed into out[i] per token.
@@ -54,10 +61,18 @@ MOEROUTE_CQ_AVX512_INLINE void zero_chains(__m512 (&acc)[A][M]) noexcept {
   for (std::size_t i = 0; i < M; ++i)
     for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
 }
+template <std::size_t R, std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void zero_chains(__m512 (&acc)[R][A][M]) noexcept {
+  for (std::size_t r = 0; r < R; ++r) zero_chains(acc[r]);
+}
 template <std::size_t A, std::size_t M>
 MOEROUTE_CQ_AVX512_INLINE void sum_chains(const __m512 (&acc)[A][M], float* out) noexcept {
   static_assert(A == 1 || A == 2, "one or two chains");
   for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+template <std::size_t R, std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void sum_chains(const __m512 (&acc)[R][A][M], float* out) noexcept {
+  for (std::size_t r = 0; r < R; ++r) sum_chains(acc[r], out + r * M);
 }
 
 // The same for signed codes given as |q| (aq) and the mask of negative codes (neg): the sign moves
@@ -69,11 +84,11 @@ MOEROUTE_CQ_AVX512_INLINE __m512i dot4_s8s8(__m512i aq, __mmask64 neg, __m512i x
 
 // acc[i] += (64 codes u . token i's 64 activation codes per 4 values) * sc * token i's lane
 // scales, for the M tokens of a tile (xq, xe: the chunk's first token).
-template <bool Vnni, std::size_t M>
+template <bool Vnni, std::size_t M, bool Wide = false>
 MOEROUTE_CQ_AVX512_INLINE void chunk_tokens(__m512 (&acc)[M], __m512i u, __m512 sc, const std::int8_t* xq,
                                             const float* xe) noexcept {
   for (std::size_t i = 0; i < M; ++i) {
-    const __m512i p = dot4_u8s8<Vnni>(u, _mm512_loadu_si512(xq + 64 * i));
+    const __m512i p = dot4_u8s8<Vnni, Wide>(u, _mm512_loadu_si512(xq + 64 * i));
     acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), acc[i]);
   }
 }
@@ -240,12 +255,13 @@ MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) n
   }
 }
 
-// out[i] = row . token i of a tile of M tokens for a q4_k or q6_k row.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
-                                               float* out) noexcept {
+// out[r M + i] = row r . token i of a tile of M tokens for R q4_k or q6_k rows (row r at
+// row + r stride), each row on A accumulator chains; a row's arithmetic does not depend on R.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A>
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
+                                               const act_tile& x, float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
-  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr std::size_t bb = block_bytes(WT);
   // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
   const __m512i sel[4] = {
       q4k ? half_lanes(0) : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
@@ -254,25 +270,28 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
       q4k ? half_lanes(6) : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
   // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
   const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-  __m512 acc[A][M];
+  __m512 acc[R][A][M];
   zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
   for (std::size_t sb = 0; sb < n / 256; ++sb, xs += 16 * M) {
-    const unsigned char* b = row + sb * bb;
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
-    if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
-    const __m512 sf = k_superblock_scales<WT>(b);
-    // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
-    const __m512 mn = q4k ? lanes(sf, msel) : _mm512_mul_ps(sf, _mm512_set1_ps(32.0f));
-    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
-    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
-      const __m512i q = k_chunk_codes<WT>(b, k);
-      const __m512 sc = lanes(sf, sel[k]);
-      chunk_tokens<Vnni, M>(acc[static_cast<std::size_t>(k) % A], q, sc, xq, xe);
+    __m512 sf[R];
+    for (std::size_t r = 0; r < R; ++r) {
+      const unsigned char* b = row + r * stride + sb * bb;
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+      if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+      sf[r] = k_superblock_scales<WT>(b);
+      // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
+      const __m512 mn = q4k ? lanes(sf[r], msel) : _mm512_mul_ps(sf[r], _mm512_set1_ps(32.0f));
+      for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
     }
+    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m512i q = k_chunk_codes<WT>(row + r * stride + sb * bb, k);
+        chunk_tokens<Vnni, M>(acc[r][static_cast<std::size_t>(k) % A], q, lanes(sf[r], sel[k]), xq, xe);
+      }
   }
   sum_chains(acc, out);
 }
@@ -347,63 +366,68 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
   }
 }
 
-// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256 values.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
-                                               float* out) noexcept {
-  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
+// out[r M + i] = row r . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256
+// values, for R rows (row r at row + r stride) on A chains each, as rowdot_k_avx512.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A>
+MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
+                                               const act_tile& x, float* out) noexcept {
+  constexpr std::size_t bb = block_bytes(WT);
   constexpr float off = static_cast<float>(block_code_offset<WT>);
   // lanes of chunk k's scales: block 2k in lanes 0-7, block 2k + 1 in lanes 8-15; the offset
   // term's lanes: block g / 2 for 16-group g
   const __m512i sel[4] = {half_lanes(0), half_lanes(2), half_lanes(4), half_lanes(6)};
   const __m512i gsel = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  __m512 acc[A][M];
+  __m512 acc[R][A][M];
   zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
   const std::size_t groups = n / 256;
   for (std::size_t g = 0; g < groups; ++g, xs += 16 * M) {
-    const unsigned char* b = row + g * 8 * bb;
-    // the stream, across pages (a group is 136-272 bytes)
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
-    if constexpr (bb == 34) {
-      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 192, _MM_HINT_T0);
+    __m512 d[R];
+    for (std::size_t r = 0; r < R; ++r) {
+      const unsigned char* b = row + r * stride + g * 8 * bb;
+      // the stream, across pages (a group is 136-272 bytes)
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+      if constexpr (bb == 34) {
+        _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 192, _MM_HINT_T0);
+      }
+      d[r] = _mm512_castps256_ps512(block8_scales<WT>(b));
+      const __m512 mn = _mm512_mul_ps(lanes(d[r], gsel), _mm512_set1_ps(off));
+      for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
     }
-    const __m512 d = _mm512_castps256_ps512(block8_scales<WT>(b));
-    const __m512 mn = _mm512_mul_ps(lanes(d, gsel), _mm512_set1_ps(off));
-    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
-    for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
-      const __m512i q = block2_codes<WT>(b + 2 * k * bb);
-      const __m512 sc = lanes(d, sel[k]);
-      chunk_tokens<Vnni, M>(acc[k % A], q, sc, xq, xe);
-    }
+    for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m512i q = block2_codes<WT>(row + r * stride + g * 8 * bb + 2 * k * bb);
+        chunk_tokens<Vnni, M, block_code_offset<WT> == 128>(acc[r][k % A], q, lanes(d[r], sel[k]), xq, xe);
+      }
   }
-  for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {  // the last 64-192 values
-    __m512i q;
-    __m512 sc;
-    load_chunk<WT>(row, c, q, sc);
-    const __m512i aq = _mm512_abs_epi8(q);
-    const __mmask64 neg = _mm512_movepi8_mask(q);
-    for (std::size_t i = 0; i < M; ++i) {
-      const __m512i p = dot4_s8s8<Vnni>(aq, neg, _mm512_loadu_si512(xq + 64 * i));
-      acc[0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)),
-                                  acc[0][i]);
+  for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M)  // the last 64-192 values
+    for (std::size_t r = 0; r < R; ++r) {
+      __m512i q;
+      __m512 sc;
+      load_chunk<WT>(row + r * stride, c, q, sc);
+      const __m512i aq = _mm512_abs_epi8(q);
+      const __mmask64 neg = _mm512_movepi8_mask(q);
+      for (std::size_t i = 0; i < M; ++i) {
+        const __m512i p = dot4_s8s8<Vnni>(aq, neg, _mm512_loadu_si512(xq + 64 * i));
+        acc[r][0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p),
+                                       _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), acc[r][0][i]);
+      }
     }
-  }
   sum_chains(acc, out);
 }
 
-// The fused kernel of type WT for a tile of M tokens.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t n, const act_tile& x,
-                                           float* out) noexcept {
+// The fused kernel of type WT for a tile of M tokens and R rows (A chains per row).
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R = 1, std::size_t A = M == 1 ? 2 : 1>
+MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t stride, std::size_t n,
+                                           const act_tile& x, float* out) noexcept {
   if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
-    rowdot_k_avx512<WT, Vnni, M>(row, n, x, out);
+    rowdot_k_avx512<WT, Vnni, M, R, A>(row, stride, n, x, out);
   else
-    rowdot_b_avx512<WT, Vnni, M>(row, n, x, out);
+    rowdot_b_avx512<WT, Vnni, M, R, A>(row, stride, n, x, out);
 }
 
 // The same for a tile of m tokens (1-4 or max_tile).
@@ -411,15 +435,39 @@ template <weight_type WT, bool Vnni>
 MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
                                                float* out) noexcept {
   switch (m) {
-    case 1: rowdot_tile<WT, Vnni, 1>(row, n, x, out); return;
-    case 2: rowdot_tile<WT, Vnni, 2>(row, n, x, out); return;
-    case 3: rowdot_tile<WT, Vnni, 3>(row, n, x, out); return;
-    case 4: rowdot_tile<WT, Vnni, 4>(row, n, x, out); return;
-    default: rowdot_tile<WT, Vnni, max_tile>(row, n, x, out); return;
+    case 1: rowdot_tile<WT, Vnni, 1>(row, 0, n, x, out); return;
+    case 2: rowdot_tile<WT, Vnni, 2>(row, 0, n, x, out); return;
+    case 3: rowdot_tile<WT, Vnni, 3>(row, 0, n, x, out); return;
+    case 4: rowdot_tile<WT, Vnni, 4>(row, 0, n, x, out); return;
+    default: rowdot_tile<WT, Vnni, max_tile>(row, 0, n, x, out); return;
   }
 }
 
-// The fused kernel of type t, or nullptr (then the row is unpacked and dotted per token).
+// One token, `rows` consecutive rows (row r at row + r stride): out[r] = row r . x. K-quants: rows
+// r and r + rows / 2 in one pass (two contiguous streams) sharing the activation loads, one
+// accumulator chain per row, so a row's result is the same whether it is paired or the odd one
+// out (what keeps results independent of the row split); the 32-value-block types: row by row on
+// two chains (pairing measured slower for them).
+template <weight_type WT, bool Vnni>
+MOEROUTE_CQ_AVX512 inline void rows1_avx512(const unsigned char* row, std::size_t stride, std::size_t rows,
+                                            std::size_t n, const act_tile& x, float* out) noexcept {
+  if constexpr (WT != weight_type::q4_k && WT != weight_type::q6_k) {
+    for (std::size_t r = 0; r < rows; ++r) rowdot_tile<WT, Vnni, 1>(row + r * stride, stride, n, x, out + r);
+    return;
+  }
+  const std::size_t h = rows / 2;
+  const std::size_t hs = h * stride;
+  for (std::size_t r = 0; r < h; ++r) {
+    float o[2];
+    rowdot_tile<WT, Vnni, 1, 2, 1>(row + r * stride, hs, n, x, o);
+    out[r] = o[0];
+    out[r + h] = o[1];
+  }
+  if (rows % 2 != 0) rowdot_tile<WT, Vnni, 1, 1, 1>(row + (rows - 1) * stride, stride, n, x, out + rows - 1);
+}
+
+// The fused kernels of type t (a tile of tokens per row; one token over many rows), or nullptr
+// (then the row is unpacked and dotted per token).
 template <bool Vnni>
 inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
   switch (t) {
@@ -429,6 +477,18 @@ inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
     case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
     case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
     case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
+    default: return nullptr;
+  }
+}
+template <bool Vnni>
+inline rows1_fn rows1_avx512_for(weight_type t) noexcept {
+  switch (t) {
+    case weight_type::q4_0: return rows1_avx512<weight_type::q4_0, Vnni>;
+    case weight_type::q8_0: return rows1_avx512<weight_type::q8_0, Vnni>;
+    case weight_type::mxfp4: return rows1_avx512<weight_type::mxfp4, Vnni>;
+    case weight_type::iq4_nl: return rows1_avx512<weight_type::iq4_nl, Vnni>;
+    case weight_type::q4_k: return rows1_avx512<weight_type::q4_k, Vnni>;
+    case weight_type::q6_k: return rows1_avx512<weight_type::q6_k, Vnni>;
     default: return nullptr;
   }
 }
