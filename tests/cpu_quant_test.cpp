@@ -226,7 +226,7 @@ TEST(CpuQuant, OneTokenRowKernelsAgainstPlainLoop) {
       std::vector<std::int8_t> q(n);
       std::vector<float> dx(n / 16), xs(n / 16), e(n / 4);
       cq::quantize_act_portable(x.data(), n, q.data(), dx.data(), xs.data(), e.data());
-      const cq::act_tile tile{q.data(), e.data(), xs.data()};  // one token: the row's own layout
+      const cq::act_tile tile{q.data(), e.data(), xs.data(), dx.data()};  // one token: the row's own layout
       std::vector<double> want(rows), mag(rows);
       for (std::size_t r = 0; r < rows; ++r) {
         moeroute::dequantize_row(t, bytes.data() + r * rb, wd.data(), n);

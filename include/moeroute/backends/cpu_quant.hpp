@@ -419,7 +419,8 @@ class cpu_quant_ffn {
       return;
     }
     const std::size_t rb = row_bytes(t, a.n);
-    k(static_cast<const unsigned char*>(base) + r0 * rb, rb, r1 - r0, a.n, {s.tq.data(), s.te.data(), s.ts.data()}, out);
+    const detail::cq::act_tile x{s.tq.data(), s.te.data(), s.ts.data(), a.d + a.row(ents[0]) * a.n / 16};
+    k(static_cast<const unsigned char*>(base) + r0 * rb, rb, r1 - r0, a.n, x, out);
   }
 
   ffn_layer layer_;

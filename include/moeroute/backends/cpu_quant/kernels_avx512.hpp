@@ -93,6 +93,13 @@ MOEROUTE_CQ_AVX512_INLINE void chunk_tokens(__m512 (&acc)[M], __m512i u, __m512 
   }
 }
 
+// acc += (64 codes u . the token's 64 activation codes per 4 values) * scx, the lane scales already
+// multiplied by the activation's (one token: the same products as chunk_tokens, one multiply less).
+template <bool Vnni, bool Wide = false>
+MOEROUTE_CQ_AVX512_INLINE void chunk_token_scaled(__m512& acc, __m512i u, __m512 scx, const std::int8_t* xq) noexcept {
+  acc = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot4_u8s8<Vnni, Wide>(u, _mm512_loadu_si512(xq))), scx, acc);
+}
+
 // acc + the (up to) 64 products at `at` (masked by km; ks: their 16-groups), scaled
 template <bool Vnni>
 MOEROUTE_CQ_AVX512 inline __m512 dot_step_avx512(const std::int8_t* w, const float* sw, const std::int8_t* x,
@@ -212,6 +219,15 @@ MOEROUTE_CQ_AVX512_INLINE __m128i k4_scales_mins(const unsigned char* p) noexcep
 // Lane l of the result: lane idx[l] of v (maskz: GCC bug 105593).
 MOEROUTE_CQ_AVX512_INLINE __m512 lanes(__m512 v, __m512i idx) noexcept { return _mm512_maskz_permutexvar_ps(0xFFFF, idx, v); }
 
+// The activation scale of each float lane of a super-block's / group's scales (dx: one per 16
+// values): q6_k lane g = 16-group g; the others lane j = 32-value block j (dx[2 j]).
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512 act_lane_scales(const float* dx) noexcept {
+  const __m512 v = _mm512_loadu_ps(dx);
+  if constexpr (WT == weight_type::q6_k) return v;
+  return lanes(v, _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0));
+}
+
 // Super-block sb of a q4_k / q6_k row: sf = the float scale of each product lane's 16-group source
 // (q4_k: lanes 0-7 d * scale_j, lanes 8-15 dmin * min_j per 32 values; q6_k: d * scale_g per 16).
 template <weight_type WT>
@@ -257,7 +273,7 @@ MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) n
 
 // out[r M + i] = row r . token i of a tile of M tokens for R q4_k or q6_k rows (row r at
 // row + r stride), each row on A accumulator chains; a row's arithmetic does not depend on R.
-template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A>
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A, bool Pre>
 MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
                                                const act_tile& x, float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
@@ -286,11 +302,15 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
       // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
       const __m512 mn = q4k ? lanes(sf[r], msel) : _mm512_mul_ps(sf[r], _mm512_set1_ps(32.0f));
       for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
+      if constexpr (Pre) sf[r] = _mm512_mul_ps(sf[r], act_lane_scales<WT>(x.d + 16 * sb));
     }
     for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
       for (std::size_t r = 0; r < R; ++r) {
         const __m512i q = k_chunk_codes<WT>(row + r * stride + sb * bb, k);
-        chunk_tokens<Vnni, M>(acc[r][static_cast<std::size_t>(k) % A], q, lanes(sf[r], sel[k]), xq, xe);
+        if constexpr (Pre)
+          chunk_token_scaled<Vnni>(acc[r][static_cast<std::size_t>(k) % A][0], q, lanes(sf[r], sel[k]), xq);
+        else
+          chunk_tokens<Vnni, M>(acc[r][static_cast<std::size_t>(k) % A], q, lanes(sf[r], sel[k]), xq, xe);
       }
   }
   sum_chains(acc, out);
@@ -368,7 +388,7 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
 
 // out[r M + i] = row r . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256
 // values, for R rows (row r at row + r stride) on A chains each, as rowdot_k_avx512.
-template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A>
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A, bool Pre>
 MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
                                                const act_tile& x, float* out) noexcept {
   constexpr std::size_t bb = block_bytes(WT);
@@ -397,11 +417,15 @@ MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::si
       d[r] = _mm512_castps256_ps512(block8_scales<WT>(b));
       const __m512 mn = _mm512_mul_ps(lanes(d[r], gsel), _mm512_set1_ps(off));
       for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
+      if constexpr (Pre) d[r] = _mm512_mul_ps(d[r], act_lane_scales<WT>(x.d + 16 * g));
     }
     for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
       for (std::size_t r = 0; r < R; ++r) {
         const __m512i q = block2_codes<WT>(row + r * stride + g * 8 * bb + 2 * k * bb);
-        chunk_tokens<Vnni, M, block_code_offset<WT> == 128>(acc[r][k % A], q, lanes(d[r], sel[k]), xq, xe);
+        if constexpr (Pre)
+          chunk_token_scaled<Vnni, block_code_offset<WT> == 128>(acc[r][k % A][0], q, lanes(d[r], sel[k]), xq);
+        else
+          chunk_tokens<Vnni, M, block_code_offset<WT> == 128>(acc[r][k % A], q, lanes(d[r], sel[k]), xq, xe);
       }
   }
   for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M)  // the last 64-192 values
@@ -421,13 +445,15 @@ MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::si
 }
 
 // The fused kernel of type WT for a tile of M tokens and R rows (A chains per row).
-template <weight_type WT, bool Vnni, std::size_t M, std::size_t R = 1, std::size_t A = M == 1 ? 2 : 1>
+// Pre (one token, x.d set): the float scales multiplied by the activation's once per 256 values.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R = 1, std::size_t A = M == 1 ? 2 : 1, bool Pre = false>
 MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t stride, std::size_t n,
                                            const act_tile& x, float* out) noexcept {
+  static_assert(!Pre || M == 1, "pre-multiplied scales: one token");
   if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
-    rowdot_k_avx512<WT, Vnni, M, R, A>(row, stride, n, x, out);
+    rowdot_k_avx512<WT, Vnni, M, R, A, Pre>(row, stride, n, x, out);
   else
-    rowdot_b_avx512<WT, Vnni, M, R, A>(row, stride, n, x, out);
+    rowdot_b_avx512<WT, Vnni, M, R, A, Pre>(row, stride, n, x, out);
 }
 
 // The same for a tile of m tokens (1-4 or max_tile).
@@ -452,18 +478,18 @@ template <weight_type WT, bool Vnni>
 MOEROUTE_CQ_AVX512 inline void rows1_avx512(const unsigned char* row, std::size_t stride, std::size_t rows,
                                             std::size_t n, const act_tile& x, float* out) noexcept {
   if constexpr (WT != weight_type::q4_k && WT != weight_type::q6_k) {
-    for (std::size_t r = 0; r < rows; ++r) rowdot_tile<WT, Vnni, 1>(row + r * stride, stride, n, x, out + r);
+    for (std::size_t r = 0; r < rows; ++r) rowdot_tile<WT, Vnni, 1, 1, 2, true>(row + r * stride, stride, n, x, out + r);
     return;
   }
   const std::size_t h = rows / 2;
   const std::size_t hs = h * stride;
   for (std::size_t r = 0; r < h; ++r) {
     float o[2];
-    rowdot_tile<WT, Vnni, 1, 2, 1>(row + r * stride, hs, n, x, o);
+    rowdot_tile<WT, Vnni, 1, 2, 1, true>(row + r * stride, hs, n, x, o);
     out[r] = o[0];
     out[r + h] = o[1];
   }
-  if (rows % 2 != 0) rowdot_tile<WT, Vnni, 1, 1, 1>(row + (rows - 1) * stride, stride, n, x, out + rows - 1);
+  if (rows % 2 != 0) rowdot_tile<WT, Vnni, 1, 1, 1, true>(row + (rows - 1) * stride, stride, n, x, out + rows - 1);
 }
 
 // The fused kernels of type t (a tile of tokens per row; one token over many rows), or nullptr

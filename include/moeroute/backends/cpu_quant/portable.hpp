@@ -234,6 +234,7 @@ struct act_tile {
   const std::int8_t* q;
   const float* e;
   const float* s;
+  const float* d = nullptr;  ///< one token (rows1_fn): its scales, one per 16 values
 };
 
 /// The longest tile of the fused kernels.
