@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if MOEROUTE_CQ_X86
 namespace moeroute::detail::cq {
@@ -492,31 +493,30 @@ MOEROUTE_CQ_AVX512 inline void rows1_avx512(const unsigned char* row, std::size_
   if (rows % 2 != 0) rowdot_tile<WT, Vnni, 1, 1, 1, true>(row + (rows - 1) * stride, stride, n, x, out + rows - 1);
 }
 
+// f(std::integral_constant<weight_type, t>) for the types with fused AVX-512 kernels, else nullptr.
+template <class F>
+inline auto with_fused_type(weight_type t, F f) noexcept {
+  using W = weight_type;
+  switch (t) {
+    case W::q4_0: return f(std::integral_constant<W, W::q4_0>{});
+    case W::q8_0: return f(std::integral_constant<W, W::q8_0>{});
+    case W::mxfp4: return f(std::integral_constant<W, W::mxfp4>{});
+    case W::iq4_nl: return f(std::integral_constant<W, W::iq4_nl>{});
+    case W::q4_k: return f(std::integral_constant<W, W::q4_k>{});
+    case W::q6_k: return f(std::integral_constant<W, W::q6_k>{});
+    default: return decltype(f(std::integral_constant<W, W::q4_0>{})){nullptr};
+  }
+}
+
 // The fused kernels of type t (a tile of tokens per row; one token over many rows), or nullptr
 // (then the row is unpacked and dotted per token).
 template <bool Vnni>
 inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
-  switch (t) {
-    case weight_type::q4_0: return rowdot_avx512_m<weight_type::q4_0, Vnni>;
-    case weight_type::q8_0: return rowdot_avx512_m<weight_type::q8_0, Vnni>;
-    case weight_type::mxfp4: return rowdot_avx512_m<weight_type::mxfp4, Vnni>;
-    case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
-    case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
-    case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
-    default: return nullptr;
-  }
+  return with_fused_type(t, [](auto w) -> rowdot_fn { return rowdot_avx512_m<decltype(w)::value, Vnni>; });
 }
 template <bool Vnni>
 inline rows1_fn rows1_avx512_for(weight_type t) noexcept {
-  switch (t) {
-    case weight_type::q4_0: return rows1_avx512<weight_type::q4_0, Vnni>;
-    case weight_type::q8_0: return rows1_avx512<weight_type::q8_0, Vnni>;
-    case weight_type::mxfp4: return rows1_avx512<weight_type::mxfp4, Vnni>;
-    case weight_type::iq4_nl: return rows1_avx512<weight_type::iq4_nl, Vnni>;
-    case weight_type::q4_k: return rows1_avx512<weight_type::q4_k, Vnni>;
-    case weight_type::q6_k: return rows1_avx512<weight_type::q6_k, Vnni>;
-    default: return nullptr;
-  }
+  return with_fused_type(t, [](auto w) -> rows1_fn { return rows1_avx512<decltype(w)::value, Vnni>; });
 }
 
 MOEROUTE_CQ_AVX512 inline float dot_f_avx512(const float* w, const float* x, std::size_t n) noexcept {
