@@ -10,10 +10,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -195,6 +197,67 @@ TEST(CpuQuant, BlockKernelsGroupsTailsAndTilesAgainstPlainLoop) {
     SCOPED_TRACE(moeroute::weight_type_name(t));
     check_random_layer(moeroute::ffn_layer(3, 320, 512, t), 13, 2, 5e-4);
   }
+}
+
+// The one-token kernels of the AVX-512 path (a decode step: every row of a range in one call, rows
+// r and r + rows / 2 in one pass, an odd last row alone), with and without VNNI, rows of whole
+// 256-value groups and with a 64-value tail: every row against the plain loop over the dequantized
+// row and the quantized activations, and bit for bit against the same row computed alone, so a
+// row's result does not depend on the thread's row range.
+TEST(CpuQuant, OneTokenRowKernelsAgainstPlainLoop) {
+#if MOEROUTE_CQ_X86
+  if (!moeroute::cpu_supports(cpu_isa::avx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  namespace cq = moeroute::detail::cq;
+  using moeroute::weight_type;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  constexpr std::size_t rows = 7;
+  for (weight_type t : {weight_type::q4_0, weight_type::q8_0, weight_type::mxfp4, weight_type::iq4_nl,
+                        weight_type::q4_k, weight_type::q6_k}) {
+    for (std::size_t n : {std::size_t{256}, std::size_t{320}, std::size_t{512}}) {
+      if (n % moeroute::block_elems(t) != 0) continue;
+      SCOPED_TRACE(std::string(moeroute::weight_type_name(t)) + " n=" + std::to_string(n));
+      const std::size_t rb = moeroute::row_bytes(t, n);
+      std::vector<float> w(rows * n), x(n), wd(n);
+      for (auto& v : w) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      std::vector<unsigned char> bytes(rows * rb);
+      for (std::size_t r = 0; r < rows; ++r) moeroute::encode_row(t, w.data() + r * n, n, bytes.data() + r * rb);
+      std::vector<std::int8_t> q(n);
+      std::vector<float> dx(n / 16), xs(n / 16), e(n / 4);
+      cq::quantize_act_portable(x.data(), n, q.data(), dx.data(), xs.data(), e.data());
+      const cq::act_tile tile{q.data(), e.data(), xs.data(), dx.data()};  // one token: the row's own layout
+      std::vector<double> want(rows), mag(rows);
+      for (std::size_t r = 0; r < rows; ++r) {
+        moeroute::dequantize_row(t, bytes.data() + r * rb, wd.data(), n);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double p = static_cast<double>(wd[i]) * q[i] * dx[i / 16];
+          want[r] += p;
+          mag[r] += std::fabs(p);
+        }
+      }
+      for (const bool vnni : {false, true}) {
+        if (vnni && !cq::features().vnni512) continue;
+        SCOPED_TRACE(vnni ? "vnni" : "no vnni");
+        const cq::rows1_fn k = vnni ? cq::rows1_avx512_for<true>(t) : cq::rows1_avx512_for<false>(t);
+        ASSERT_NE(k, nullptr);
+        std::vector<float> alone(rows);
+        for (std::size_t r = 0; r < rows; ++r) {
+          k(bytes.data() + r * rb, rb, 1, n, tile, &alone[r]);
+          EXPECT_NEAR(alone[r], want[r], 1e-5 * mag[r]) << "row " << r;
+        }
+        for (std::size_t count : {2, 3, 4, 5, 6, 7})
+          for (std::size_t r0 = 0; r0 + count <= rows; r0 += rows - count > 0 ? rows - count : 1) {
+            std::vector<float> out(count, -1.0f);
+            k(bytes.data() + r0 * rb, rb, count, n, tile, out.data());
+            for (std::size_t r = 0; r < count; ++r) EXPECT_EQ(out[r], alone[r0 + r]) << count << " rows from " << r0;
+          }
+      }
+    }
+  }
+#else
+  GTEST_SKIP() << "x86 only";
+#endif
 }
 
 // f32 activations: every type is the float FFN of the dequantized weights up to float32 rounding.

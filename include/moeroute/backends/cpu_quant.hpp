@@ -198,6 +198,8 @@ class cpu_quant_ffn {
       grow(s.sw, maxn / 16 + 1);
       grow(s.mw, maxn / 16 + 1);
       grow(s.f, maxn);
+      grow(s.rg, maxn);
+      grow(s.ru, maxn);
       grow(s.g, T);
       grow(s.tq, T * maxn);
       grow(s.te, T * maxn / 4);
@@ -230,6 +232,15 @@ class cpu_quant_ffn {
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
         if (f0 < f1) pack(layer_.gate_type, layer_.up_type, xa, ents, m, s);
+        if (m == 1 && f0 < f1) {  // one token: all rows of the range per kernel call
+          project_rows(layer_.gate_type, v.gate, f0, f1, xa, ents, s, s.rg.data());
+          project_rows(layer_.up_type, v.up, f0, f1, xa, ents, s, s.ru.data());
+          float* act = act_.data() + std::size_t{ents[0]} * F;
+          for (std::size_t f = f0; f < f1; ++f)
+            act[f] = ffn_activate(layer_.act, s.rg[f - f0] + (v.gate_bias ? v.gate_bias[f] : 0.0f),
+                                  s.ru[f - f0] + (v.up_bias ? v.up_bias[f] : 0.0f));
+          continue;
+        }
         for (std::size_t f = f0; f < f1; ++f) {
           project(layer_.gate_type, v.gate, f, xa, ents, m, s, s.g.data());
           float* act = act_.data();
@@ -267,6 +278,12 @@ class cpu_quant_ffn {
         const std::uint32_t* ents = list_.data() + eoff_[e];
         const std::size_t m = eoff_[e + 1] - eoff_[e];
         if (h0 < h1) pack(layer_.down_type, layer_.down_type, aa, ents, m, s);
+        if (m == 1 && h0 < h1) {
+          project_rows(layer_.down_type, v.down, h0, h1, aa, ents, s, s.rg.data());
+          float* p = part_.data() + std::size_t{ents[0]} * H;
+          for (std::size_t h = h0; h < h1; ++h) p[h] = s.rg[h - h0] + (v.down_bias ? v.down_bias[h] : 0.0f);
+          continue;
+        }
         for (std::size_t h = h0; h < h1; ++h) {
           project(layer_.down_type, v.down, h, aa, ents, m, s, s.g.data());
           const float bd = v.down_bias ? v.down_bias[h] : 0.0f;
@@ -292,6 +309,7 @@ class cpu_quant_ffn {
   struct thread_scratch {
     std::vector<std::int8_t> w, tq;
     std::vector<float> sw, mw, f, g, te, ts;  // tq, te, ts: the fused kernels' tiles (pack)
+    std::vector<float> rg, ru;                 // one token's rows of a range (project_rows)
     std::vector<const std::int8_t*> pq;  // pack's row pointers
     std::vector<const float*> pe, ps;
   };
@@ -314,6 +332,7 @@ class cpu_quant_ffn {
       k.dot_q = detail::cq::features().vnni512 ? detail::cq::dot_q_avx512<true> : detail::cq::dot_q_avx512<false>;
       k.dot_f = detail::cq::dot_f_avx512;
       k.rowdot = detail::cq::features().vnni512 ? detail::cq::rowdot_avx512_for<true> : detail::cq::rowdot_avx512_for<false>;
+      k.rows1 = detail::cq::features().vnni512 ? detail::cq::rows1_avx512_for<true> : detail::cq::rows1_avx512_for<false>;
     }
 #else
     (void)isa;
@@ -387,6 +406,21 @@ class cpu_quant_ffn {
       const std::size_t rr = a.row(ents[k]);
       out[k] = k_.dot_q(s.w.data(), s.sw.data(), mw, a.q + rr * n, a.d + rr * n / 16, a.xs + rr * n / 16, n);
     }
+  }
+
+  // out[r - r0] = row r of a tensor of type t . the activation row of the one entry ents[0], for
+  // r in [r0, r1): the path's one-token kernel over the range when it has one (its results do not
+  // depend on the range), else project() per row.
+  void project_rows(weight_type t, const void* base, std::size_t r0, std::size_t r1, const act_rows& a,
+                    const std::uint32_t* ents, thread_scratch& s, float* out) const {
+    const detail::cq::rows1_fn k = fused_kernel(t, a.n) != nullptr ? k_.rows1(t) : nullptr;
+    if (k == nullptr) {
+      for (std::size_t r = r0; r < r1; ++r) project(t, base, r, a, ents, 1, s, out + (r - r0));
+      return;
+    }
+    const std::size_t rb = row_bytes(t, a.n);
+    const detail::cq::act_tile x{s.tq.data(), s.te.data(), s.ts.data(), a.d + a.row(ents[0]) * a.n / 16};
+    k(static_cast<const unsigned char*>(base) + r0 * rb, rb, r1 - r0, a.n, x, out);
   }
 
   ffn_layer layer_;

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if MOEROUTE_CQ_X86
 namespace moeroute::detail::cq {
@@ -38,14 +39,21 @@ MOEROUTE_CQ_AVX512 inline __m512 four_scales(__m128 s4) noexcept {
   return _mm512_maskz_permutexvar_ps(0xFFFF, spread, _mm512_maskz_broadcast_f32x4(0xFFFF, s4));
 }
 
-// The 16 int32 sums of 4 products of unsigned codes u and signed activations x (vpdpbusd, or
-// vpmaddubsw + vpmaddwd without VNNI: exact while pairs of products stay within int16).
-template <bool Vnni>
+// The 16 int32 sums of 4 products of unsigned codes u and signed activations x (|x| <= 127):
+// vpdpbusd, or without VNNI vpmaddubsw + vpmaddwd, exact while pairs of products stay within int16,
+// so codes above 128 (Wide: q8_0's and iq4_nl's codes + 128) take their top bit in a second pass.
+template <bool Vnni, bool Wide = false>
 MOEROUTE_CQ_AVX512_INLINE __m512i dot4_u8s8(__m512i u, __m512i x) noexcept {
-  if constexpr (Vnni)
+  const __m512i one = _mm512_set1_epi16(1);
+  if constexpr (Vnni) {
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-  else
-    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1));
+  } else if constexpr (Wide) {
+    const __m512i top = _mm512_set1_epi8(static_cast<char>(0x80));
+    return _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_maskz_andnot_epi32(0xFFFF, top, u), x), one),
+                            _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_maskz_and_epi32(0xFFFF, top, u), x), one));  // maskz: GCC bug 105593
+  } else {
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), one);
+  }
 }
 
 // The A accumulator chains of a tile of M tokens: zeroed, and summed into out[i] per token.
@@ -54,10 +62,18 @@ MOEROUTE_CQ_AVX512_INLINE void zero_chains(__m512 (&acc)[A][M]) noexcept {
   for (std::size_t i = 0; i < M; ++i)
     for (std::size_t a = 0; a < A; ++a) acc[a][i] = _mm512_setzero_ps();
 }
+template <std::size_t R, std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void zero_chains(__m512 (&acc)[R][A][M]) noexcept {
+  for (std::size_t r = 0; r < R; ++r) zero_chains(acc[r]);
+}
 template <std::size_t A, std::size_t M>
 MOEROUTE_CQ_AVX512_INLINE void sum_chains(const __m512 (&acc)[A][M], float* out) noexcept {
   static_assert(A == 1 || A == 2, "one or two chains");
   for (std::size_t i = 0; i < M; ++i) out[i] = hsum512(A == 2 ? _mm512_add_ps(acc[0][i], acc[A - 1][i]) : acc[0][i]);
+}
+template <std::size_t R, std::size_t A, std::size_t M>
+MOEROUTE_CQ_AVX512_INLINE void sum_chains(const __m512 (&acc)[R][A][M], float* out) noexcept {
+  for (std::size_t r = 0; r < R; ++r) sum_chains(acc[r], out + r * M);
 }
 
 // The same for signed codes given as |q| (aq) and the mask of negative codes (neg): the sign moves
@@ -69,13 +85,20 @@ MOEROUTE_CQ_AVX512_INLINE __m512i dot4_s8s8(__m512i aq, __mmask64 neg, __m512i x
 
 // acc[i] += (64 codes u . token i's 64 activation codes per 4 values) * sc * token i's lane
 // scales, for the M tokens of a tile (xq, xe: the chunk's first token).
-template <bool Vnni, std::size_t M>
+template <bool Vnni, std::size_t M, bool Wide = false>
 MOEROUTE_CQ_AVX512_INLINE void chunk_tokens(__m512 (&acc)[M], __m512i u, __m512 sc, const std::int8_t* xq,
                                             const float* xe) noexcept {
   for (std::size_t i = 0; i < M; ++i) {
-    const __m512i p = dot4_u8s8<Vnni>(u, _mm512_loadu_si512(xq + 64 * i));
+    const __m512i p = dot4_u8s8<Vnni, Wide>(u, _mm512_loadu_si512(xq + 64 * i));
     acc[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), acc[i]);
   }
+}
+
+// acc += (64 codes u . the token's 64 activation codes per 4 values) * scx, the lane scales already
+// multiplied by the activation's (one token: the same products as chunk_tokens, one multiply less).
+template <bool Vnni, bool Wide = false>
+MOEROUTE_CQ_AVX512_INLINE void chunk_token_scaled(__m512& acc, __m512i u, __m512 scx, const std::int8_t* xq) noexcept {
+  acc = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot4_u8s8<Vnni, Wide>(u, _mm512_loadu_si512(xq))), scx, acc);
 }
 
 // acc + the (up to) 64 products at `at` (masked by km; ks: their 16-groups), scaled
@@ -197,6 +220,15 @@ MOEROUTE_CQ_AVX512_INLINE __m128i k4_scales_mins(const unsigned char* p) noexcep
 // Lane l of the result: lane idx[l] of v (maskz: GCC bug 105593).
 MOEROUTE_CQ_AVX512_INLINE __m512 lanes(__m512 v, __m512i idx) noexcept { return _mm512_maskz_permutexvar_ps(0xFFFF, idx, v); }
 
+// The activation scale of each float lane of a super-block's / group's scales (dx: one per 16
+// values): q6_k lane g = 16-group g; the others lane j = 32-value block j (dx[2 j]).
+template <weight_type WT>
+MOEROUTE_CQ_AVX512_INLINE __m512 act_lane_scales(const float* dx) noexcept {
+  const __m512 v = _mm512_loadu_ps(dx);
+  if constexpr (WT == weight_type::q6_k) return v;
+  return lanes(v, _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0));
+}
+
 // Super-block sb of a q4_k / q6_k row: sf = the float scale of each product lane's 16-group source
 // (q4_k: lanes 0-7 d * scale_j, lanes 8-15 dmin * min_j per 32 values; q6_k: d * scale_g per 16).
 template <weight_type WT>
@@ -240,12 +272,13 @@ MOEROUTE_CQ_AVX512_INLINE __m512i k_chunk_codes(const unsigned char* b, int k) n
   }
 }
 
-// out[i] = row . token i of a tile of M tokens for a q4_k or q6_k row.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
-                                               float* out) noexcept {
+// out[r M + i] = row r . token i of a tile of M tokens for R q4_k or q6_k rows (row r at
+// row + r stride), each row on A accumulator chains; a row's arithmetic does not depend on R.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A, bool Pre>
+MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
+                                               const act_tile& x, float* out) noexcept {
   constexpr bool q4k = WT == weight_type::q4_k;
-  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
+  constexpr std::size_t bb = block_bytes(WT);
   // lanes of a chunk's scales: q4_k two 32-value scales (8 lanes each), q6_k four 16-value ones
   const __m512i sel[4] = {
       q4k ? half_lanes(0) : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
@@ -254,25 +287,32 @@ MOEROUTE_CQ_AVX512 inline void rowdot_k_avx512(const unsigned char* row, std::si
       q4k ? half_lanes(6) : _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
   // the min of each 16-value group (q4_k: the lane of its 32-value sub-block's min)
   const __m512i msel = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-  __m512 acc[A][M];
+  __m512 acc[R][A][M];
   zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
   for (std::size_t sb = 0; sb < n / 256; ++sb, xs += 16 * M) {
-    const unsigned char* b = row + sb * bb;
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
-    if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
-    const __m512 sf = k_superblock_scales<WT>(b);
-    // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
-    const __m512 mn = q4k ? lanes(sf, msel) : _mm512_mul_ps(sf, _mm512_set1_ps(32.0f));
-    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
-    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
-      const __m512i q = k_chunk_codes<WT>(b, k);
-      const __m512 sc = lanes(sf, sel[k]);
-      chunk_tokens<Vnni, M>(acc[static_cast<std::size_t>(k) % A], q, sc, xq, xe);
+    __m512 sf[R];
+    for (std::size_t r = 0; r < R; ++r) {
+      const unsigned char* b = row + r * stride + sb * bb;
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);  // the stream, across pages
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+      if constexpr (!q4k) _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+      sf[r] = k_superblock_scales<WT>(b);
+      // q4_k: value = d sc q - dmin m; q6_k: value = d sc (q - 32)
+      const __m512 mn = q4k ? lanes(sf[r], msel) : _mm512_mul_ps(sf[r], _mm512_set1_ps(32.0f));
+      for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
+      if constexpr (Pre) sf[r] = _mm512_mul_ps(sf[r], act_lane_scales<WT>(x.d + 16 * sb));
     }
+    for (int k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m512i q = k_chunk_codes<WT>(row + r * stride + sb * bb, k);
+        if constexpr (Pre)
+          chunk_token_scaled<Vnni>(acc[r][static_cast<std::size_t>(k) % A][0], q, lanes(sf[r], sel[k]), xq);
+        else
+          chunk_tokens<Vnni, M>(acc[r][static_cast<std::size_t>(k) % A], q, lanes(sf[r], sel[k]), xq, xe);
+      }
   }
   sum_chains(acc, out);
 }
@@ -347,63 +387,74 @@ MOEROUTE_CQ_AVX512_INLINE __m512i block2_codes(const unsigned char* b) noexcept 
   }
 }
 
-// out[i] = row . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256 values.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t n, const act_tile& x,
-                                               float* out) noexcept {
-  constexpr std::size_t bb = block_bytes(WT), A = M == 1 ? 2 : 1;  // one token: two chains
+// out[r M + i] = row r . token i of a tile of M tokens (q4_0, q8_0, mxfp4, iq4_nl), per 256
+// values, for R rows (row r at row + r stride) on A chains each, as rowdot_k_avx512.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R, std::size_t A, bool Pre>
+MOEROUTE_CQ_AVX512 inline void rowdot_b_avx512(const unsigned char* row, std::size_t stride, std::size_t n,
+                                               const act_tile& x, float* out) noexcept {
+  constexpr std::size_t bb = block_bytes(WT);
   constexpr float off = static_cast<float>(block_code_offset<WT>);
   // lanes of chunk k's scales: block 2k in lanes 0-7, block 2k + 1 in lanes 8-15; the offset
   // term's lanes: block g / 2 for 16-group g
   const __m512i sel[4] = {half_lanes(0), half_lanes(2), half_lanes(4), half_lanes(6)};
   const __m512i gsel = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  __m512 acc[A][M];
+  __m512 acc[R][A][M];
   zero_chains(acc);
   const std::int8_t* xq = x.q;
   const float* xe = x.e;
   const float* xs = x.s;
   const std::size_t groups = n / 256;
   for (std::size_t g = 0; g < groups; ++g, xs += 16 * M) {
-    const unsigned char* b = row + g * 8 * bb;
-    // the stream, across pages (a group is 136-272 bytes)
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
-    if constexpr (bb == 34) {
-      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 192, _MM_HINT_T0);
+    __m512 d[R];
+    for (std::size_t r = 0; r < R; ++r) {
+      const unsigned char* b = row + r * stride + g * 8 * bb;
+      // the stream, across pages (a group is 136-272 bytes)
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 64, _MM_HINT_T0);
+      if constexpr (bb == 34) {
+        _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 128, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(b) + 1024 + 192, _MM_HINT_T0);
+      }
+      d[r] = _mm512_castps256_ps512(block8_scales<WT>(b));
+      const __m512 mn = _mm512_mul_ps(lanes(d[r], gsel), _mm512_set1_ps(off));
+      for (std::size_t i = 0; i < M; ++i) acc[r][0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[r][0][i]);
+      if constexpr (Pre) d[r] = _mm512_mul_ps(d[r], act_lane_scales<WT>(x.d + 16 * g));
     }
-    const __m512 d = _mm512_castps256_ps512(block8_scales<WT>(b));
-    const __m512 mn = _mm512_mul_ps(lanes(d, gsel), _mm512_set1_ps(off));
-    for (std::size_t i = 0; i < M; ++i) acc[0][i] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xs + 16 * i), acc[0][i]);
-    for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M) {
-      const __m512i q = block2_codes<WT>(b + 2 * k * bb);
-      const __m512 sc = lanes(d, sel[k]);
-      chunk_tokens<Vnni, M>(acc[k % A], q, sc, xq, xe);
-    }
+    for (std::size_t k = 0; k < 4; ++k, xq += 64 * M, xe += 16 * M)
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m512i q = block2_codes<WT>(row + r * stride + g * 8 * bb + 2 * k * bb);
+        if constexpr (Pre)
+          chunk_token_scaled<Vnni, block_code_offset<WT> == 128>(acc[r][k % A][0], q, lanes(d[r], sel[k]), xq);
+        else
+          chunk_tokens<Vnni, M, block_code_offset<WT> == 128>(acc[r][k % A], q, lanes(d[r], sel[k]), xq, xe);
+      }
   }
-  for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M) {  // the last 64-192 values
-    __m512i q;
-    __m512 sc;
-    load_chunk<WT>(row, c, q, sc);
-    const __m512i aq = _mm512_abs_epi8(q);
-    const __mmask64 neg = _mm512_movepi8_mask(q);
-    for (std::size_t i = 0; i < M; ++i) {
-      const __m512i p = dot4_s8s8<Vnni>(aq, neg, _mm512_loadu_si512(xq + 64 * i));
-      acc[0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p), _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)),
-                                  acc[0][i]);
+  for (std::size_t c = groups * 4; c < n / 64; ++c, xq += 64 * M, xe += 16 * M)  // the last 64-192 values
+    for (std::size_t r = 0; r < R; ++r) {
+      __m512i q;
+      __m512 sc;
+      load_chunk<WT>(row + r * stride, c, q, sc);
+      const __m512i aq = _mm512_abs_epi8(q);
+      const __mmask64 neg = _mm512_movepi8_mask(q);
+      for (std::size_t i = 0; i < M; ++i) {
+        const __m512i p = dot4_s8s8<Vnni>(aq, neg, _mm512_loadu_si512(xq + 64 * i));
+        acc[r][0][i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, p),
+                                       _mm512_mul_ps(sc, _mm512_loadu_ps(xe + 16 * i)), acc[r][0][i]);
+      }
     }
-  }
   sum_chains(acc, out);
 }
 
-// The fused kernel of type WT for a tile of M tokens.
-template <weight_type WT, bool Vnni, std::size_t M>
-MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t n, const act_tile& x,
-                                           float* out) noexcept {
+// The fused kernel of type WT for a tile of M tokens and R rows (A chains per row).
+// Pre (one token, x.d set): the float scales multiplied by the activation's once per 256 values.
+template <weight_type WT, bool Vnni, std::size_t M, std::size_t R = 1, std::size_t A = M == 1 ? 2 : 1, bool Pre = false>
+MOEROUTE_CQ_AVX512 inline void rowdot_tile(const unsigned char* row, std::size_t stride, std::size_t n,
+                                           const act_tile& x, float* out) noexcept {
+  static_assert(!Pre || M == 1, "pre-multiplied scales: one token");
   if constexpr (WT == weight_type::q4_k || WT == weight_type::q6_k)
-    rowdot_k_avx512<WT, Vnni, M>(row, n, x, out);
+    rowdot_k_avx512<WT, Vnni, M, R, A, Pre>(row, stride, n, x, out);
   else
-    rowdot_b_avx512<WT, Vnni, M>(row, n, x, out);
+    rowdot_b_avx512<WT, Vnni, M, R, A, Pre>(row, stride, n, x, out);
 }
 
 // The same for a tile of m tokens (1-4 or max_tile).
@@ -411,26 +462,61 @@ template <weight_type WT, bool Vnni>
 MOEROUTE_CQ_AVX512 inline void rowdot_avx512_m(const unsigned char* row, std::size_t n, const act_tile& x, int m,
                                                float* out) noexcept {
   switch (m) {
-    case 1: rowdot_tile<WT, Vnni, 1>(row, n, x, out); return;
-    case 2: rowdot_tile<WT, Vnni, 2>(row, n, x, out); return;
-    case 3: rowdot_tile<WT, Vnni, 3>(row, n, x, out); return;
-    case 4: rowdot_tile<WT, Vnni, 4>(row, n, x, out); return;
-    default: rowdot_tile<WT, Vnni, max_tile>(row, n, x, out); return;
+    case 1: rowdot_tile<WT, Vnni, 1>(row, 0, n, x, out); return;
+    case 2: rowdot_tile<WT, Vnni, 2>(row, 0, n, x, out); return;
+    case 3: rowdot_tile<WT, Vnni, 3>(row, 0, n, x, out); return;
+    case 4: rowdot_tile<WT, Vnni, 4>(row, 0, n, x, out); return;
+    default: rowdot_tile<WT, Vnni, max_tile>(row, 0, n, x, out); return;
   }
 }
 
-// The fused kernel of type t, or nullptr (then the row is unpacked and dotted per token).
+// One token, `rows` consecutive rows (row r at row + r stride): out[r] = row r . x. K-quants: rows
+// r and r + rows / 2 in one pass (two contiguous streams) sharing the activation loads, one
+// accumulator chain per row, so a row's result is the same whether it is paired or the odd one
+// out (what keeps results independent of the row split); the 32-value-block types: row by row on
+// two chains (pairing measured slower for them).
+template <weight_type WT, bool Vnni>
+MOEROUTE_CQ_AVX512 inline void rows1_avx512(const unsigned char* row, std::size_t stride, std::size_t rows,
+                                            std::size_t n, const act_tile& x, float* out) noexcept {
+  if constexpr (WT != weight_type::q4_k && WT != weight_type::q6_k) {
+    for (std::size_t r = 0; r < rows; ++r) rowdot_tile<WT, Vnni, 1, 1, 2, true>(row + r * stride, stride, n, x, out + r);
+    return;
+  }
+  const std::size_t h = rows / 2;
+  const std::size_t hs = h * stride;
+  for (std::size_t r = 0; r < h; ++r) {
+    float o[2];
+    rowdot_tile<WT, Vnni, 1, 2, 1, true>(row + r * stride, hs, n, x, o);
+    out[r] = o[0];
+    out[r + h] = o[1];
+  }
+  if (rows % 2 != 0) rowdot_tile<WT, Vnni, 1, 1, 1, true>(row + (rows - 1) * stride, stride, n, x, out + rows - 1);
+}
+
+// f(std::integral_constant<weight_type, t>) for the types with fused AVX-512 kernels, else nullptr.
+template <class F>
+inline auto with_fused_type(weight_type t, F f) noexcept {
+  using W = weight_type;
+  switch (t) {
+    case W::q4_0: return f(std::integral_constant<W, W::q4_0>{});
+    case W::q8_0: return f(std::integral_constant<W, W::q8_0>{});
+    case W::mxfp4: return f(std::integral_constant<W, W::mxfp4>{});
+    case W::iq4_nl: return f(std::integral_constant<W, W::iq4_nl>{});
+    case W::q4_k: return f(std::integral_constant<W, W::q4_k>{});
+    case W::q6_k: return f(std::integral_constant<W, W::q6_k>{});
+    default: return decltype(f(std::integral_constant<W, W::q4_0>{})){nullptr};
+  }
+}
+
+// The fused kernels of type t (a tile of tokens per row; one token over many rows), or nullptr
+// (then the row is unpacked and dotted per token).
 template <bool Vnni>
 inline rowdot_fn rowdot_avx512_for(weight_type t) noexcept {
-  switch (t) {
-    case weight_type::q4_0: return rowdot_avx512_m<weight_type::q4_0, Vnni>;
-    case weight_type::q8_0: return rowdot_avx512_m<weight_type::q8_0, Vnni>;
-    case weight_type::mxfp4: return rowdot_avx512_m<weight_type::mxfp4, Vnni>;
-    case weight_type::iq4_nl: return rowdot_avx512_m<weight_type::iq4_nl, Vnni>;
-    case weight_type::q4_k: return rowdot_avx512_m<weight_type::q4_k, Vnni>;
-    case weight_type::q6_k: return rowdot_avx512_m<weight_type::q6_k, Vnni>;
-    default: return nullptr;
-  }
+  return with_fused_type(t, [](auto w) -> rowdot_fn { return rowdot_avx512_m<decltype(w)::value, Vnni>; });
+}
+template <bool Vnni>
+inline rows1_fn rows1_avx512_for(weight_type t) noexcept {
+  return with_fused_type(t, [](auto w) -> rows1_fn { return rows1_avx512<decltype(w)::value, Vnni>; });
 }
 
 MOEROUTE_CQ_AVX512 inline float dot_f_avx512(const float* w, const float* x, std::size_t n) noexcept {

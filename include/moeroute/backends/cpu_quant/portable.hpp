@@ -234,6 +234,7 @@ struct act_tile {
   const std::int8_t* q;
   const float* e;
   const float* s;
+  const float* d = nullptr;  ///< one token (rows1_fn): its scales, one per 16 values
 };
 
 /// The longest tile of the fused kernels.
@@ -270,6 +271,11 @@ inline void pack_tiles(const std::int8_t* const* q, const float* const* e, const
 /// A fused row kernel: out[i] = row . token i of a tile of m tokens (1-4 or 8).
 using rowdot_fn = void (*)(const unsigned char*, std::size_t, const act_tile&, int, float*) noexcept;
 inline rowdot_fn no_rowdot(weight_type) noexcept { return nullptr; }
+/// A one-token kernel over consecutive rows: out[r] = row r (at row + r stride) . x (a tile of one
+/// token), r < rows. A row's result does not depend on `rows` or on where the row starts in the
+/// range, so any row split gives the same bits (it may differ from rowdot_fn's in float order).
+using rows1_fn = void (*)(const unsigned char*, std::size_t, std::size_t, std::size_t, const act_tile&, float*) noexcept;
+inline rows1_fn no_rows1(weight_type) noexcept { return nullptr; }
 
 /// The kernels of one instruction-set path.
 struct kernels {
@@ -279,10 +285,11 @@ struct kernels {
                  std::size_t) noexcept;
   float (*dot_f)(const float*, const float*, std::size_t) noexcept;
   rowdot_fn (*rowdot)(weight_type) noexcept;  ///< the fused kernel of a type, or nullptr
+  rows1_fn (*rows1)(weight_type) noexcept;    ///< the one-token many-row kernel of a type, or nullptr
 };
 
 inline kernels portable_kernels() noexcept {
-  return {quantize_act_portable, unpack_row_portable, dot_q_portable, dot_f_portable, no_rowdot};
+  return {quantize_act_portable, unpack_row_portable, dot_q_portable, dot_f_portable, no_rowdot, no_rows1};
 }
 
 }  // namespace moeroute::detail::cq
