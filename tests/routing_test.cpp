@@ -933,3 +933,139 @@ TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {
         }
       }
 }
+
+// 8 groups of 32 (DeepSeek-V3's shape) on every path against a plain computation in float and
+// against the portable path: ties within and across groups, groups with equal scores from
+// different members, whole groups masked, groups with one choosable expert, +inf scores (the
+// portable path's answer on every path), several topk_groups and K; NaN scores (the router rejects
+// NaN logits and non-finite biases before selecting) give distinct ids in range.
+TEST(GroupedTopKSelection, EightGroupsOf32MatchAPlainRuleAndThePortablePath) {
+  constexpr int E = 256, G = 8, per = 32;
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> small(0, 2), grp(0, G - 1), pos(0, per - 1);
+  const float pinf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int kind = 0; kind < 8; ++kind)
+    for (int rep = 0; rep < 24; ++rep) {
+      std::vector<float> s(E);
+      for (auto& v : s) v = kind == 1 ? static_cast<float>(small(rng)) : nd(rng);
+      if (kind == 2)  // groups with equal scores: permutations of group 0's values
+        for (int g = 1; g < G; g += 2) {
+          std::vector<float> v(s.begin(), s.begin() + per);
+          std::shuffle(v.begin(), v.end(), rng);
+          std::copy(v.begin(), v.end(), s.begin() + g * per);
+        }
+      if (kind == 3)  // equal top-2 sums from different pairs: 3 + 1 = 2 + 2
+        for (int g = 0; g < G; ++g) {
+          for (int j = 0; j < per; ++j) s[g * per + j] = -1.0f - static_cast<float>(small(rng));
+          if (g % 2)
+            s[g * per + pos(rng)] = 3.0f, s[g * per + (pos(rng) | 1)] = 1.0f;
+          else
+            s[g * per + (pos(rng) & ~1)] = 2.0f, s[g * per + (pos(rng) | 1)] = 2.0f;
+        }
+      if (kind == 4) {  // whole groups masked, and groups with one choosable expert (sum -inf)
+        for (int j = 0; j < per; ++j) s[grp(rng) * per + j] = ninf;
+        const int g = grp(rng);
+        for (int j = 0; j < per; ++j) s[g * per + j] = j == pos(rng) ? s[g * per + j] : ninf;
+        for (int e = 0; e < E; e += 5) s[e] = ninf;
+      }
+      if (kind == 5)  // every group masked but one expert in each of three
+        for (int g = 0; g < G; ++g)
+          for (int j = 0; j < per; ++j)
+            s[g * per + j] = g < 3 && j == g ? static_cast<float>(g) : ninf;
+      if (kind == 6) s[grp(rng) * per + pos(rng)] = pinf;
+      if (kind == 7) s[grp(rng) * per + pos(rng)] = nan;
+      for (int TG : {1, 3, 4, 8})
+        for (int K : {1, 8, 16}) {
+          if (K > TG * per) continue;
+          grouped_topk_selection sel{G, TG};
+          std::vector<unsigned char> ws(sel.workspace_bytes(E));
+          std::vector<float> tv(static_cast<std::size_t>(K));
+          std::vector<std::int32_t> ti(static_cast<std::size_t>(K)), ti0;
+          int n0 = -1;
+          for (auto isa : supported_isas()) {
+            isa_scope scope(isa);
+            SCOPED_TRACE(routing_isa_name(isa));
+            const int got = sel.select(s.data(), E, K, tv.data(), ti.data(), ws.data());
+            if (kind ==
+                7) {  // NaN scores (the router never selects on them): distinct ids in range
+              ASSERT_LE(got, K);
+              std::vector<std::int32_t> u(ti.begin(), ti.begin() + got);
+              std::sort(u.begin(), u.end());
+              ASSERT_TRUE(std::adjacent_find(u.begin(), u.end()) == u.end());
+              for (int i = 0; i < got; ++i) ASSERT_TRUE(ti[i] >= 0 && ti[i] < E);
+              continue;
+            }
+            if (n0 < 0) {
+              n0 = got;
+              ti0.assign(ti.begin(), ti.begin() + got);
+            }
+            ASSERT_EQ(got, n0) << "kind " << kind << " TG " << TG << " K " << K;
+            for (int i = 0; i < got; ++i)
+              ASSERT_EQ(ti[i], ti0[i]) << "kind " << kind << " slot " << i;
+          }
+          if (kind >= 6) continue;  // no plain rule for +inf + -inf or NaN: the portable path's
+          // the plain rule: float sum of each group's two largest (-inf: below every finite
+          // group), the TG best (equal: lower group), then the K best kept (equal: lower id)
+          std::vector<std::pair<float, int>> gs;
+          for (int g = 0; g < G; ++g) {
+            std::vector<float> v(s.begin() + g * per, s.begin() + (g + 1) * per);
+            std::sort(v.begin(), v.end(), std::greater<float>());
+            const float sum = v[0] + v[1];
+            gs.push_back({sum == ninf ? -std::numeric_limits<float>::max() : sum, g});
+          }
+          std::stable_sort(gs.begin(), gs.end(),
+                           [](const auto& a, const auto& b) { return a.first > b.first; });
+          std::vector<int> order;
+          for (int e = 0; e < E; ++e)
+            for (int i = 0; i < TG; ++i)
+              if (e / per == gs[static_cast<std::size_t>(i)].second && s[e] != ninf)
+                order.push_back(e);
+          std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return s[a] > s[b]; });
+          ASSERT_EQ(n0, std::min<int>(K, static_cast<int>(order.size()))) << "kind " << kind;
+          for (int i = 0; i < n0; ++i)
+            ASSERT_EQ(ti0[i], order[i]) << "kind " << kind << " TG " << TG << " slot " << i;
+        }
+    }
+}
+
+// The DeepSeek-V3 preset over several row counts (ties, masked experts, a NaN row): the same ids,
+// weight bits and first error on every path.
+TEST(RouterBatch, DeepSeekV3GroupedRowsGiveTheSameBitsOnEveryPath) {
+  std::mt19937 rng(37);
+  std::normal_distribution<float> nd(0.0f, 0.1f);
+  std::vector<float> bias(256);
+  for (auto& b : bias) b = nd(rng);
+  any_router r(preset("deepseek-v3"), bias);
+  for (int T : {1, 3, 17, 40}) {
+    auto x = random_logits(rng, T, 256);
+    if (T > 3) {
+      for (int e = 0; e < 256; e += 3) x[static_cast<std::size_t>(2 * 256 + e)] = ninf;
+      for (int e = 0; e < 256; ++e)
+        x[static_cast<std::size_t>(3 * 256 + e)] = static_cast<float>(e % 3);
+    }
+    std::vector<routing_result> res;
+    for (auto isa : supported_isas()) {
+      isa_scope scope(isa);
+      res.push_back(r.route(logits_view<float>(x.data(), T, 256)));
+    }
+    for (std::size_t i = 1; i < res.size(); ++i) {
+      EXPECT_EQ(res[i].ids, res[0].ids) << "T " << T;
+      ASSERT_EQ(res[i].weights.size(), res[0].weights.size());
+      EXPECT_EQ(0, std::memcmp(res[i].weights.data(), res[0].weights.data(),
+                               res[0].weights.size() * sizeof(float)));
+    }
+    x[static_cast<std::size_t>((T - 1) * 256 + 7)] = std::numeric_limits<float>::quiet_NaN();
+    for (auto isa : supported_isas()) {
+      isa_scope scope(isa);
+      try {
+        (void)r.route(logits_view<float>(x.data(), T, 256));
+        ADD_FAILURE() << routing_isa_name(isa) << ": no error";
+      } catch (const error& e) {
+        EXPECT_NE(e.message().find("row " + std::to_string(T - 1)), std::string::npos)
+            << e.message();
+      }
+    }
+  }
+}
