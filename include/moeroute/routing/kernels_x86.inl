@@ -510,7 +510,14 @@ MOEROUTE_RK_TARGET inline void scan_select_topk_rows(const float* x, std::size_t
     // lanes past the candidates: -inf, ranked after them (K columns reach thr: cand[r] >= K)
     const __mmask16 live = static_cast<__mmask16>((1u << cand[r]) - 1);
     const __m512i civ = _mm512_load_si512(ci[r]);
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's unoptimized gather macro hands the mask on as short
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#endif
     const __m512 cv = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), live, civ, s, 4);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
     __m512i rank = _mm512_setzero_si512();
     for (int j = 0; j < 16; ++j) {
       const __m512 cj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), cv);
