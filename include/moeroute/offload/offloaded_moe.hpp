@@ -521,13 +521,11 @@ class offloaded_moe {
       }
       ++k;
     }
-    if (split) {
+    if (split)
       ran[1] = submit_pass(1, ts, r, x, route_bit(expert_route::upload), true);
-    } else {  // one pass over every device entry, after the uploads
+    else  // one pass over every device entry, after the uploads
       ran[0] = submit_pass(0, ts, r, x, route_bit(expert_route::hit) | route_bit(expert_route::upload), nup > 0 || hit_waits);
-      if (ran[0] && nup > 0) ++d.stalls;
-    }
-    if (ran[1]) ++d.stalls;
+    if (nup > 0) ++d.stalls;  // the pass over the uploaded entries (either mode) waits for them
     d.device_passes += static_cast<std::uint64_t>(ran[0]) + static_cast<std::uint64_t>(ran[1]);
 
     // 3. prefetch of the next layer
