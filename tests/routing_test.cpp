@@ -1030,6 +1030,68 @@ TEST(GroupedTopKSelection, EightGroupsOf32MatchAPlainRuleAndThePortablePath) {
     }
 }
 
+// Sigmoid scores with the grouped top-K over groups of whole vectors (the shapes the fused AVX-512
+// kernel takes, two rows at a time: power-of-two group counts and others, one group, K up to 16),
+// with and without bias, renormalization and zero-gating, an odd row count, and rows it leaves to
+// the general steps (many ties, masked experts), equal weights: ids and weights against the plain reference,
+// and the same bits, statistics included, on every path.
+TEST(RouterBatch, GroupedSigmoidOverWholeVectorGroupsMatchesTheReferenceOnEveryPath) {
+  struct shape {
+    int E, G, TG, K;
+  };
+  std::mt19937 rng(41);
+  for (const shape sh : {shape{256, 8, 4, 8}, shape{128, 8, 3, 6}, shape{64, 4, 2, 4},
+                         shape{512, 16, 5, 16}, shape{384, 1, 1, 8}, shape{96, 2, 1, 3},
+                         shape{192, 3, 2, 8}, shape{320, 5, 2, 10}})
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool bias = variant & 1, extra = variant & 2;  // extra: renorm and zero-gating
+      ref::config c;
+      c.scoring = "sigmoid";
+      c.K = sh.K;
+      c.groups = sh.G;
+      c.topk_groups = sh.TG;
+      c.renorm = extra;
+      c.scale = 2.5;
+      if (extra) {
+        c.cum_prob = 0.6;
+        c.min_k = 2;
+      }
+      if (bias) {
+        std::uniform_real_distribution<double> u(-0.2, 0.2);
+        c.bias.resize(static_cast<std::size_t>(sh.E));
+        for (auto& v : c.bias) v = static_cast<float>(u(rng));  // float-representable
+      }
+      const int T = 7;
+      auto x = random_logits(rng, T, sh.E);
+      for (int e = 0; e < sh.E; ++e) x[static_cast<std::size_t>(2 * sh.E + e)] = static_cast<float>(e % 3);
+      x[static_cast<std::size_t>(4 * sh.E + 5)] = ninf;
+      for (int e = 1; e < sh.E; e += 2)  // equal weights in pairs: their order goes by id
+        x[static_cast<std::size_t>(5 * sh.E + e)] = x[static_cast<std::size_t>(5 * sh.E + e - 1)];
+      SCOPED_TRACE("E " + std::to_string(sh.E) + " groups " + std::to_string(sh.G) + " K " +
+                   std::to_string(sh.K) + " variant " + std::to_string(variant));
+      expect_matches_reference(x, T, sh.E, c);
+      any_router r(make_config(c, sh.E), to_f(c.bias));
+      std::vector<routing_result> res;
+      std::vector<std::vector<token_stats>> st(3);
+      for (auto isa : supported_isas()) {
+        isa_scope scope(isa);
+        res.push_back(r.route(logits_view<float>(x.data(), T, sh.E), &st[res.size()]));
+      }
+      for (std::size_t i = 1; i < res.size(); ++i) {
+        EXPECT_EQ(res[i].offsets, res[0].offsets);
+        EXPECT_EQ(res[i].ids, res[0].ids);
+        ASSERT_EQ(res[i].weights.size(), res[0].weights.size());
+        EXPECT_EQ(0, std::memcmp(res[i].weights.data(), res[0].weights.data(),
+                                 res[0].weights.size() * sizeof(float)));
+        for (int t = 0; t < T; ++t) {
+          EXPECT_EQ(st[i][t].active, st[0][t].active);
+          EXPECT_EQ(st[i][t].entropy, st[0][t].entropy);
+          EXPECT_EQ(st[i][t].kept_mass, st[0][t].kept_mass);
+        }
+      }
+    }
+}
+
 // The DeepSeek-V3 preset over several row counts (ties, masked experts, a NaN row): the same ids,
 // weight bits and first error on every path.
 TEST(RouterBatch, DeepSeekV3GroupedRowsGiveTheSameBitsOnEveryPath) {

@@ -14,6 +14,8 @@
 //                           no NaN / +inf and K unmasked logits (one pass over the row on AVX-512)
 //   routing_scan_select_topk_rows  the same for up to 16 rows at once
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
+//   routing_sigmoid_grouped_topk  sigmoid, bias and the grouped top-K of one or two rows in one
+//                           call, the chosen in output order (AVX-512, groups of whole vectors)
 // Every path gives bit-identical outputs (see isa.hpp): the exp and sigmoid lanes run the
 // operations of vf4_exp_nonpos, softmax sums keep element e in partial sum e % 8 in element
 // order, and selections are exact.
@@ -377,6 +379,12 @@ inline void group_scores(const float* score, int groups, int per, float* gscore)
     gscore[g] = sum == ninf ? -std::numeric_limits<float>::max() : sum;
   }
 }
+/// The vector paths' fused sigmoid + grouped top-K (kernels_x86.inl); here: nothing chosen.
+inline void sigmoid_grouped_topk(const float* const*, int rows, const float*, int, int, int, int,
+                                 float* const*, float* const*, float* const*, std::int32_t* const*,
+                                 int* n) noexcept {
+  for (int r = 0; r < rows; ++r) n[r] = 0;
+}
 }  // namespace rk_portable
 }  // namespace detail
 }  // namespace moeroute
@@ -475,6 +483,18 @@ inline void routing_scan_select_topk_rows(const float* x, std::size_t stride, in
     n[r] = routing_scan_select_topk(x + static_cast<std::size_t>(r) * stride, E, K,
                                     val + static_cast<std::ptrdiff_t>(r) * K,
                                     id + static_cast<std::ptrdiff_t>(r) * K, bad + r, masked + r);
+}
+/// DeepSeek-V3's scoring and selection of `rows` (1 or 2) rows in one call where the shape allows
+/// it (kernels_x86.inl, AVX-512: groups of whole vectors, finite logits). Per row r: key[r] =
+/// sigmoid(x[r]), sel[r] = key[r] + bias (bias may be null), the grouped top-K of sel[r] (ties
+/// to the lower id) written as val[r] = key of the chosen and id[r], in descending key order (ties
+/// to the lower id), n[r] = K. n[r] = 0: nothing chosen (other paths and shapes, a NaN / inf /
+/// -inf logit, many ties): the general steps route that row.
+inline void routing_sigmoid_grouped_topk(const float* const* x, int rows, const float* bias, int E,
+                                         int K, int groups, int topk_groups, float* const* key,
+                                         float* const* sel, float* const* val,
+                                         std::int32_t* const* id, int* n) noexcept {
+  MOEROUTE_RK_DISPATCH(sigmoid_grouped_topk, x, rows, bias, E, K, groups, topk_groups, key, sel, val, id, n)
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)

@@ -651,53 +651,274 @@ MOEROUTE_RK_TARGET inline int select_topk(const float* score, int E, int K, floa
 
 #endif
 
+/// The sum of the two largest of s[0, per) (per a multiple of W) in every lane; a -inf sum (fewer
+/// than two unmasked) -> -FLT_MAX, so that it ranks below every finite group.
+MOEROUTE_RK_TARGET inline vf group_top2_sum(const float* s, int per) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  vf a = splat(ninf), b = a;  // the two largest of each lane, a >= b
+  for (int j = 0; j < per; j += W) {
+    const vf v = load(s + j);
+    b = vmax(b, vmin(a, v));
+    a = vmax(a, v);
+  }
+  // fold the halves onto each other (every lane ends with the result): the top-2 of a union of
+  // two top-2 pairs is max(a, a'), max(min(a, a'), max(b, b'))
+#define MOEROUTE_RK_FOLD(...)                                 \
+  {                                                           \
+    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
+    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
+    b = vmax(vmin(a, ah), vmax(b, bh));                       \
+    a = vmax(a, ah);                                          \
+  }
+#if MOEROUTE_RK_W == 16
+  MOEROUTE_RK_FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
+  MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)
+  MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
+  MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
+#else
+  MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3)
+  MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5)
+  MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6)
+#endif
+#undef MOEROUTE_RK_FOLD
+  const vf sum = a + b;  // per >= W > 1
+  return sum == splat(ninf) ? splat(-std::numeric_limits<float>::max()) : sum;
+}
+
 MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int per,
                                             float* gscore) noexcept {
-  constexpr float ninf = -std::numeric_limits<float>::infinity();
   if (per % W != 0) {
     rk_portable::group_scores(score, groups, per, gscore);
     return;
   }
-  for (int g = 0; g < groups; ++g) {
-    const float* s = score + static_cast<std::ptrdiff_t>(g) * per;
-    vf a = splat(ninf), b = a;  // the two largest of each lane, a >= b
-    for (int j = 0; j < per; j += W) {
-      const vf v = load(s + j);
-      b = vmax(b, vmin(a, v));
-      a = vmax(a, v);
-    }
-    // fold the halves onto each other down to lane 0: the top-2 of a union of two top-2 pairs is
-    // max(a, a'), max(min(a, a'), max(b, b'))
+  for (int g = 0; g < groups; ++g) gscore[g] = group_top2_sum(score + static_cast<std::ptrdiff_t>(g) * per, per)[0];
+}
+
 #if MOEROUTE_RK_W == 16
-#define MOEROUTE_RK_FOLD(...)                            \
-  {                                                      \
-    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
-    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
-    b = vmax(vmin(a, ah), vmax(b, bh));                  \
-    a = vmax(a, ah);                                     \
+/// Sigmoid scoring, selection bias and the grouped top-K (grouped_topk_selection) of R rows (1 or
+/// 2) in one call, in lockstep so that one row's dependent steps overlap the other's, for rows of
+/// finite logits whose groups are whole vectors (per = E / groups a multiple of 16, groups <= 16,
+/// K <= 16, E <= 1024). Per row r (logits x[r]; its own key[r], sel[r] of E floats):
+///  1. key = sigmoid(x) and sel = key + bias (no bias: sel = key), both stored;
+///  2. the group scores (the sum of the two largest sel), one lane per group; a group is kept when
+///     fewer than topk_groups groups beat it (greater, or equal with a lower index);
+///  3. over the kept groups' vectors: topk16's threshold (the K-th largest column maximum), the
+///     candidates' ids (sel >= threshold, ascending) appended in registers, their sel and key
+///     gathered; a candidate is chosen when fewer than K candidates beat it by sel (greater, or
+///     equal with a lower id: an earlier lane);
+///  4. the chosen in the router's output order: by key, ties to the lower id.
+/// Writes val[r] = the chosen's keys (their weights before renormalization) and id[r], in that
+/// order, and n[r] = K; n[r] = 0 where nothing was chosen (a NaN or inf logit, more than 16
+/// candidates): the router's general steps then route that row.
+template <int G, int R>  // G: groups when a power of two (the group scores all at once), else 0
+MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, const float* bias,
+                                                      int E, int K, int groups, int topk_groups,
+                                                      float* const* key, float* const* sel,
+                                                      float* const* val, std::int32_t* const* id,
+                                                      int* n) noexcept {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  const int nv = E / 16, per = E / groups, vpg = per / 16;
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // 1. scores and selection scores
+  __mmask16 special[R];
+  for (int r = 0; r < R; ++r) special[r] = 0;
+  for (int v = 0; v < nv; ++v)
+    for (int r = 0; r < R; ++r) {
+      const vf a = load(x[r] + 16 * v);
+      __m512 u;
+      std::memcpy(&u, &a, sizeof u);
+      special[r] = static_cast<__mmask16>(special[r] | _mm512_fpclass_ps_mask(u, 0x99));  // NaN, +-inf
+      const vf k = sigmoid(a);
+      store(key[r] + 16 * v, k);
+      store(sel[r] + 16 * v, bias ? k + load(bias + 16 * v) : k);
+    }
+  // 2. lane-wise top-2 of each group (A >= B), then the group scores in lanes (lanes past the
+  // groups: -inf, below every group) and the kept groups
+  __m512 gs[R];
+  if constexpr (G > 0) {
+    __m512 A[R][G], B[R][G];
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < R; ++r) {
+        const float* s = sel[r] + g * per;
+        A[r][g] = _mm512_loadu_ps(s);
+        B[r][g] = _mm512_set1_ps(ninf);
+        for (int v = 1; v < vpg; ++v) {
+          const __m512 a = _mm512_loadu_ps(s + 16 * v);
+          B[r][g] = _mm512_maskz_max_ps(0xffff, B[r][g], _mm512_maskz_min_ps(0xffff, A[r][g], a));  // maskz: GCC bug 105593
+          A[r][g] = _mm512_maskz_max_ps(0xffff, A[r][g], a);
+        }
+      }
+    // all groups at once: merging two vectors of groups in blocks of w lanes gives one in blocks
+    // of w / 2 (each block's top-2 folded from its halves), the groups staying in order; from one
+    // vector on, it merges with itself, ending with group g in lane g. Lane j of the merge of P
+    // and Q (index >= 16: Q) for w = 16 >> level: (j < 8 ? P : Q)[(j % 8) / (w / 2) * w +
+    // (j % 8) % (w / 2)]; the upper halves are w / 2 further
+    alignas(64) static constexpr std::int32_t merge_x[4][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+        {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+        {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+        {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}};
+    int c = G;
+    for (int level = 0; level < 4; ++level) {
+      const __m512i vx = _mm512_load_si512(merge_x[level]);
+      const __m512i vy = _mm512_add_epi32(vx, _mm512_set1_epi32(8 >> level));
+      const int half = c > 1 ? c / 2 : 1;
+      for (int i = 0; i < half; ++i)
+        for (int r = 0; r < R; ++r) {
+          const int p = c > 1 ? 2 * i : 0, q = c > 1 ? 2 * i + 1 : 0;
+          const __m512 xa = _mm512_permutex2var_ps(A[r][p], vx, A[r][q]);
+          const __m512 ya = _mm512_permutex2var_ps(A[r][p], vy, A[r][q]);
+          const __m512 xb = _mm512_permutex2var_ps(B[r][p], vx, B[r][q]);
+          const __m512 yb = _mm512_permutex2var_ps(B[r][p], vy, B[r][q]);
+          B[r][i] = _mm512_maskz_max_ps(0xffff, _mm512_maskz_min_ps(0xffff, xa, ya), _mm512_maskz_max_ps(0xffff, xb, yb));
+          A[r][i] = _mm512_maskz_max_ps(0xffff, xa, ya);
+        }
+      c = half;
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 sum = _mm512_add_ps(A[r][0], B[r][0]);  // -inf (fewer than two unmasked): -FLT_MAX
+      const __m512 lim = _mm512_mask_mov_ps(sum, _mm512_cmp_ps_mask(sum, _mm512_set1_ps(ninf), _CMP_EQ_OQ),
+                                            _mm512_set1_ps(-std::numeric_limits<float>::max()));
+      gs[r] = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), static_cast<__mmask16>((1u << G) - 1), lim);
+    }
+  } else {
+    const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (int r = 0; r < R; ++r) {
+      vf gv = splat(ninf);
+      for (int g = 0; g < groups; ++g) gv = lane == g ? group_top2_sum(sel[r] + g * per, per) : gv;
+      std::memcpy(&gs[r], &gv, sizeof gs[r]);
+    }
   }
-    MOEROUTE_RK_FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
-    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11)
-    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
-    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
-#else
-#define MOEROUTE_RK_FOLD(...)                            \
-  {                                                      \
-    const vf ah = __builtin_shufflevector(a, a, __VA_ARGS__); \
-    const vf bh = __builtin_shufflevector(b, b, __VA_ARGS__); \
-    b = vmax(vmin(a, ah), vmax(b, bh));                  \
-    a = vmax(a, ah);                                     \
+  __m512i grank[R];
+  for (int r = 0; r < R; ++r) grank[r] = _mm512_setzero_si512();
+  for (int j = 0; j < groups; ++j)
+    for (int r = 0; r < R; ++r) {
+      const __m512 gj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), gs[r]);
+      const __mmask16 later = static_cast<__mmask16>(~((2u << j) - 1));
+      grank[r] = _mm512_mask_add_epi32(grank[r], _mm512_cmp_ps_mask(gj, gs[r], _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, gj, gs[r], _CMP_EQ_OQ), grank[r], one);
+    }
+  // 3. the kept groups' column maxima and the threshold
+  unsigned kept[R];
+  __m512 thr[R];
+  for (int r = 0; r < R; ++r) {
+    kept[r] = _mm512_cmplt_epi32_mask(grank[r], _mm512_set1_epi32(topk_groups)) & ((1u << groups) - 1);
+    __m512 c0 = _mm512_set1_ps(ninf), c1 = c0;
+    for (unsigned kg = kept[r]; kg; kg &= kg - 1) {
+      const float* s = sel[r] + __builtin_ctz(kg) * per;
+      for (int v = 0; v < vpg; ++v) {
+        const __m512 a = _mm512_loadu_ps(s + 16 * v);
+        if (v & 1)
+          c1 = _mm512_maskz_max_ps(0xffff, c1, a);
+        else
+          c0 = _mm512_maskz_max_ps(0xffff, c0, a);
+      }
+    }
+    const __m512 cm = _mm512_maskz_max_ps(0xffff, c0, c1);
+    __m512i cc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                     _mm512_setzero_si512()};
+    for (int j = 0; j < 16; ++j) {  // cnt_i = #{j : cm_j >= cm_i}; thr = the largest cm_i with cnt_i >= K
+      const __m512 cj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), cm);
+      cc[j & 3] = _mm512_mask_add_epi32(cc[j & 3], _mm512_cmp_ps_mask(cj, cm, _CMP_GE_OQ), cc[j & 3], one);
+    }
+    const __m512i cnt = _mm512_add_epi32(_mm512_add_epi32(cc[0], cc[1]), _mm512_add_epi32(cc[2], cc[3]));
+    __m512 t = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), _mm512_cmpge_epi32_mask(cnt, _mm512_set1_epi32(K)), cm);
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
+    t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
+    thr[r] = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
   }
-    MOEROUTE_RK_FOLD(4, 5, 6, 7, 0, 1, 2, 3)
-    MOEROUTE_RK_FOLD(2, 3, 0, 1, 6, 7, 4, 5)
-    MOEROUTE_RK_FOLD(1, 0, 3, 2, 5, 4, 7, 6)
+  // the candidates' ids appended in registers (compress, then expand into lanes [m, m + p))
+  __m512i ci[R];
+  int m[R];
+  for (int r = 0; r < R; ++r) {
+    ci[r] = _mm512_setzero_si512();
+    m[r] = 0;
+    for (unsigned kg = kept[r]; kg; kg &= kg - 1) {
+      const int b = __builtin_ctz(kg) * per;
+      for (int v = 0; v < vpg; ++v) {
+        const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(sel[r] + b + 16 * v), thr[r], _CMP_GE_OQ);
+        const int p = __builtin_popcount(k), m0 = m[r] < 16 ? m[r] : 16;
+        const int end = m[r] + p < 16 ? m[r] + p : 16;
+        const __mmask16 to = static_cast<__mmask16>(((1u << end) - 1) & ~((1u << m0) - 1));
+        const __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(b + 16 * v), iota);
+        ci[r] = _mm512_mask_expand_epi32(ci[r], to, _mm512_maskz_compress_epi32(k, ids));
+        m[r] += p;
+      }
+    }
+  }
+  // ranks by sel (lanes past m: -inf, after every candidate), then 4. the chosen side by side
+  // (ids still ascending) ranked by key, written in that order
+  for (int r = 0; r < R; ++r) {
+    n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K columns reach the threshold
+    if (!n[r]) continue;
+    const __mmask16 live = static_cast<__mmask16>((1u << m[r]) - 1);
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's unoptimized gather macro hands the mask on as short
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
 #endif
-#undef MOEROUTE_RK_FOLD
-    const float x = a[0], y = b[0];
-    const float sum = x + y;  // per >= W > 1
-    gscore[g] = sum == ninf ? -std::numeric_limits<float>::max() : sum;
+    const __m512 cs = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), live, ci[r], sel[r], 4);
+    const __m512 ck = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, ci[r], key[r], 4);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+    __m512i rank = _mm512_setzero_si512();
+    for (int j = 0; j < 16; ++j) {
+      const __m512 sj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), cs);
+      const __mmask16 later = static_cast<__mmask16>(~((2u << j) - 1));
+      rank = _mm512_mask_add_epi32(rank, _mm512_cmp_ps_mask(sj, cs, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, sj, cs, _CMP_EQ_OQ), rank, one);
+    }
+    const __mmask16 chosen = _mm512_cmplt_epi32_mask(rank, _mm512_set1_epi32(K));
+    const __m512 wk = _mm512_mask_compress_ps(_mm512_set1_ps(ninf), chosen, ck);
+    const __m512i wi = _mm512_maskz_compress_epi32(chosen, ci[r]);
+    __m512i wrank = _mm512_setzero_si512();
+    for (int j = 0; j < K; ++j) {
+      const __m512 kj = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), wk);
+      const __mmask16 later = static_cast<__mmask16>(~((2u << j) - 1));
+      wrank = _mm512_mask_add_epi32(wrank, _mm512_cmp_ps_mask(kj, wk, _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, kj, wk, _CMP_EQ_OQ), wrank, one);
+    }
+    alignas(64) float fk[16];
+    alignas(64) std::int32_t fi[16];
+    _mm512_store_ps(fk, wk);
+    _mm512_store_si512(fi, wi);
+    const __mmask16 first = static_cast<__mmask16>((1u << K) - 1);
+    for (int q = 0; q < K; ++q) {  // the K chosen have the distinct ranks 0 .. K - 1
+      const int l = __builtin_ctz(_mm512_mask_cmpeq_epi32_mask(first, wrank, _mm512_set1_epi32(q)) | 0x10000u) & 15;
+      val[r][q] = fk[l];
+      id[r][q] = fi[l];
+    }
   }
 }
+MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk(const float* const* x, int rows, const float* bias,
+                                                    int E, int K, int groups, int topk_groups,
+                                                    float* const* key, float* const* sel,
+                                                    float* const* val, std::int32_t* const* id,
+                                                    int* n) noexcept {
+  if (K > 16 || groups > 16 || E > 1024 || E % groups != 0 || (E / groups) % 16 != 0) {
+    for (int r = 0; r < rows; ++r) n[r] = 0;
+    return;
+  }
+#define MOEROUTE_RK_GROUPED(G)                                                                   \
+  return rows == 2 ? sigmoid_grouped_topk_g<G, 2>(x, bias, E, K, groups, topk_groups, key, sel, val, id, n) \
+                   : sigmoid_grouped_topk_g<G, 1>(x, bias, E, K, groups, topk_groups, key, sel, val, id, n);
+  switch (groups) {
+    case 1: MOEROUTE_RK_GROUPED(1)
+    case 2: MOEROUTE_RK_GROUPED(2)
+    case 4: MOEROUTE_RK_GROUPED(4)
+    case 8: MOEROUTE_RK_GROUPED(8)
+    case 16: MOEROUTE_RK_GROUPED(16)
+    default: MOEROUTE_RK_GROUPED(0)
+  }
+#undef MOEROUTE_RK_GROUPED
+}
+#else
+MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk(const float* const*, int rows, const float*, int,
+                                                    int, int, int, float* const*, float* const*,
+                                                    float* const*, std::int32_t* const*,
+                                                    int* n) noexcept {
+  for (int r = 0; r < rows; ++r) n[r] = 0;
+}
+#endif
 
 #undef MOEROUTE_RK_KEEP
 

@@ -178,6 +178,37 @@ class router {
         return status::success();
       }
     }
+    if constexpr (fused_grouped) {
+      // steps 1-5 of two rows at a time in one kernel call (routing_sigmoid_grouped_topk), where
+      // the shape and the rows allow it; a row it leaves takes the steps below
+      auto* p = reinterpret_cast<float*>(base + L.pair);
+      const std::size_t fE = static_cast<std::size_t>(E_), fK = static_cast<std::size_t>(K_);
+      float* const keys[2] = {key, p};
+      float* const sels[2] = {sel, p + fE};
+      float* const vals[2] = {topv, p + 2 * fE};
+      std::int32_t* const tids[2] = {topid, reinterpret_cast<std::int32_t*>(p + 2 * fE + fK)};
+      float* const xbuf[2] = {xrow, p + 2 * fE + 2 * fK};
+      const float* bias = params_.bias.empty() ? nullptr : params_.bias.data();
+      for (std::size_t t0 = 0; t0 < x.rows; t0 += 2) {
+        const int rows = x.rows - t0 < 2 ? 1 : 2;
+        const float* xs[2] = {load_row(x.row(t0), xbuf[0]), load_row(x.row(t0 + static_cast<std::size_t>(rows - 1)), xbuf[1])};
+        int n[2];
+        detail::routing_sigmoid_grouped_topk(xs, rows, bias, E_, K_, selection_.groups,
+                                             selection_.topk_groups, keys, sels, vals, tids, n);
+        for (int r = 0; r < rows; ++r) {
+          const std::size_t t = t0 + static_cast<std::size_t>(r);
+          const status st =
+              n[r] ? finish_row(xs[r], keys[r], 1.0f, vals[r], tids[r], static_cast<long long>(t),
+                                out.ids + nnz, out.weights + nnz, stats ? stats + t : nullptr)
+                   : route_row(xs[r], key, sel, topv, topid, selws, static_cast<long long>(t),
+                               out.ids + nnz, out.weights + nnz, stats ? stats + t : nullptr);
+          if (!st.ok()) return st;
+          nnz += static_cast<std::uint32_t>(st.column);
+          out.offsets[t + 1] = nnz;
+        }
+      }
+      return status::success();
+    }
     for (std::size_t t = 0; t < x.rows; ++t) {
       const float* row = load_row(x.row(t), xrow);
       const status st = route_row(row, key, sel, topv, topid, selws, static_cast<long long>(t),
@@ -209,11 +240,15 @@ class router {
 
  private:
   struct workspace_layout {
-    std::size_t xrow, key, sel, topv, topid, selws, bval, bid, total;
+    std::size_t xrow, key, sel, topv, topid, selws, bval, bid, pair, total;
   };
   // the plain top-K by logit scans the row in the same pass, for several rows at once on float
   // logits (try_route)
   static constexpr bool fused_topk = std::is_same_v<Selection, topk_selection>;
+  // sigmoid scoring with the grouped top-K: scores, bias, selection and the output order in one
+  // kernel call where it applies (routing_sigmoid_grouped_topk)
+  static constexpr bool fused_grouped = std::is_same_v<Scoring, sigmoid_scoring> &&
+                                        std::is_same_v<Selection, grouped_topk_selection>;
   // a row's top-K by logit and scan, done ahead (routing_scan_select_topk's results)
   struct row_topk {
     int chosen, bad, masked;
@@ -232,7 +267,10 @@ class router {
     l.bval = l.selws + align64(selection_.workspace_bytes(E_));
     const std::size_t nb = fused_topk ? static_cast<std::size_t>(detail::routing_topk_rows_max) : 0;
     l.bid = l.bval + align64(nb * sizeof(float) * static_cast<std::size_t>(K_));
-    l.total = l.bid + align64(nb * sizeof(std::int32_t) * static_cast<std::size_t>(K_)) + 64;
+    l.pair = l.bid + align64(nb * sizeof(std::int32_t) * static_cast<std::size_t>(K_));
+    // the second row of a pair: key, sel, its top-K's scores and ids, its logits as float
+    const std::size_t np = fused_grouped ? 3 * static_cast<std::size_t>(E_) + 2 * static_cast<std::size_t>(K_) : 0;
+    l.total = l.pair + align64(np * sizeof(float)) + 64;
     return l;
   }
 
@@ -345,6 +383,16 @@ class router {
       topv[j] = v;
       topid[j] = id;
     }
+    if (stats && !have_keys) norm = scoring_.prepare(x, key, E_);
+    return finish_row(x, key, norm, topv, topid, row, ids, w, stats);
+  }
+
+  // Steps 5-7 of a row whose K chosen are in output order (topv: their scores, descending; ties
+  // by id): renormalization, gating, scale, the writes and the statistics (key, norm: the
+  // scoring's keys of the whole row). Returns the kept count as route_row does.
+  status finish_row(const float* x, const float* key, float norm, float* topv,
+                    const std::int32_t* topid, long long row, std::int32_t* ids, float* w,
+                    token_stats* stats) const noexcept {
     if (params_.renorm) normalize(topv, K_);
     const int kept = gating_.keep(topv, K_);
     if (params_.renorm && kept < K_) normalize(topv, kept);
@@ -354,10 +402,7 @@ class router {
       if (!std::isfinite(w[i]))  // a finite score times a finite scale past the float range
         return status::failure(errc::bad_input, row, topid[i], "weight x scale overflows float");
     }
-    if (stats) {
-      if (!have_keys) norm = scoring_.prepare(x, key, E_);
-      fill_stats(key, norm, x, topid, kept, stats);
-    }
+    if (stats) fill_stats(key, norm, x, topid, kept, stats);
     return status{0, row, kept, ""};
   }
 
