@@ -717,11 +717,12 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
                                                       float* const* val, std::int32_t* const* id,
                                                       int* n) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
+  constexpr std::size_t NR = static_cast<std::size_t>(R), NG = static_cast<std::size_t>(G > 0 ? G : 1);
   const int nv = E / 16, per = E / groups, vpg = per / 16;
   const __m512i one = _mm512_set1_epi32(1);
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   // 1. scores and selection scores
-  __mmask16 special[R];
+  __mmask16 special[NR];
   for (int r = 0; r < R; ++r) special[r] = 0;
   for (int v = 0; v < nv; ++v)
     for (int r = 0; r < R; ++r) {
@@ -735,9 +736,9 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
     }
   // 2. lane-wise top-2 of each group (A >= B), then the group scores in lanes (lanes past the
   // groups: -inf, below every group) and the kept groups
-  __m512 gs[R];
+  __m512 gs[NR];
   if constexpr (G > 0) {
-    __m512 A[R][G], B[R][G];
+    __m512 A[NR][NG], B[NR][NG];
     for (int g = 0; g < G; ++g)
       for (int r = 0; r < R; ++r) {
         const float* s = sel[r] + g * per;
@@ -790,7 +791,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       std::memcpy(&gs[r], &gv, sizeof gs[r]);
     }
   }
-  __m512i grank[R];
+  __m512i grank[NR];
   for (int r = 0; r < R; ++r) grank[r] = _mm512_setzero_si512();
   for (int j = 0; j < groups; ++j)
     for (int r = 0; r < R; ++r) {
@@ -799,8 +800,8 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       grank[r] = _mm512_mask_add_epi32(grank[r], _mm512_cmp_ps_mask(gj, gs[r], _CMP_GT_OQ) | _mm512_mask_cmp_ps_mask(later, gj, gs[r], _CMP_EQ_OQ), grank[r], one);
     }
   // 3. the kept groups' column maxima and the threshold
-  unsigned kept[R];
-  __m512 thr[R];
+  unsigned kept[NR];
+  __m512 thr[NR];
   for (int r = 0; r < R; ++r) {
     kept[r] = _mm512_cmplt_epi32_mask(grank[r], _mm512_set1_epi32(topk_groups)) & ((1u << groups) - 1);
     __m512 c0 = _mm512_set1_ps(ninf), c1 = c0;
@@ -829,8 +830,8 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
     thr[r] = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
   }
   // the candidates' ids appended in registers (compress, then expand into lanes [m, m + p))
-  __m512i ci[R];
-  int m[R];
+  __m512i ci[NR];
+  int m[NR];
   for (int r = 0; r < R; ++r) {
     ci[r] = _mm512_setzero_si512();
     m[r] = 0;

@@ -10,6 +10,8 @@
 //   int select(const float* score, int E, int K, float* top_score, std::int32_t* top_id,
 //              void* workspace) const noexcept;
 //       score[e] is the selection score; -inf marks an expert that cannot be chosen (masked).
+//       Scores are never NaN (the router rejects NaN logits and non-finite biases before it
+//       selects); which experts NaN scores would choose is not defined.
 //       Writes the chosen experts best first (ties: lower id first) and returns how many were
 //       chosen: K, or fewer when fewer than K experts are eligible (the router reports that).
 // One tie rule everywhere: equal scores -> the lower expert index wins.
