@@ -889,6 +889,150 @@ TEST(RouterBatch, BlocksOfRowsGiveTheSameBitsAndTheFirstErrorOnEveryPath) {
   }
 }
 
+namespace {
+struct plain_row {
+  std::vector<std::int32_t> ids;
+  std::vector<float> w;
+};
+// Softmax + renorm at K = 8, one row, plainly: the 8 largest logits (ties: lower id), their
+// numerators exp(x - max) with the library's scalar exp (routing_exp_nonpos: the weights' bits
+// depend on its polynomial), ordered by numerator (ties: lower id), divided by their sum taken in
+// that order; with cum_prob > 0 the plain zero-gating rule (plain_keep, capped at max_k) and the
+// kept divided again by their sum; then times scale.
+plain_row plain_softmax_renorm8(const float* x, int E, float scale, double cum_prob, int min_k,
+                                int max_k) {
+  std::vector<std::int32_t> order;
+  for (int e = 0; e < E; ++e)
+    if (x[e] != ninf) order.push_back(e);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return x[a] > x[b]; });
+  order.resize(8);
+  std::vector<std::pair<float, std::int32_t>> v;
+  for (std::int32_t e : order) v.push_back({detail::routing_exp_nonpos(x[e] - x[order[0]]), e});
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  std::vector<float> w;
+  float s = 0;
+  for (const auto& p : v) s += p.first;
+  for (const auto& p : v) w.push_back(p.first / s);
+  std::size_t n = 8;
+  if (cum_prob > 0) {
+    double total = 0;
+    for (float u : w) total += u;
+    n = static_cast<std::size_t>(std::min(plain_keep(w, total, cum_prob, min_k), max_k == 0 ? 8 : max_k));
+    if (n < 8) {
+      float s2 = 0;
+      for (std::size_t i = 0; i < n; ++i) s2 += w[i];
+      for (auto& u : w) u /= s2;
+    }
+  }
+  plain_row r;
+  for (std::size_t i = 0; i < n; ++i) {
+    r.ids.push_back(v[i].second);
+    r.w.push_back(w[i] * scale);
+  }
+  return r;
+}
+}  // namespace
+
+// Softmax + renorm at K = 8 finishes up to 16 rows at once on AVX-512
+// (routing_softmax_renorm_rows8) and sends the rows it cannot decide to the one-row steps: here
+// blocks mix random rows, peaked rows (few kept), nearly flat rows (all 8 kept at the highest
+// cum_prob), rows of 8 equal logits (shares landing exactly on cum_prob: the one-row steps), rows
+// whose chosen numerators tie from unequal logits (reordered by id: the one-row steps), masked and
+// tied logits; T = 45 (a last block of 13) and T = 3 (fewer rows than the block tail takes). Every
+// path against a plain loop per row, bit for bit, without gating and with three gating settings; then
+// a row with fewer than 8 choosable experts in the middle of a block is the error named, and the
+// rows before it are written.
+TEST(RouterBatch, RowsOfABlockTakingDifferentPathsMatchAPlainLoop) {
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  const int E = 64;
+  std::vector<float> x(static_cast<std::size_t>(45 * E));
+  for (int t = 0; t < 45; ++t) {
+    float* row = x.data() + t * E;
+    for (int e = 0; e < E; ++e) row[e] = nd(rng);
+    switch (t % 9) {
+      case 0:  // nearly flat: 8 kept at cum_prob 0.97
+        for (int e = 0; e < E; ++e) row[e] *= 0.1f;
+        break;
+      case 1:  // masked experts
+        for (int e = t % 3; e < E; e += 3) row[e] = ninf;
+        break;
+      case 3:  // 8 equal logits above the rest: weights 1/8 each
+        for (int e = 0; e < E; ++e) row[e] -= 20.0f;
+        for (int j = 0; j < 8; ++j) row[(t + 7 * j) % E] = 1.0f;
+        break;
+      case 5:  // one dominant expert
+        row[(5 * t) % E] = 12.0f;
+        break;
+      case 7:  // numerators that tie below the exp's clamp, the lower ids last by logit
+        for (int e = 0; e < E; ++e) row[e] = -1000.0f + static_cast<float>(e);
+        row[E - 1] = 0.0f;
+        break;
+      case 8:  // small-integer ties
+        for (int e = 0; e < E; ++e) row[e] = static_cast<float>((e * 7 + t) % 5);
+        break;
+      default: break;
+    }
+  }
+  struct setting {
+    double cum_prob;
+    int min_k, max_k;
+  };
+  const float scale = 2.5f;
+  for (const setting g : {setting{0, 1, 0}, setting{0.75, 2, 0}, setting{0.5, 1, 5}, setting{0.97, 1, 0}}) {
+    router<softmax_scoring> plain_r(E, 8, {true, scale});
+    router<softmax_scoring, topk_selection, cumulative_gating> gated_r(E, 8, {true, scale}, {}, {},
+                                                                       {g.cum_prob > 0 ? g.cum_prob : 1.0, g.min_k, g.max_k});
+    for (const int T : {45, 3})
+      for (auto isa : supported_isas()) {
+        isa_scope scope(isa);
+        SCOPED_TRACE(std::string(routing_isa_name(isa)) + " T " + std::to_string(T) + " cum_prob " +
+                     std::to_string(g.cum_prob));
+        const logits_view<float> view(x.data(), static_cast<std::size_t>(T), E);
+        const auto got = g.cum_prob > 0 ? gated_r.route(view) : plain_r.route(view);
+        ASSERT_EQ(got.offsets.size(), static_cast<std::size_t>(T) + 1);
+        for (int t = 0; t < T; ++t) {
+          const auto want = plain_softmax_renorm8(x.data() + t * E, E, scale, g.cum_prob, g.min_k, g.max_k);
+          const auto b = got.offsets[static_cast<std::size_t>(t)];
+          ASSERT_EQ(got.offsets[static_cast<std::size_t>(t) + 1] - b, want.ids.size()) << "row " << t;
+          for (std::size_t i = 0; i < want.ids.size(); ++i) {
+            EXPECT_EQ(got.ids[b + i], want.ids[i]) << "row " << t << " slot " << i;
+            std::uint32_t gb, wb;
+            std::memcpy(&gb, &got.weights[b + i], 4);
+            std::memcpy(&wb, &want.w[i], 4);
+            EXPECT_EQ(gb, wb) << "row " << t << " slot " << i << ": " << got.weights[b + i] << " vs " << want.w[i];
+          }
+        }
+      }
+  }
+  // row 21 (block 1, lane 5) keeps 7 choosable experts
+  for (int e = 7; e < E; ++e) x[static_cast<std::size_t>(21 * E + e)] = ninf;
+  router<softmax_scoring, topk_selection, cumulative_gating> r(E, 8, {true}, {}, {}, {0.75, 2, 0});
+  const int T = 45;
+  std::vector<std::uint32_t> off(T + 1, 0);
+  std::vector<std::int32_t> ids(r.max_nnz(T));
+  std::vector<float> w(r.max_nnz(T));
+  std::vector<unsigned char> ws(r.workspace_size());
+  for (auto isa : supported_isas()) {
+    isa_scope scope(isa);
+    SCOPED_TRACE(routing_isa_name(isa));
+    const status st = r.try_route(logits_view<float>(x.data(), T, E),
+                                  {off.data(), ids.data(), w.data(), ids.size()}, ws.data());
+    EXPECT_EQ(st.code, static_cast<int>(errc::bad_input));
+    EXPECT_EQ(st.row, 21);
+    for (int t = 0; t < 21; ++t) {
+      const auto want = plain_softmax_renorm8(x.data() + t * E, E, 1.0f, 0.75, 2, 0);
+      ASSERT_EQ(off[static_cast<std::size_t>(t) + 1] - off[static_cast<std::size_t>(t)], want.ids.size()) << "row " << t;
+      for (std::size_t i = 0; i < want.ids.size(); ++i) {
+        EXPECT_EQ(ids[off[static_cast<std::size_t>(t)] + i], want.ids[i]) << "row " << t;
+        EXPECT_EQ(w[off[static_cast<std::size_t>(t)] + i], want.w[i]) << "row " << t;
+      }
+    }
+  }
+}
+
 // grouped_topk_selection (top-2 sums without branches, one top-K over the kept groups) against a
 // plain computation: group score = sum of its two largest (its only one when a group has one).
 TEST(GroupedTopKSelection, MatchesAPlainComputationWithTiesAndMasks) {

@@ -13,6 +13,8 @@
 //   routing_scan_select_topk  routing_scan_row, then routing_select_topk of the row when it has
 //                           no NaN / +inf and K unmasked logits (one pass over the row on AVX-512)
 //   routing_scan_select_topk_rows  the same for up to 16 rows at once
+//   routing_softmax_renorm_rows8  routing_softmax_renorm_write8 for up to 16 rows at once (AVX-512;
+//                           elsewhere none), and routing_write_rows8 to write those rows out
 //   routing_group_scores    per group: sum of its two largest (its only one), -inf sum -> -max
 //   routing_sigmoid_grouped_topk  sigmoid, bias and the grouped top-K of one or two rows in one
 //                           call, the chosen in output order (AVX-512, groups of whole vectors)
@@ -495,6 +497,43 @@ inline void routing_sigmoid_grouped_topk(const float* const* x, int rows, const 
                                          float* const* sel, float* const* val,
                                          std::int32_t* const* id, int* n) noexcept {
   MOEROUTE_RK_DISPATCH(sigmoid_grouped_topk, x, rows, bias, E, K, groups, topk_groups, key, sel, val, id, n)
+}
+/// routing_softmax_renorm_write8 of the rows r of a block (r < routing_topk_rows_max) whose bit
+/// is set in `rows`, row r's 8 chosen logits at val + 8 r in the top-K's order (those of
+/// routing_scan_select_topk_rows with K = 8): returns the set of rows for which it would return
+/// nonzero, with row r's weights (x scale, 8 of them, those past the kept count scratch) at
+/// w + 8 r and its kept count at kept[r]. AVX-512 computes the rows at once, a row per lane; the
+/// other paths return 0 (each row then takes routing_softmax_renorm_write8 on its own).
+inline unsigned routing_softmax_renorm_rows8(const float* val, unsigned rows, float scale,
+                                             const routing_gate8* gate, float* w,
+                                             std::int32_t* kept) noexcept {
+#if MOEROUTE_ROUTING_X86
+  if (routing_isa_in_use() == routing_isa::avx512)
+    return rk_avx512::softmax_renorm_rows8(val, rows, scale, gate, w, kept);
+#endif
+  (void)val, (void)rows, (void)scale, (void)gate, (void)w, (void)kept;
+  return 0;
+}
+/// Writes rows [r0, r1) of a block that routing_softmax_renorm_rows8 did: row r's first kept[r]
+/// ids (id + 8 r) and weights (w + 8 r) at ids + nnz and weights + nnz, then nnz += kept[r] and
+/// offsets[r] = nnz. Returns nnz.
+inline std::uint32_t routing_write_rows8(const std::int32_t* id, const float* w,
+                                         const std::int32_t* kept, int r0, int r1,
+                                         std::int32_t* ids, float* weights, std::uint32_t nnz,
+                                         std::uint32_t* offsets) noexcept {
+#if MOEROUTE_ROUTING_X86
+  if (routing_isa_in_use() == routing_isa::avx512)
+    return rk_avx512::write_rows8(id, w, kept, r0, r1, ids, weights, nnz, offsets);
+#endif
+  for (int r = r0; r < r1; ++r) {
+    for (int i = 0; i < kept[r]; ++i) {
+      ids[nnz + static_cast<std::uint32_t>(i)] = id[8 * r + i];
+      weights[nnz + static_cast<std::uint32_t>(i)] = w[8 * r + i];
+    }
+    nnz += static_cast<std::uint32_t>(kept[r]);
+    offsets[r] = nnz;
+  }
+  return nnz;
 }
 inline void routing_group_scores(const float* score, int groups, int per, float* gscore) noexcept {
   MOEROUTE_RK_DISPATCH(group_scores, score, groups, per, gscore)

@@ -540,6 +540,128 @@ MOEROUTE_RK_TARGET inline int scan_select_topk(const float* x, int E, int K, flo
   scan_select_topk_rows(x, 0, 1, E, K, val, id, &n, bad, masked);
   return n;
 }
+
+// 8 vectors of 16 lanes as a 16 x 8 block: rows_to_positions turns v[j] = rows 2j and 2j + 1
+// (8 values each, row-major) into v[q] = the q-th value of every row (lane r: row r), in three
+// stages that each exchange one bit of the vector index with one bit of the lane index between
+// pairs of vectors; positions_to_rows is the way back.
+#define MOEROUTE_RK_PAIRS(bit, ...)                                                 \
+  for (int j = 0; j < 8; ++j) {                                                     \
+    if (j & (bit)) continue;                                                        \
+    const vf x = v[j], y = v[j | (bit)];                                            \
+    constexpr int P[2][16] = __VA_ARGS__;                                           \
+    v[j] = __builtin_shufflevector(x, y, P[0][0], P[0][1], P[0][2], P[0][3], P[0][4], P[0][5], \
+                                   P[0][6], P[0][7], P[0][8], P[0][9], P[0][10], P[0][11],  \
+                                   P[0][12], P[0][13], P[0][14], P[0][15]);         \
+    v[j | (bit)] = __builtin_shufflevector(x, y, P[1][0], P[1][1], P[1][2], P[1][3], P[1][4], \
+                                           P[1][5], P[1][6], P[1][7], P[1][8], P[1][9],      \
+                                           P[1][10], P[1][11], P[1][12], P[1][13], P[1][14], \
+                                           P[1][15]);                               \
+  }
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline void rows_to_positions(vf* v) noexcept {
+  MOEROUTE_RK_PAIRS(1, {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}})
+  MOEROUTE_RK_PAIRS(2, {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}})
+  MOEROUTE_RK_PAIRS(4, {{0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27},
+                        {4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31}})
+}
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline void positions_to_rows(vf* v) noexcept {
+  MOEROUTE_RK_PAIRS(1, {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}})
+  MOEROUTE_RK_PAIRS(2, {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}})
+  MOEROUTE_RK_PAIRS(4, {{0, 2, 4, 6, 16, 18, 20, 22, 1, 3, 5, 7, 17, 19, 21, 23},
+                        {8, 10, 12, 14, 24, 26, 28, 30, 9, 11, 13, 15, 25, 27, 29, 31}})
+}
+#undef MOEROUTE_RK_PAIRS
+
+/// softmax_renorm_write8 for the rows r of a block of up to 16 whose bit is set in `rows`, all at
+/// once, lane r of each vector computing row r (val + 8 r: the row's 8 chosen logits in the
+/// top-K's order): the exps, the sum in index order, the division, the order check; with gate the
+/// shares' running sums in double in index order, the bounds, the kept count and the second
+/// renormalization; the scale and the finiteness check: per lane the same operations, so the
+/// same bits, as softmax_renorm_write8 on that row. Returns the rows done, with their weights x
+/// scale at w + 8 r and their kept count at kept[r]; the other rows are the generic steps' (the
+/// cases where softmax_renorm_write8 returns 0).
+MOEROUTE_RK_TARGET inline unsigned softmax_renorm_rows8(const float* val, unsigned rows, float scale,
+                                                        const routing_gate8* gate, float* w,
+                                                        std::int32_t* kept) noexcept {
+  typedef double vd __attribute__((vector_size(64)));
+  typedef std::int32_t vi8 __attribute__((vector_size(32)));
+  vf v[8];
+  for (int j = 0; j < 8; ++j) {  // rows outside the set read as 0 (their lanes are discarded)
+    const unsigned m = ((rows >> (2 * j)) & 1u ? 0xffu : 0u) | ((rows >> (2 * j + 1)) & 1u ? 0xff00u : 0u);
+    const __m512 x = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), val + 16 * j);
+    std::memcpy(&v[j], &x, sizeof x);
+  }
+  rows_to_positions(v);
+  vi ok = vi{} - 1;
+  vf k[8];
+  for (int q = 0; q < 8; ++q) k[q] = exp_nonpos(v[q] - v[0]);
+  for (int q = 0; q < 7; ++q) ok &= (k[q] > k[q + 1]) | (v[q] == v[q + 1]);
+  const vf s = ((((((k[0] + k[1]) + k[2]) + k[3]) + k[4]) + k[5]) + k[6]) + k[7];
+  ok &= s > 0.0f;
+  for (int q = 0; q < 8; ++q) k[q] = k[q] / s;  // the weights from here on
+  vi n = vi{} + 8;
+  if (gate) {
+    // lanes 0-7 and 8-15 in double; comparisons of the two halves joined back into 16 lanes
+#define MOEROUTE_RK_JOIN(lo, hi)                                                         \
+  __builtin_shufflevector(__builtin_convertvector(lo, vi8), __builtin_convertvector(hi, vi8), 0, 1, \
+                          2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    vd c[8][2], total[2] = {vd{}, vd{}};
+    for (int q = 0; q < 8; ++q) {
+      const v8 l8 = __builtin_shufflevector(k[q], k[q], 0, 1, 2, 3, 4, 5, 6, 7);
+      const v8 h8 = __builtin_shufflevector(k[q], k[q], 8, 9, 10, 11, 12, 13, 14, 15);
+      c[q][0] = total[0] += __builtin_convertvector(l8, vd);
+      c[q][1] = total[1] += __builtin_convertvector(h8, vd);
+    }
+    vd hi[2], lo[2];
+    for (int h = 0; h < 2; ++h) {
+      const vd pt = gate->cum_prob * total[h];
+      hi[h] = pt * (1.0 + 0x1p-50);
+      lo[h] = pt * (1.0 - 0x1p-50);
+    }
+    ok &= MOEROUTE_RK_JOIN(total[0] > 0.0, total[1] > 0.0);
+    vi reached[8];
+    for (int q = 0; q < 8; ++q) {
+      reached[q] = MOEROUTE_RK_JOIN(c[q][0] >= hi[0], c[q][1] >= hi[1]);
+      ok &= ~MOEROUTE_RK_JOIN((c[q][0] > lo[0]) & (c[q][0] < hi[0]), (c[q][1] > lo[1]) & (c[q][1] < hi[1]));
+    }
+#undef MOEROUTE_RK_JOIN
+    for (int q = 7; q >= gate->min_k - 1; --q) n = reached[q] ? vi{} + (q + 1) : n;
+    n = n < gate->max_k ? n : vi{} + gate->max_k;
+    vf s2 = {};
+    for (int q = 0; q < 8; ++q) s2 += q < n ? k[q] : vf{};
+    const vi cut = n < 8;
+    for (int q = 0; q < 8; ++q) k[q] = cut ? k[q] / s2 : k[q];
+  }
+  const vf lim = splat(std::numeric_limits<float>::max());
+  for (int q = 0; q < 8; ++q) {
+    k[q] = k[q] * scale;
+    ok &= ~(q < n) | ((k[q] <= lim) & (k[q] >= -lim));
+  }
+  positions_to_rows(k);
+  for (int j = 0; j < 8; ++j) store(w + 16 * j, k[j]);
+  std::memcpy(kept, &n, sizeof n);
+  return bits(ok) & rows;
+}
+
+/// Rows [r0, r1) of a block whose softmax_renorm_rows8 is done: row r's first kept[r] of id + 8 r
+/// and w + 8 r to ids + nnz and weights + nnz, nnz advanced and stored at offsets[r]. Returns nnz.
+MOEROUTE_RK_TARGET inline std::uint32_t write_rows8(const std::int32_t* id, const float* w,
+                                                    const std::int32_t* kept, int r0, int r1,
+                                                    std::int32_t* ids, float* weights,
+                                                    std::uint32_t nnz, std::uint32_t* offsets) noexcept {
+  for (int r = r0; r < r1; ++r) {
+    const auto m = static_cast<__mmask8>((1u << kept[r]) - 1u);
+    _mm256_mask_storeu_epi32(ids + nnz, m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(id + 8 * r)));
+    _mm256_mask_storeu_ps(weights + nnz, m, _mm256_loadu_ps(w + 8 * r));
+    nnz += static_cast<std::uint32_t>(kept[r]);
+    offsets[r] = nnz;
+  }
+  return nnz;
+}
 #else
 /// Top-K of score[0, E) (see routing_topk::select_fast for the idea):
 ///  1. the maxima of G >= 2K disjoint groups (lane l of vectors v = b mod B); thr = the K-th

@@ -159,12 +159,32 @@ class router {
         constexpr int B = detail::routing_topk_rows_max;
         auto* bval = reinterpret_cast<float*>(base + L.bval);
         auto* bid = reinterpret_cast<std::int32_t*>(base + L.bid);
+        // K = 8 softmax + renorm: the rows' remaining steps for the whole block at once where the
+        // path has them (routing_softmax_renorm_rows8); the rows it leaves take route_row
+        const bool rows8 = tail8 && K_ == 8 && params_.renorm && !stats;
+        const detail::routing_gate8 g8 = gate8();
+        alignas(64) float w8[B * 8];
+        alignas(64) std::int32_t kept8[B];
         for (std::size_t t0 = 0; t0 < x.rows; t0 += B) {
           const int rows = x.rows - t0 < static_cast<std::size_t>(B) ? static_cast<int>(x.rows - t0) : B;
           int n[B], bad[B], masked[B];
           detail::routing_scan_select_topk_rows(x.row(t0), x.row_stride, rows, E_, K_, bval, bid, n,
                                                 bad, masked);
+          unsigned done = 0;
+          if (rows8 && rows >= rows8_min) {
+            unsigned full = 0;  // rows with their 8 chosen (no NaN / +inf, 8 choosable)
+            for (int r = 0; r < rows; ++r) full |= static_cast<unsigned>(n[r] == 8) << r;
+            done = detail::routing_softmax_renorm_rows8(bval, full, params_.scale,
+                                                        gated8 ? &g8 : nullptr, w8, kept8);
+          }
           for (int r = 0; r < rows; ++r) {
+            if ((done >> r) & 1u) {  // the run of done rows from r
+              const int end = r + __builtin_ctz(~(done >> r));
+              nnz = detail::routing_write_rows8(bid, w8, kept8, r, end, out.ids, out.weights, nnz,
+                                                out.offsets + t0 + 1);
+              r = end - 1;
+              continue;
+            }
             const std::size_t t = t0 + static_cast<std::size_t>(r);
             const row_topk pre{n[r], bad[r], masked[r]};
             const status st = route_row(x.row(t), key, sel, bval + r * K_, bid + r * K_, selws,
@@ -249,6 +269,19 @@ class router {
   // kernel call where it applies (routing_sigmoid_grouped_topk)
   static constexpr bool fused_grouped = std::is_same_v<Scoring, sigmoid_scoring> &&
                                         std::is_same_v<Selection, grouped_topk_selection>;
+  // softmax + renorm at K = 8 with no gating or zero-gating: the kernels' K = 8 tail
+  // (routing_softmax_renorm_write8 and its rows-at-once form)
+  static constexpr bool gated8 = std::is_same_v<Gating, cumulative_gating>;
+  static constexpr bool tail8 = std::is_same_v<Scoring, softmax_scoring> &&
+                                (std::is_same_v<Gating, no_gating> || gated8);
+  // fewer rows than this take the one-row tail (the block's cost does not depend on its rows)
+  static constexpr int rows8_min = 4;
+  detail::routing_gate8 gate8() const noexcept {
+    if constexpr (gated8)  // max_k validated: <= K
+      return {gating_.cum_prob, gating_.min_k, gating_.max_k == 0 ? 8 : gating_.max_k};
+    else
+      return {};
+  }
   // a row's top-K by logit and scan, done ahead (routing_scan_select_topk's results)
   struct row_topk {
     int chosen, bad, masked;
@@ -330,15 +363,10 @@ class router {
           // K = 8 with renorm, no gating or zero-gating: the exps, the sum, the division, the
           // kept count, the scale and the writes in registers when the chosen need no reordering
           // (nearly always; it has written topv either way); else the steps below
-          constexpr bool cum = std::is_same_v<Gating, cumulative_gating>;
-          if ((std::is_same_v<Gating, no_gating> || cum) && K_ == 8 && params_.renorm && !stats) {
-            detail::routing_gate8 g8{};
-            if constexpr (cum) {
-              const int mk = gating_.max_k == 0 ? 8 : gating_.max_k;  // validated: <= K
-              g8 = {gating_.cum_prob, gating_.min_k, mk};
-            }
+          if (tail8 && K_ == 8 && params_.renorm && !stats) {
+            const detail::routing_gate8 g8 = gate8();
             const int wrote = detail::routing_softmax_renorm_write8(x, topid, m, params_.scale,
-                                                                    cum ? &g8 : nullptr, topv, ids, w);
+                                                                    gated8 ? &g8 : nullptr, topv, ids, w);
             if (wrote) return status{0, row, wrote, ""};
           } else {
             detail::routing_exp_chosen(x, topid, K_, m, topv);
