@@ -211,7 +211,8 @@ class router {
       const float* bias = params_.bias.empty() ? nullptr : params_.bias.data();
       for (std::size_t t0 = 0; t0 < x.rows; t0 += 2) {
         const int rows = x.rows - t0 < 2 ? 1 : 2;
-        const float* xs[2] = {load_row(x.row(t0), xbuf[0]), load_row(x.row(t0 + static_cast<std::size_t>(rows - 1)), xbuf[1])};
+        const float* x0 = load_row(x.row(t0), xbuf[0]);
+        const float* xs[2] = {x0, rows == 2 ? load_row(x.row(t0 + 1), xbuf[1]) : x0};
         int n[2];
         detail::routing_sigmoid_grouped_topk(xs, rows, bias, E_, K_, selection_.groups,
                                              selection_.topk_groups, keys, sels, vals, tids, n);
