@@ -50,12 +50,32 @@ MOEROUTE_RK_TARGET inline unsigned bits(vi m) noexcept {
 template <class V>
 MOEROUTE_RK_TARGET __attribute__((always_inline)) inline V exp_nonpos_n(V x) noexcept {
   using VI = decltype(x < x);
-  const V lo = V{} + -104.0f;
-  x = x < lo ? lo : x;
-  const V magic = V{} + 12582912.0f;
-  V t = x * 1.44269504088896341f;
-  MOEROUTE_RK_KEEP(t);
-  const V n = (t + magic) - magic;
+  V t = x;
+  V n;
+  // the clamp to -104 (a NaN stays NaN) and n = (t + 1.5 * 2^23) - 1.5 * 2^23, the nearest
+  // integer to t for |t| < 2^22 (here -151 < t <= 0), in one instruction each; -0 for +0 only
+  // where t is in (-0.5, 0], which leaves every product with n, and so the result, unchanged
+  if constexpr (sizeof(V) == 64) {
+    __m512 u;
+    std::memcpy(&u, &x, sizeof u);
+    u = _mm512_maskz_max_ps(0xffff, _mm512_set1_ps(-104.0f), u);  // maskz: GCC bug 105593
+    std::memcpy(&x, &u, sizeof x);
+    t = x * 1.44269504088896341f;
+    MOEROUTE_RK_KEEP(t);
+    std::memcpy(&u, &t, sizeof u);
+    u = _mm512_maskz_roundscale_ps(0xffff, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    std::memcpy(&n, &u, sizeof n);
+  } else {
+    __m256 u;
+    std::memcpy(&u, &x, sizeof u);
+    u = _mm256_max_ps(_mm256_set1_ps(-104.0f), u);
+    std::memcpy(&x, &u, sizeof x);
+    t = x * 1.44269504088896341f;
+    MOEROUTE_RK_KEEP(t);
+    std::memcpy(&u, &t, sizeof u);
+    u = _mm256_round_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    std::memcpy(&n, &u, sizeof n);
+  }
   t = n * 0.693359375f;
   MOEROUTE_RK_KEEP(t);
   V r = x - t;
@@ -111,7 +131,12 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline vf exp_nonpos(vf x) noe
 
 MOEROUTE_RK_TARGET inline vf sigmoid(vf v) noexcept {
   const vf zero = splat(0.0f), one = splat(1.0f);
-  const vf t = exp_nonpos(v >= zero ? -v : v);
+  vi a;  // -|v| (v >= 0 ? -v : v) as v with its sign bit set: the same value, +0 and -0 included
+  std::memcpy(&a, &v, sizeof a);
+  a |= std::numeric_limits<std::int32_t>::min();
+  vf nabs;
+  std::memcpy(&nabs, &a, sizeof nabs);
+  const vf t = exp_nonpos(nabs);
   return (v >= zero ? one : t) / (one + t);
 }
 
