@@ -3,6 +3,7 @@
 // with a scalar fallback. Only used inside moeroute's hot loops; every lane computes exactly what
 // the scalar path would, so results do not depend on which path ran.
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
@@ -49,9 +50,19 @@ inline float vf4_hmin(vf4 v) noexcept {
 #define MOEROUTE_FP_KEEP(v) __asm__("" : "+m"(v))
 #endif
 
+/// a * b + c rounded once in every lane (IEEE fused multiply-add): an FMA instruction where the
+/// target has one (ARMv8, x86 built with FMA), the C library's correctly rounded fmaf elsewhere;
+/// the same bits either way, and the same as the AVX paths' FMA instructions.
+inline vf4 vf4_fma(vf4 a, vf4 b, vf4 c) noexcept {
+  vf4 r;
+  for (int i = 0; i < 4; ++i) r[i] = std::fma(a[i], b[i], c[i]);
+  return r;
+}
+
 /// exp(x) lane-wise for x <= 0 (and -inf): relative error below 2e-7 on [-87, 0], smooth
 /// underflow through the subnormals, exp(-inf) == 0. Cephes-style: n = round(x / ln 2), r = x - n
-/// ln 2 in two parts, a degree-5 polynomial, 2^n in two halves. No FMA contraction (see
+/// ln 2 in two parts, a degree-5 polynomial, 2^n in two halves. The reduction and the polynomial
+/// are fused multiply-adds (vf4_fma) and every other product is kept out of one (see
 /// MOEROUTE_FP_KEEP): the AVX paths of routing/kernels_x86.inl run the same operations.
 inline vf4 vf4_exp_nonpos(vf4 x) noexcept {
   const vf4 lo = vf4_splat(-104.0f);
@@ -60,24 +71,16 @@ inline vf4 vf4_exp_nonpos(vf4 x) noexcept {
   vf4 t = x * vf4_splat(1.44269504088896341f);
   MOEROUTE_FP_KEEP(t);
   const vf4 n = (t + magic) - magic;
-  t = n * vf4_splat(0.693359375f);
-  MOEROUTE_FP_KEEP(t);
-  vf4 r = x - t;
-  t = n * vf4_splat(-2.12194440e-4f);
-  MOEROUTE_FP_KEEP(t);
-  r = r - t;
+  const vf4 m = -n;
+  vf4 r = vf4_fma(m, vf4_splat(0.693359375f), x);
+  r = vf4_fma(m, vf4_splat(-2.12194440e-4f), r);
   vf4 p = vf4_splat(1.9875691500e-4f);
   for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                        5.0000001201e-1f}) {
-    p = p * r;
-    MOEROUTE_FP_KEEP(p);
-    p = p + vf4_splat(c);
-  }
+                        5.0000001201e-1f})
+    p = vf4_fma(p, r, vf4_splat(c));
   p = p * r;
   MOEROUTE_FP_KEEP(p);
-  p = p * r;
-  MOEROUTE_FP_KEEP(p);
-  p = (p + r) + vf4_splat(1.0f);
+  p = vf4_fma(p, r, r) + vf4_splat(1.0f);
   const vi4 ni = __builtin_convertvector(n, vi4);
   const vi4 n1 = ni >> 1;  // both halves stay in the normal exponent range
   const vi4 n2 = ni - n1;

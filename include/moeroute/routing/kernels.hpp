@@ -22,6 +22,7 @@
 // operations of vf4_exp_nonpos, softmax sums keep element e in partial sum e % 8 in element
 // order, and selections are exact.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -44,16 +45,18 @@ inline float routing_exp_nonpos(float x) noexcept {
   return vf4_exp_nonpos(vf4_splat(x))[0];
 #else
   x = x < -104.0f ? -104.0f : x;
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  volatile float t = x * 1.44269504088896341f;  // rounded before the add, as on the vector paths
+  const float n = (t + 12582912.0f) - 12582912.0f;
+  float r = std::fma(-n, 0.693359375f, x);
+  r = std::fma(-n, -2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  volatile float pr = p * r;
+  p = std::fma(pr, r, r) + 1.0f;
   const std::int32_t ni = static_cast<std::int32_t>(n);
   const std::int32_t n1 = ni >> 1;
   const std::int32_t n2 = ni - n1;
