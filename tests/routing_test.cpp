@@ -1211,6 +1211,16 @@ TEST(RouterBatch, GroupedSigmoidOverWholeVectorGroupsMatchesTheReferenceOnEveryP
       x[static_cast<std::size_t>(4 * sh.E + 5)] = ninf;
       for (int e = 1; e < sh.E; e += 2)  // equal weights in pairs: their order goes by id
         x[static_cast<std::size_t>(5 * sh.E + e)] = x[static_cast<std::size_t>(5 * sh.E + e - 1)];
+      {  // row 6: group 0 kept for one large score, its second-largest far below the other kept
+         // groups' scores (a threshold from the kept groups' top two would take them all)
+        const int per = sh.E / sh.G;
+        std::uniform_real_distribution<float> hi(0.0f, 2.0f);
+        for (int e = 0; e < sh.E; ++e) {
+          const int g = e / per;
+          x[static_cast<std::size_t>(6 * sh.E + e)] =
+              g == 0 ? (e == 3 ? 4.0f : -3.0f - 0.001f * static_cast<float>(e)) : g < sh.TG ? hi(rng) : -2.5f;
+        }
+      }
       SCOPED_TRACE("E " + std::to_string(sh.E) + " groups " + std::to_string(sh.G) + " K " +
                    std::to_string(sh.K) + " variant " + std::to_string(variant));
       expect_matches_reference(x, T, sh.E, c);

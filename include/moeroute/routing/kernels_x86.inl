@@ -890,6 +890,53 @@ MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int 
 /// Writes val[r] = the chosen's keys (their weights before renormalization) and id[r], in that
 /// order, and n[r] = K; n[r] = 0 where nothing was chosen (a NaN or inf logit, more than 16
 /// candidates): the router's general steps then route that row.
+/// topk16's threshold over the kept groups' vectors of sel: the K-th largest column maximum.
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 kept_column_threshold(
+    const float* sel, unsigned kept, int per, int vpg, int K) noexcept {
+  __m512 c0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), c1 = c0;
+  for (unsigned kg = kept; kg; kg &= kg - 1) {
+    const float* s = sel + __builtin_ctz(kg) * per;
+    for (int v = 0; v < vpg; ++v) {
+      const __m512 a = _mm512_loadu_ps(s + 16 * v);
+      if (v & 1)
+        c1 = _mm512_maskz_max_ps(0xffff, c1, a);
+      else
+        c0 = _mm512_maskz_max_ps(0xffff, c0, a);
+    }
+  }
+  return kth_largest(_mm512_maskz_max_ps(0xffff, c0, c1), K);
+}
+
+/// The candidates of the kept groups' vectors, sel >= thr, in ascending id order: their ids,
+/// sel and key compressed out of each vector and appended in registers (expanded into lanes
+/// [m, m + p); lanes past the candidates: id 0, sel -inf, key 0). Returns their count (only the
+/// first 16 are kept).
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline int kept_candidates(
+    const float* sel, const float* key, unsigned kept, int per, int vpg, __m512 thr, __m512i& ci,
+    __m512& cs, __m512& ck) noexcept {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  ci = _mm512_setzero_si512();
+  cs = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  ck = _mm512_setzero_ps();
+  int m = 0;
+  for (unsigned kg = kept; kg; kg &= kg - 1) {
+    const int b = __builtin_ctz(kg) * per;
+    for (int v = 0; v < vpg; ++v) {
+      const int e = b + 16 * v;
+      const __m512 sv = _mm512_loadu_ps(sel + e);
+      const __mmask16 k = _mm512_cmp_ps_mask(sv, thr, _CMP_GE_OQ);
+      const int p = __builtin_popcount(k), m0 = m < 16 ? m : 16;
+      const int end = m + p < 16 ? m + p : 16;
+      const __mmask16 to = static_cast<__mmask16>(((1u << end) - 1) & ~((1u << m0) - 1));
+      ci = _mm512_mask_expand_epi32(ci, to, _mm512_maskz_compress_epi32(k, _mm512_add_epi32(_mm512_set1_epi32(e), iota)));
+      cs = _mm512_mask_expand_ps(cs, to, _mm512_maskz_compress_ps(k, sv));
+      ck = _mm512_mask_expand_ps(ck, to, _mm512_maskz_compress_ps(k, _mm512_loadu_ps(key + e)));
+      m += p;
+    }
+  }
+  return m;
+}
+
 template <int G, int R>  // G: groups when a power of two (the group scores all at once), else 0
 MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, const float* bias,
                                                       int E, int K, int groups, int topk_groups,
@@ -899,7 +946,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   constexpr std::size_t NR = static_cast<std::size_t>(R), NG = static_cast<std::size_t>(G > 0 ? G : 1);
   const int nv = E / 16, per = E / groups, vpg = per / 16;
-  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const bool quick = G > 0 && 2 * topk_groups >= K;  // the threshold from the groups' top two
   // 1. scores and selection scores
   __mmask16 special[NR];
   for (int r = 0; r < R; ++r) special[r] = 0;
@@ -915,7 +962,8 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
     }
   // 2. lane-wise top-2 of each group (A >= B), then the group scores in lanes (lanes past the
   // groups: -inf, below every group) and the kept groups
-  __m512 gs[NR];
+  __m512 gs[NR], second[NR];  // second: lane g, group g's second-largest (G > 0)
+  for (int r = 0; r < R; ++r) second[r] = _mm512_set1_ps(ninf);
   if constexpr (G > 0) {
     __m512 A[NR][NG], B[NR][NG];
     for (int g = 0; g < G; ++g)
@@ -961,6 +1009,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       const __m512 lim = _mm512_mask_mov_ps(sum, _mm512_cmp_ps_mask(sum, _mm512_set1_ps(ninf), _CMP_EQ_OQ),
                                             _mm512_set1_ps(-std::numeric_limits<float>::max()));
       gs[r] = _mm512_mask_mov_ps(_mm512_set1_ps(ninf), static_cast<__mmask16>((1u << G) - 1), lim);
+      second[r] = B[r][0];
     }
   } else {
     const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -972,60 +1021,40 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   }
   __m512i grank[NR];
   for (int r = 0; r < R; ++r) grank[r] = lane_ranks(gs[r], groups);
-  // 3. the kept groups' column maxima and the threshold
+  // 3. the kept groups, the threshold and the candidates
   unsigned kept[NR];
   __m512 thr[NR];
   for (int r = 0; r < R; ++r) {
     kept[r] = _mm512_cmplt_epi32_mask(grank[r], _mm512_set1_epi32(topk_groups)) & ((1u << groups) - 1);
-    __m512 c0 = _mm512_set1_ps(ninf), c1 = c0;
-    for (unsigned kg = kept[r]; kg; kg &= kg - 1) {
-      const float* s = sel[r] + __builtin_ctz(kg) * per;
-      for (int v = 0; v < vpg; ++v) {
-        const __m512 a = _mm512_loadu_ps(s + 16 * v);
-        if (v & 1)
-          c1 = _mm512_maskz_max_ps(0xffff, c1, a);
-        else
-          c0 = _mm512_maskz_max_ps(0xffff, c0, a);
-      }
+    if (quick) {
+      // the smallest second-largest of a kept group: the kept groups' top two are 2 topk_groups
+      // >= K scores at or above it, so it bounds the K-th largest from below; one reduction
+      __m512 t = _mm512_mask_mov_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()),
+                                    static_cast<__mmask16>(kept[r]), second[r]);
+      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
+      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
+      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
+      thr[r] = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
+    } else {
+      thr[r] = kept_column_threshold(sel[r], kept[r], per, vpg, K);
     }
-    thr[r] = kth_largest(_mm512_maskz_max_ps(0xffff, c0, c1), K);
   }
-  // the candidates' ids appended in registers (compress, then expand into lanes [m, m + p))
   __m512i ci[NR];
+  __m512 cs[NR], ck[NR];
   int m[NR];
   for (int r = 0; r < R; ++r) {
-    ci[r] = _mm512_setzero_si512();
-    m[r] = 0;
-    for (unsigned kg = kept[r]; kg; kg &= kg - 1) {
-      const int b = __builtin_ctz(kg) * per;
-      for (int v = 0; v < vpg; ++v) {
-        const __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(sel[r] + b + 16 * v), thr[r], _CMP_GE_OQ);
-        const int p = __builtin_popcount(k), m0 = m[r] < 16 ? m[r] : 16;
-        const int end = m[r] + p < 16 ? m[r] + p : 16;
-        const __mmask16 to = static_cast<__mmask16>(((1u << end) - 1) & ~((1u << m0) - 1));
-        const __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(b + 16 * v), iota);
-        ci[r] = _mm512_mask_expand_epi32(ci[r], to, _mm512_maskz_compress_epi32(k, ids));
-        m[r] += p;
-      }
-    }
+    m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg, thr[r], ci[r], cs[r], ck[r]);
+    if (m[r] > 16 && quick)  // a few rows: topk16's tighter threshold
+      m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg,
+                             kept_column_threshold(sel[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
   }
   // ranks by sel (lanes past m: -inf, after every candidate), then 4. the chosen side by side
   // (ids still ascending) ranked by key, written in that order
   for (int r = 0; r < R; ++r) {
     n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K columns reach the threshold
     if (!n[r]) continue;
-    const __mmask16 live = static_cast<__mmask16>((1u << m[r]) - 1);
-#if defined(__GNUC__) && !defined(__clang__)  // GCC's unoptimized gather macro hands the mask on as short
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-conversion"
-#endif
-    const __m512 cs = _mm512_mask_i32gather_ps(_mm512_set1_ps(ninf), live, ci[r], sel[r], 4);
-    const __m512 ck = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, ci[r], key[r], 4);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-    const __mmask16 chosen = _mm512_cmplt_epi32_mask(lane_ranks(cs, 16), _mm512_set1_epi32(K));
-    const __m512 wk = _mm512_mask_compress_ps(_mm512_set1_ps(ninf), chosen, ck);
+    const __mmask16 chosen = _mm512_cmplt_epi32_mask(lane_ranks(cs[r], 16), _mm512_set1_epi32(K));
+    const __m512 wk = _mm512_mask_compress_ps(_mm512_set1_ps(ninf), chosen, ck[r]);
     const __m512i wi = _mm512_maskz_compress_epi32(chosen, ci[r]);
     const __m512i wrank = lane_ranks(wk, K);  // over the K chosen
     alignas(64) float fk[16];
