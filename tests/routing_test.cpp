@@ -216,6 +216,37 @@ TEST(Router, NaNAndInfinityAreRejectedNamingTheRow) {
   }
 }
 
+// A finite weight times a finite scale past the float range is bad input naming the row and the
+// expert of the first such entry (the largest weight: weights come in descending order); rows
+// before it are written. K = 1 .. 6 covers the 4-wide check and the one-at-a-time tail.
+TEST(Router, WeightTimesScaleOverflowNamesTheRowAndTheExpert) {
+  const int E = 8;
+  // sqrt-softplus without renormalization: weight ~ sqrt(x); expert 6 of row 1 gives ~7e8, times
+  // 1e30 past FLT_MAX; every other weight stays below 10, times 1e30 finite
+  std::vector<float> x(2 * E);
+  for (int e = 0; e < 2 * E; ++e) x[static_cast<std::size_t>(e)] = static_cast<float>(e % E);
+  x[E + 6] = 5e17f;
+  for (int K = 1; K <= 6; ++K) {
+    router<sqrt_softplus_scoring> r(E, K, router_params(false, 1e30f));
+    std::vector<std::uint32_t> off(3);
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(2 * K));
+    std::vector<float> w(static_cast<std::size_t>(2 * K));
+    std::vector<unsigned char> ws(r.workspace_size());
+    const auto st = r.try_route(logits_view<float>(x.data(), 2, E),
+                                {off.data(), ids.data(), w.data(), ids.size()}, ws.data());
+    EXPECT_FALSE(st.ok()) << "K " << K;
+    EXPECT_EQ(st.code, static_cast<int>(errc::bad_input)) << "K " << K;
+    EXPECT_EQ(st.row, 1) << "K " << K;
+    EXPECT_EQ(st.column, 6) << "K " << K;
+    EXPECT_EQ(off[1], static_cast<std::uint32_t>(K)) << "K " << K;  // row 0 routed
+    for (int i = 0; i < K; ++i) {
+      EXPECT_EQ(ids[static_cast<std::size_t>(i)], E - 1 - i) << "K " << K;  // row 0: 7, 6, ...
+      const double want = std::sqrt(std::log1p(std::exp(static_cast<double>(E - 1 - i)))) * 1e30;
+      EXPECT_NEAR(w[static_cast<std::size_t>(i)], want, 1e-5 * want) << "K " << K;
+    }
+  }
+}
+
 TEST(Router, KEqualsE) {
   std::mt19937 rng(8);
   auto x = random_logits(rng, 10, 12);

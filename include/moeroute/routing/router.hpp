@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -425,12 +426,30 @@ class router {
     if (params_.renorm) normalize(topv, K_);
     const int kept = gating_.keep(topv, K_);
     if (params_.renorm && kept < K_) normalize(topv, kept);
-    for (int i = 0; i < kept; ++i) {
-      ids[i] = topid[i];
-      w[i] = topv[i] * params_.scale;
-      if (!std::isfinite(w[i]))  // a finite score times a finite scale past the float range
-        return status::failure(errc::bad_input, row, topid[i], "weight x scale overflows float");
+    // the weights x scale, then one check that they are finite (a finite score times a finite
+    // scale past the float range: the first such entry is reported)
+    std::memcpy(ids, topid, sizeof(std::int32_t) * static_cast<std::size_t>(kept));
+    const float lim = std::numeric_limits<float>::max();
+    bool finite = true;
+    int i = 0;
+#if MOEROUTE_VECTOR_EXT
+    const detail::vf4 sv = detail::vf4_splat(params_.scale), lv = detail::vf4_splat(lim);
+    detail::vi4 ok = {-1, -1, -1, -1};
+    for (; i + 4 <= kept; i += 4) {
+      const detail::vf4 v = detail::vf4_load(topv + i) * sv;
+      detail::vf4_store(w + i, v);
+      ok &= (v <= lv) & (v >= -lv);
     }
+    finite = (ok[0] & ok[1] & ok[2] & ok[3]) != 0;
+#endif
+    for (; i < kept; ++i) {
+      w[i] = topv[i] * params_.scale;
+      finite = finite && w[i] <= lim && w[i] >= -lim;
+    }
+    if (!finite)
+      for (i = 0; i < kept; ++i)
+        if (!(w[i] <= lim && w[i] >= -lim))
+          return status::failure(errc::bad_input, row, topid[i], "weight x scale overflows float");
     if (stats) fill_stats(key, norm, x, topid, kept, stats);
     return status{0, row, kept, ""};
   }
