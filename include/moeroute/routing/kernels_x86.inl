@@ -875,21 +875,6 @@ MOEROUTE_RK_TARGET inline void group_scores(const float* score, int groups, int 
 }
 
 #if MOEROUTE_RK_W == 16
-/// Sigmoid scoring, selection bias and the grouped top-K (grouped_topk_selection) of R rows (1 or
-/// 2) in one call, in lockstep so that one row's dependent steps overlap the other's, for rows of
-/// finite logits whose groups are whole vectors (per = E / groups a multiple of 16, groups <= 16,
-/// K <= 16, E <= 1024). Per row r (logits x[r]; its own key[r], sel[r] of E floats):
-///  1. key = sigmoid(x) and sel = key + bias (no bias: sel = key), both stored;
-///  2. the group scores (the sum of the two largest sel), one lane per group; a group is kept when
-///     fewer than topk_groups groups beat it (greater, or equal with a lower index);
-///  3. over the kept groups' vectors: topk16's threshold (the K-th largest column maximum), the
-///     candidates' ids (sel >= threshold, ascending) appended in registers, their sel and key
-///     gathered; a candidate is chosen when fewer than K candidates beat it by sel (greater, or
-///     equal with a lower id: an earlier lane);
-///  4. the chosen in the router's output order: by key, ties to the lower id.
-/// Writes val[r] = the chosen's keys (their weights before renormalization) and id[r], in that
-/// order, and n[r] = K; n[r] = 0 where nothing was chosen (a NaN or inf logit, more than 16
-/// candidates): the router's general steps then route that row.
 /// topk16's threshold over the kept groups' vectors of sel: the K-th largest column maximum.
 MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 kept_column_threshold(
     const float* sel, unsigned kept, int per, int vpg, int K) noexcept {
@@ -937,6 +922,25 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline int kept_candidates(
   return m;
 }
 
+/// Sigmoid scoring, selection bias and the grouped top-K (grouped_topk_selection) of R rows (1 or
+/// 2) in one call, in lockstep so that one row's dependent steps overlap the other's, for rows of
+/// finite logits whose groups are whole vectors (per = E / groups a multiple of 16, groups <= 16,
+/// K <= 16, E <= 1024). Per row r (logits x[r]; its own key[r], sel[r] of E floats):
+///  1. key = sigmoid(x) and sel = key + bias (no bias: sel = key), both stored;
+///  2. the group scores (the sum of the two largest sel), one lane per group; a group is kept when
+///     fewer than topk_groups groups beat it (greater, or equal with a lower index);
+///  3. a threshold at or below the K-th largest sel of the kept groups: where the group scores
+///     come all at once and 2 topk_groups >= K, the smallest second-largest of a kept group (the
+///     kept groups' top two are 2 topk_groups >= K scores at or above it); otherwise, and again
+///     for a row that leaves more than 16 candidates with it, topk16's threshold over the kept
+///     groups' vectors (the K-th largest column maximum);
+///  4. the candidates (sel >= threshold, ascending ids) with their sel and key, appended in
+///     registers; a candidate is chosen when fewer than K candidates beat it by sel (greater, or
+///     equal with a lower id: an earlier lane);
+///  5. the chosen in the router's output order: by key, ties to the lower id.
+/// Writes val[r] = the chosen's keys (their weights before renormalization) and id[r], in that
+/// order, and n[r] = K; n[r] = 0 where nothing was chosen (a NaN or inf logit, more than 16
+/// candidates): the router's general steps then route that row.
 template <int G, int R>  // G: groups when a power of two (the group scores all at once), else 0
 MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, const float* bias,
                                                       int E, int K, int groups, int topk_groups,
@@ -1048,7 +1052,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg,
                              kept_column_threshold(sel[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
   }
-  // ranks by sel (lanes past m: -inf, after every candidate), then 4. the chosen side by side
+  // ranks by sel (lanes past m: -inf, after every candidate), then 5. the chosen side by side
   // (ids still ascending) ranked by key, written in that order
   for (int r = 0; r < R; ++r) {
     n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K columns reach the threshold
