@@ -84,7 +84,14 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline V exp_nonpos_n(V x) noe
     t = x * 1.44269504088896341f;
     MOEROUTE_RK_KEEP(t);
     std::memcpy(&u, &t, sizeof u);
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's unoptimized macro hands the mask on as short
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#endif
     u = _mm512_maskz_roundscale_ps(0xffff, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
     std::memcpy(&n, &u, sizeof n);
   } else {
     __m256 u;
