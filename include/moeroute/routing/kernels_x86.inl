@@ -956,7 +956,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
                                                       int* n) noexcept {
   constexpr float ninf = -std::numeric_limits<float>::infinity();
   constexpr std::size_t NR = static_cast<std::size_t>(R), NG = static_cast<std::size_t>(G > 0 ? G : 1);
-  const int nv = E / 16, per = E / groups, vpg = per / 16;
+  const int nv = E / 16, per = E / (G > 0 ? G : groups), vpg = per / 16;  // G > 0: G == groups
   const bool quick = G > 0 && 2 * topk_groups >= K;  // the threshold from the groups' top two
   // 1. scores and selection scores
   __mmask16 special[NR];
@@ -1085,7 +1085,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk(const float* const* x, int r
                                                     float* const* key, float* const* sel,
                                                     float* const* val, std::int32_t* const* id,
                                                     int* n) noexcept {
-  if (K > 16 || groups > 16 || E > 1024 || E % groups != 0 || (E / groups) % 16 != 0) {
+  if (K > 16 || groups > 16 || E > 1024 || E % (16 * groups) != 0) {  // groups of whole vectors
     for (int r = 0; r < rows; ++r) n[r] = 0;
     return;
   }

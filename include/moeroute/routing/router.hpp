@@ -428,7 +428,6 @@ class router {
     if (params_.renorm && kept < K_) normalize(topv, kept);
     // the weights x scale, then one check that they are finite (a finite score times a finite
     // scale past the float range: the first such entry is reported)
-    std::memcpy(ids, topid, sizeof(std::int32_t) * static_cast<std::size_t>(kept));
     const float lim = std::numeric_limits<float>::max();
     bool finite = true;
     int i = 0;
@@ -437,12 +436,14 @@ class router {
     detail::vi4 ok = {-1, -1, -1, -1};
     for (; i + 4 <= kept; i += 4) {
       const detail::vf4 v = detail::vf4_load(topv + i) * sv;
+      std::memcpy(ids + i, topid + i, 4 * sizeof(std::int32_t));
       detail::vf4_store(w + i, v);
       ok &= (v <= lv) & (v >= -lv);
     }
     finite = (ok[0] & ok[1] & ok[2] & ok[3]) != 0;
 #endif
     for (; i < kept; ++i) {
+      ids[i] = topid[i];
       w[i] = topv[i] * params_.scale;
       finite = finite && w[i] <= lim && w[i] >= -lim;
     }
