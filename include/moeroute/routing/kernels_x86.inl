@@ -367,6 +367,22 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512i lane_ranks(__m5
   return rank;
 }
 
+/// max(a, b) (Max) or min(a, b), lane-wise.
+template <bool Max>
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 max_or_min(__m512 a, __m512 b) noexcept {
+  return Max ? _mm512_maskz_max_ps(0xffff, a, b) : _mm512_maskz_min_ps(0xffff, a, b);  // maskz: GCC bug 105593
+}
+
+/// The largest (Max) or smallest of the 16 lanes of t, in every lane: four exchanges (of 256-bit
+/// halves, 128-bit quarters, lane pairs and single lanes).
+template <bool Max>
+MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 fold_lanes(__m512 t) noexcept {
+  t = max_or_min<Max>(t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
+  t = max_or_min<Max>(t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
+  t = max_or_min<Max>(t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
+  return max_or_min<Max>(t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
+}
+
 /// The K-th largest of the 16 lanes of g (K <= 16; -inf if g has no total order), in every lane:
 /// with cnt_i = #{j : g_j >= g_i}, the largest g_i with cnt_i >= K.
 MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 kth_largest(__m512 g, int K) noexcept {
@@ -379,12 +395,8 @@ MOEROUTE_RK_TARGET __attribute__((always_inline)) inline __m512 kth_largest(__m5
     c[j & 3] = _mm512_mask_add_epi32(c[j & 3], _mm512_cmp_ps_mask(gj, g, _CMP_GE_OQ), c[j & 3], one);
   }
   const __m512i cnt = _mm512_add_epi32(_mm512_add_epi32(c[0], c[1]), _mm512_add_epi32(c[2], c[3]));
-  __m512 t = _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()),
-                                _mm512_cmpge_epi32_mask(cnt, _mm512_set1_epi32(K)), g);
-  t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
-  t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
-  t = _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
-  return _mm512_maskz_max_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
+  return fold_lanes<true>(_mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()),
+                                             _mm512_cmpge_epi32_mask(cnt, _mm512_set1_epi32(K)), g));
 }
 
 /// Top-K of score[0, E) on 16 lanes:
@@ -1040,12 +1052,8 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
     if (quick) {
       // the smallest second-largest of a kept group: the kept groups' top two are 2 topk_groups
       // >= K scores at or above it, so it bounds the K-th largest from below; one reduction
-      __m512 t = _mm512_mask_mov_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()),
-                                    static_cast<__mmask16>(kept[r]), second[r]);
-      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0x4e));
-      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));
-      t = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));
-      thr[r] = _mm512_maskz_min_ps(0xffff, t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));
+      thr[r] = fold_lanes<false>(_mm512_mask_mov_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()),
+                                                    static_cast<__mmask16>(kept[r]), second[r]));
     } else {
       thr[r] = kept_column_threshold(sel[r], kept[r], per, vpg, K);
     }
@@ -1055,14 +1063,14 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   int m[NR];
   for (int r = 0; r < R; ++r) {
     m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg, thr[r], ci[r], cs[r], ck[r]);
-    if (m[r] > 16 && quick)  // a few rows: topk16's tighter threshold
+    if (m[r] > 16 && quick)  // a few rows: the column-maximum threshold instead
       m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg,
                              kept_column_threshold(sel[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
   }
   // ranks by sel (lanes past m: -inf, after every candidate), then 5. the chosen side by side
   // (ids still ascending) ranked by key, written in that order
   for (int r = 0; r < R; ++r) {
-    n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K columns reach the threshold
+    n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K scores reach either threshold
     if (!n[r]) continue;
     const __mmask16 chosen = _mm512_cmplt_epi32_mask(lane_ranks(cs[r], 16), _mm512_set1_epi32(K));
     const __m512 wk = _mm512_mask_compress_ps(_mm512_set1_ps(ninf), chosen, ck[r]);

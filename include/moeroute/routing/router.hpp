@@ -428,10 +428,10 @@ class router {
     if (params_.renorm && kept < K_) normalize(topv, kept);
     // the weights x scale, then one check that they are finite (a finite score times a finite
     // scale past the float range: the first such entry is reported)
-    const float lim = std::numeric_limits<float>::max();
     bool finite = true;
     int i = 0;
 #if MOEROUTE_VECTOR_EXT
+    const float lim = std::numeric_limits<float>::max();
     const detail::vf4 sv = detail::vf4_splat(params_.scale), lv = detail::vf4_splat(lim);
     detail::vi4 ok = {-1, -1, -1, -1};
     for (; i + 4 <= kept; i += 4) {
@@ -445,11 +445,11 @@ class router {
     for (; i < kept; ++i) {
       ids[i] = topid[i];
       w[i] = topv[i] * params_.scale;
-      finite = finite && w[i] <= lim && w[i] >= -lim;
+      finite = finite && std::isfinite(w[i]);
     }
     if (!finite)
       for (i = 0; i < kept; ++i)
-        if (!(w[i] <= lim && w[i] >= -lim))
+        if (!std::isfinite(w[i]))
           return status::failure(errc::bad_input, row, topid[i], "weight x scale overflows float");
     if (stats) fill_stats(key, norm, x, topid, kept, stats);
     return status{0, row, kept, ""};
