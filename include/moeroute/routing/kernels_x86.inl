@@ -989,6 +989,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   for (int r = 0; r < R; ++r) second[r] = _mm512_set1_ps(ninf);
   if constexpr (G > 0) {
     __m512 A[NR][NG], B[NR][NG];
+#pragma GCC unroll 16
     for (int g = 0; g < G; ++g)
       for (int r = 0; r < R; ++r) {
         const float* s = sel[r] + g * per;
@@ -1010,11 +1011,13 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
         {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
         {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
         {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}};
-    int c = G;
+    int c = G;  // the loops unrolled (G a constant): A and B stay in registers
+#pragma GCC unroll 4
     for (int level = 0; level < 4; ++level) {
       const __m512i vx = _mm512_load_si512(merge_x[level]);
       const __m512i vy = _mm512_add_epi32(vx, _mm512_set1_epi32(8 >> level));
       const int half = c > 1 ? c / 2 : 1;
+#pragma GCC unroll 8
       for (int i = 0; i < half; ++i)
         for (int r = 0; r < R; ++r) {
           const int p = c > 1 ? 2 * i : 0, q = c > 1 ? 2 * i + 1 : 0;
@@ -1067,22 +1070,24 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg,
                              kept_column_threshold(sel[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
   }
-  // ranks by sel (lanes past m: -inf, after every candidate), then 5. the chosen side by side
-  // (ids still ascending) ranked by key, written in that order
+  // ranks by sel among the m candidates (exactly K: all chosen, as in many rows where the kept
+  // groups' top two are the only scores at the threshold; lanes past m are -inf and beat none),
+  // then 5. the chosen side by side (ids still ascending) ranked by key, each written at its rank
   for (int r = 0; r < R; ++r) {
     n[r] = special[r] || m[r] > 16 || m[r] < K ? 0 : K;  // m >= K: K scores reach either threshold
     if (!n[r]) continue;
-    const __mmask16 chosen = _mm512_cmplt_epi32_mask(lane_ranks(cs[r], 16), _mm512_set1_epi32(K));
+    const __mmask16 chosen = m[r] == K ? static_cast<__mmask16>((1u << K) - 1)
+                                       : _mm512_cmplt_epi32_mask(lane_ranks(cs[r], m[r]), _mm512_set1_epi32(K));
     const __m512 wk = _mm512_mask_compress_ps(_mm512_set1_ps(ninf), chosen, ck[r]);
     const __m512i wi = _mm512_maskz_compress_epi32(chosen, ci[r]);
     const __m512i wrank = lane_ranks(wk, K);  // over the K chosen
     alignas(64) float fk[16];
-    alignas(64) std::int32_t fi[16];
+    alignas(64) std::int32_t fi[16], fr[16];
     _mm512_store_ps(fk, wk);
     _mm512_store_si512(fi, wi);
-    const __mmask16 first = static_cast<__mmask16>((1u << K) - 1);
-    for (int q = 0; q < K; ++q) {  // the K chosen have the distinct ranks 0 .. K - 1
-      const int l = __builtin_ctz(_mm512_mask_cmpeq_epi32_mask(first, wrank, _mm512_set1_epi32(q)) | 0x10000u) & 15;
+    _mm512_store_si512(fr, wrank);
+    for (int l = 0; l < K; ++l) {  // the K chosen have the distinct ranks 0 .. K - 1
+      const int q = fr[l];
       val[r][q] = fk[l];
       id[r][q] = fi[l];
     }
