@@ -973,15 +973,22 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   // 1. scores and selection scores
   __mmask16 special[NR];
   for (int r = 0; r < R; ++r) special[r] = 0;
+  const float* xr[NR];  // the row pointers in locals: the stores below could alias the arrays
+  float *kr[NR], *sr[NR];
+  for (int r = 0; r < R; ++r) {
+    xr[r] = x[r];
+    kr[r] = key[r];
+    sr[r] = sel[r];
+  }
   for (int v = 0; v < nv; ++v)
     for (int r = 0; r < R; ++r) {
-      const vf a = load(x[r] + 16 * v);
+      const vf a = load(xr[r] + 16 * v);
       __m512 u;
       std::memcpy(&u, &a, sizeof u);
       special[r] = static_cast<__mmask16>(special[r] | _mm512_fpclass_ps_mask(u, 0x99));  // NaN, +-inf
       const vf k = sigmoid(a);
-      store(key[r] + 16 * v, k);
-      store(sel[r] + 16 * v, bias ? k + load(bias + 16 * v) : k);
+      store(kr[r] + 16 * v, k);
+      store(sr[r] + 16 * v, bias ? k + load(bias + 16 * v) : k);
     }
   // 2. lane-wise top-2 of each group (A >= B), then the group scores in lanes (lanes past the
   // groups: -inf, below every group) and the kept groups
