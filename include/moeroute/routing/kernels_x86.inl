@@ -973,7 +973,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
   // 1. scores and selection scores
   __mmask16 special[NR];
   for (int r = 0; r < R; ++r) special[r] = 0;
-  const float* xr[NR];  // the row pointers in locals: the stores below could alias the arrays
+  const float* xr[NR];  // the row pointers in locals: the vector stores could alias the arrays
   float *kr[NR], *sr[NR];
   for (int r = 0; r < R; ++r) {
     xr[r] = x[r];
@@ -999,7 +999,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
 #pragma GCC unroll 16
     for (int g = 0; g < G; ++g)
       for (int r = 0; r < R; ++r) {
-        const float* s = sel[r] + g * per;
+        const float* s = sr[r] + g * per;
         A[r][g] = _mm512_loadu_ps(s);
         B[r][g] = _mm512_set1_ps(ninf);
         for (int v = 1; v < vpg; ++v) {
@@ -1048,7 +1048,7 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
     const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     for (int r = 0; r < R; ++r) {
       vf gv = splat(ninf);
-      for (int g = 0; g < groups; ++g) gv = lane == g ? group_top2_sum(sel[r] + g * per, per) : gv;
+      for (int g = 0; g < groups; ++g) gv = lane == g ? group_top2_sum(sr[r] + g * per, per) : gv;
       std::memcpy(&gs[r], &gv, sizeof gs[r]);
     }
   }
@@ -1065,17 +1065,17 @@ MOEROUTE_RK_TARGET inline void sigmoid_grouped_topk_g(const float* const* x, con
       thr[r] = fold_lanes<false>(_mm512_mask_mov_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()),
                                                     static_cast<__mmask16>(kept[r]), second[r]));
     } else {
-      thr[r] = kept_column_threshold(sel[r], kept[r], per, vpg, K);
+      thr[r] = kept_column_threshold(sr[r], kept[r], per, vpg, K);
     }
   }
   __m512i ci[NR];
   __m512 cs[NR], ck[NR];
   int m[NR];
   for (int r = 0; r < R; ++r) {
-    m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg, thr[r], ci[r], cs[r], ck[r]);
+    m[r] = kept_candidates(sr[r], kr[r], kept[r], per, vpg, thr[r], ci[r], cs[r], ck[r]);
     if (m[r] > 16 && quick)  // a few rows: the column-maximum threshold instead
-      m[r] = kept_candidates(sel[r], key[r], kept[r], per, vpg,
-                             kept_column_threshold(sel[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
+      m[r] = kept_candidates(sr[r], kr[r], kept[r], per, vpg,
+                             kept_column_threshold(sr[r], kept[r], per, vpg, K), ci[r], cs[r], ck[r]);
   }
   // ranks by sel among the m candidates (exactly K: all chosen, as in many rows where the kept
   // groups' top two are the only scores at the threshold; lanes past m are -inf and beat none),
